@@ -1,0 +1,1 @@
+//! Shared fixtures for ringmq's criterion benchmarks (batch builders, temp logs).
