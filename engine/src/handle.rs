@@ -1,0 +1,204 @@
+//! `LogHandle`: a log as a shard uses it — single-threaded, async, shared by the tasks of
+//! one shard (`Rc`). It adds what needs the runtime:
+//!
+//! - appends by any [`crate::AppendMethod`], serialised per log (one in flight), with no
+//!   `RefCell` borrow held across an await;
+//! - **group commit** for synchronous-flush logs: an append resolves only after an
+//!   fdatasync that started after its write. The first waiter becomes the leader and
+//!   issues one fdatasync (an io_uring `fsync` op with DATASYNC) covering everything
+//!   written so far; appenders that arrive meanwhile wait for the next round, which again
+//!   covers all of them with one fdatasync. `syncs` counts rounds so tests can see sharing;
+//! - the background flusher loop for asynchronous-flush logs.
+//!
+//! An fdatasync failure takes the log offline: after a failed fsync the kernel may have
+//! dropped the dirty pages, so retrying could report durability that is not there.
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use compio::BufResult;
+use compio::driver::op::Sync as SyncOp;
+use futures_channel::oneshot;
+use futures_util::lock::Mutex;
+
+use crate::config::FlushPolicy;
+use crate::error::AppendError;
+use crate::log::{AppendOptions, LogAppendInfo, UnifiedLog};
+use crate::offset::Offset;
+
+/// Upper bound on appenders queued behind one group commit before new ones still join
+/// (they simply wait one more round); named so the queue is visibly bounded by design:
+/// waiters are the in-flight appends of this log, themselves bounded by the shard's
+/// admission control.
+pub const GROUP_COMMIT_WAITERS_MAX: usize = 65_536;
+
+#[derive(Clone)]
+pub struct LogHandle {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    log: RefCell<UnifiedLog>,
+    append_lock: Mutex<()>,
+    commit_in_flight: Cell<bool>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    syncs: Cell<u64>,
+}
+
+/// Clears the in-flight flag and wakes waiters even if the leader's future is dropped.
+struct LeaderGuard<'a>(&'a Inner);
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.0.commit_in_flight.set(false);
+        for w in self.0.waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+impl LogHandle {
+    pub fn new(log: UnifiedLog) -> Self {
+        LogHandle {
+            inner: Rc::new(Inner {
+                log: RefCell::new(log),
+                append_lock: Mutex::new(()),
+                commit_in_flight: Cell::new(false),
+                waiters: RefCell::new(Vec::new()),
+                syncs: Cell::new(0),
+            }),
+        }
+    }
+
+    /// Borrows the log (never hold across an await).
+    pub fn log(&self) -> Ref<'_, UnifiedLog> {
+        self.inner.log.borrow()
+    }
+
+    /// Mutably borrows the log (never hold across an await).
+    pub fn log_mut(&self) -> RefMut<'_, UnifiedLog> {
+        self.inner.log.borrow_mut()
+    }
+
+    /// Group-commit rounds (fdatasyncs) so far.
+    pub fn sync_count(&self) -> u64 {
+        self.inner.syncs.get()
+    }
+
+    /// Appends and, for a synchronous-flush log, waits until the batches are durable.
+    pub async fn append(
+        &self,
+        batches: Vec<Bytes>,
+        opts: AppendOptions,
+    ) -> Result<LogAppendInfo, AppendError> {
+        let info = {
+            let _one_at_a_time = self.inner.append_lock.lock().await;
+            let pending = self.inner.log.borrow_mut().prepare_append(batches, opts)?;
+            let written = pending.plan.write().await;
+            self.inner
+                .log
+                .borrow_mut()
+                .complete_append(pending, written)?
+        };
+        if self.inner.log.borrow().flush_policy() == FlushPolicy::Sync {
+            self.wait_durable(info.last_offset.plus(1)).await?;
+        }
+        Ok(info)
+    }
+
+    /// Resolves once every offset below `target` is covered by an fdatasync.
+    pub async fn wait_durable(&self, target: Offset) -> Result<(), AppendError> {
+        loop {
+            {
+                let log = self.inner.log.borrow();
+                if let Some(reason) = log.is_offline() {
+                    return Err(AppendError::LogOffline(reason.to_owned()));
+                }
+                if log.durable_offset() >= target {
+                    return Ok(());
+                }
+            }
+            if self.inner.commit_in_flight.get() {
+                let (tx, rx) = oneshot::channel();
+                let mut waiters = self.inner.waiters.borrow_mut();
+                debug_assert!(waiters.len() < GROUP_COMMIT_WAITERS_MAX);
+                waiters.push(tx);
+                drop(waiters);
+                let _ = rx.await;
+                continue;
+            }
+            self.lead_group_commit().await?;
+        }
+    }
+
+    async fn lead_group_commit(&self) -> Result<(), AppendError> {
+        self.inner.commit_in_flight.set(true);
+        let _guard = LeaderGuard(&self.inner);
+        let (upto, files) = self.inner.log.borrow().sync_plan();
+        let mut result = Ok(());
+        for file in files {
+            let BufResult(res, _) =
+                compio::runtime::submit(SyncOp::new(Arc::clone(&file), true)).await;
+            if let Err(e) = res {
+                result = Err(e);
+                break;
+            }
+        }
+        self.inner.syncs.set(self.inner.syncs.get() + 1);
+        match result {
+            Ok(_) => {
+                self.inner.log.borrow_mut().sync_done(upto);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("fdatasync failed: {e}");
+                self.inner.log.borrow_mut().mark_offline(reason.clone());
+                Err(AppendError::LogOffline(reason))
+            }
+        }
+    }
+
+    /// Runs the flusher for this log until `stop` resolves: every `tick`, starts due
+    /// writeback or flushes (on the blocking pool). Errors take the log offline.
+    pub async fn run_flusher(&self, tick: Duration, now_ms: impl Fn() -> i64) {
+        loop {
+            compio::time::sleep(tick).await;
+            if self.inner.log.borrow().is_offline().is_some() {
+                return;
+            }
+            loop {
+                let job = match self.inner.log.borrow_mut().writeback_job(now_ms()) {
+                    Ok(Some(job)) => job,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.inner
+                            .log
+                            .borrow_mut()
+                            .mark_offline(format!("flusher: {e}"));
+                        return;
+                    }
+                };
+                match compio::runtime::spawn_blocking(move || job.run()).await {
+                    Ok(Ok(done)) => self.inner.log.borrow_mut().writeback_done(done),
+                    Ok(Err(e)) => {
+                        self.inner
+                            .log
+                            .borrow_mut()
+                            .mark_offline(format!("flusher: {e}"));
+                        return;
+                    }
+                    Err(_) => {
+                        self.inner
+                            .log
+                            .borrow_mut()
+                            .mark_offline("flusher job panicked".into());
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
