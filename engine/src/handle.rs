@@ -24,8 +24,9 @@ use compio::driver::op::Sync as SyncOp;
 use futures_channel::oneshot;
 use futures_util::lock::Mutex;
 
+use crate::cleaner::CleanStats;
 use crate::config::FlushPolicy;
-use crate::error::AppendError;
+use crate::error::{AppendError, LogOpError};
 use crate::log::{AppendOptions, LogAppendInfo, UnifiedLog};
 use crate::offset::Offset;
 
@@ -159,6 +160,27 @@ impl LogHandle {
                 Err(AppendError::LogOffline(reason))
             }
         }
+    }
+
+    /// One compaction round, if due: the rewrite runs on the blocking pool while appends
+    /// continue; only the final swap touches the log.
+    pub async fn compact(&self, now_ms: i64) -> Result<Option<CleanStats>, LogOpError> {
+        let Some(task) = self.inner.log.borrow().clean_task(now_ms) else {
+            return Ok(None);
+        };
+        let cleaned = compio::runtime::spawn_blocking(move || task.run())
+            .await
+            .map_err(|_| {
+                LogOpError::Io(crate::error::IoContext {
+                    context: "compaction".into(),
+                    source: std::io::Error::other("cleaner thread panicked"),
+                })
+            })??;
+        self.inner
+            .log
+            .borrow_mut()
+            .install_cleaned(cleaned)
+            .map(Some)
     }
 
     /// Runs the flusher for this log until `stop` resolves: every `tick`, starts due

@@ -1,0 +1,264 @@
+//! Log compaction: latest value per key, tombstones and delete.retention.ms, offsets kept,
+//! appends during a round, crash leftovers, and a property test against a model.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use common::*;
+use proptest::prelude::*;
+use ringmq_engine::batch::{self, BatchIter};
+use ringmq_engine::{AppendOptions, CleanupPolicy, LogConfig, LogHandle, Offset, UnifiedLog};
+
+fn compact_config() -> LogConfig {
+    LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        segment_bytes: 2048,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: 60_000,
+        ..LogConfig::default()
+    }
+}
+
+/// `(offset, key, value)` of every record in the log.
+fn records(log: &UnifiedLog) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    for (_, raw) in read_all(log, log.log_start_offset()) {
+        let h = batch::validate_batch(&raw).unwrap();
+        for r in batch::records(&raw).unwrap() {
+            let r = r.unwrap();
+            let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+            out.push((h.base_offset.0 + i64::from(r.offset_delta), key, value));
+        }
+    }
+    out
+}
+
+fn compact(log: &mut UnifiedLog, now_ms: i64) -> Option<ringmq_engine::cleaner::CleanStats> {
+    let task = log.clean_task(now_ms)?;
+    let cleaned = task.run().unwrap();
+    Some(log.install_cleaned(cleaned).unwrap())
+}
+
+#[test]
+fn keeps_the_latest_value_per_key_with_original_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), compact_config());
+    for round in 0..20 {
+        for key in ["a", "b", "c"] {
+            let v = format!("{key}{round}-{:0>80}", 0);
+            append(&mut log, keyed(&[(key, Some(&v))], NOW));
+        }
+    }
+    assert!(log.segment_count() > 3);
+    let before = records(&log);
+    let stats = compact(&mut log, NOW).unwrap();
+    assert!(stats.records_removed > 0);
+    let after = records(&log);
+    let active_base = log.active_segment().base_offset.0;
+    // In the cleaned part each key appears once, with its latest value before the active segment.
+    let cleaned: Vec<_> = after.iter().filter(|r| r.0 < active_base).collect();
+    let mut seen = HashMap::new();
+    for (offset, key, value) in &cleaned {
+        assert!(seen.insert(key.clone(), *offset).is_none(), "{key} twice");
+        let latest = before
+            .iter()
+            .filter(|r| &r.1 == key)
+            .map(|r| r.0)
+            .max()
+            .unwrap();
+        if latest < active_base {
+            assert_eq!(*offset, latest);
+        }
+        assert_eq!(
+            value.as_deref(),
+            before.iter().find(|r| r.0 == *offset).unwrap().2.as_deref()
+        );
+    }
+    // The active segment is untouched and the log end did not move.
+    assert_eq!(
+        after.iter().filter(|r| r.0 >= active_base).count(),
+        before.iter().filter(|r| r.0 >= active_base).count()
+    );
+    assert_eq!(log.log_end_offset(), Offset(60));
+    // Nothing left to do until more is written.
+    assert!(compact(&mut log, NOW).is_none());
+    // Survives reopening.
+    drop(log);
+    let log = open(dir.path(), compact_config());
+    assert_eq!(records(&log), after);
+}
+
+#[test]
+fn tombstones_stay_for_delete_retention_then_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), compact_config());
+    append(
+        &mut log,
+        keyed(&[("gone", Some("v1")), ("kept", Some("k1"))], NOW),
+    );
+    append(&mut log, keyed(&[("gone", None)], NOW));
+    for i in 0..40 {
+        append(
+            &mut log,
+            keyed(&[("filler", Some(&format!("{i:0>100}")))], NOW),
+        );
+    }
+    compact(&mut log, NOW + 1000).unwrap();
+    let r = records(&log);
+    assert!(
+        r.iter().any(|x| x.1 == "gone" && x.2.is_none()),
+        "tombstone kept within delete.retention.ms"
+    );
+    assert!(!r.iter().any(|x| x.1 == "gone" && x.2.is_some()));
+    assert!(r.iter().any(|x| x.1 == "kept"));
+    // More writes make the log dirty again; past the horizon the tombstone is removed.
+    for i in 0..40 {
+        append(
+            &mut log,
+            keyed(&[("filler", Some(&format!("{i:0>100}")))], NOW),
+        );
+    }
+    let stats = compact(&mut log, NOW + 61_000).unwrap();
+    assert_eq!(stats.tombstones_removed, 1);
+    let r = records(&log);
+    assert!(!r.iter().any(|x| x.1 == "gone"));
+    assert!(r.iter().any(|x| x.1 == "kept"));
+}
+
+#[test]
+fn appends_continue_while_a_round_runs_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    compio::runtime::Runtime::new().unwrap().block_on(async {
+        let handle = LogHandle::new(open(dir.path(), compact_config()));
+        for i in 0..200 {
+            let k = format!("k{}", i % 10);
+            handle
+                .append(
+                    vec![keyed(&[(&k, Some(&format!("{i}")))], NOW)],
+                    AppendOptions::client(NOW),
+                )
+                .await
+                .unwrap();
+        }
+        let compactor = handle.clone();
+        let round = compio::runtime::spawn(async move { compactor.compact(NOW).await });
+        for i in 200..300 {
+            let k = format!("k{}", i % 10);
+            handle
+                .append(
+                    vec![keyed(&[(&k, Some(&format!("{i}")))], NOW)],
+                    AppendOptions::client(NOW),
+                )
+                .await
+                .unwrap();
+        }
+        round.await.unwrap().unwrap().unwrap();
+        let r = records(&handle.log());
+        // Every key's latest value (from the last 100 appends) is present.
+        for k in 0..10 {
+            let latest = (200..300).filter(|i| i % 10 == k).max().unwrap();
+            assert!(
+                r.iter()
+                    .any(|x| x.1 == format!("k{k}")
+                        && x.2.as_deref() == Some(&latest.to_string()[..]))
+            );
+        }
+        assert_eq!(handle.log().log_end_offset(), Offset(300));
+    });
+}
+
+#[test]
+fn loader_finishes_or_discards_interrupted_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), compact_config());
+    for i in 0..60 {
+        append(
+            &mut log,
+            keyed(&[(&format!("k{}", i % 3), Some(&format!("{i:0>50}")))], NOW),
+        );
+    }
+    let before = records(&log);
+    let task = log.clean_task(NOW).unwrap();
+    let _cleaned = task.run().unwrap(); // committed .swap files, never installed
+    drop(log);
+    let pdir = log_dir(dir.path());
+    std::fs::write(pdir.join("00000000000000000999.log.cleaned"), b"partial").unwrap();
+    let log = open(dir.path(), compact_config());
+    let after = records(&log);
+    assert!(after.len() < before.len());
+    let names: Vec<String> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".swap") || n.ends_with(".cleaned")),
+        "{names:?}"
+    );
+    // The latest value of each key is intact.
+    for k in 0..3 {
+        let latest = before
+            .iter()
+            .filter(|r| r.1 == format!("k{k}"))
+            .last()
+            .unwrap();
+        assert!(after.contains(latest));
+    }
+}
+
+#[test]
+fn compressed_batches_pass_through_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), compact_config());
+    // A batch marked gzip (attributes bit 1): the cleaner must not try to decode it.
+    let b = ringmq_engine::BatchBuilder {
+        attributes: 1,
+        ..Default::default()
+    }
+    .assemble(0, NOW, NOW, 1, b"opaque-compressed-bytes");
+    let info = append(&mut log, b.clone());
+    for i in 0..40 {
+        append(&mut log, keyed(&[("x", Some(&format!("{i:0>100}")))], NOW));
+    }
+    compact(&mut log, NOW).unwrap();
+    let first = read_all(&log, Offset(0)).remove(0);
+    assert_eq!(first, (info.first_offset, stamped(&b, info.first_offset)));
+    let _ = BatchIter::new(&[]);
+    let _: Bytes = b;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn compaction_matches_a_latest_per_key_model(
+        writes in prop::collection::vec((0u8..12, prop::option::weighted(0.85, "[a-z]{1,40}")), 20..200)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { delete_retention_ms: i64::MAX / 4, ..compact_config() };
+        let mut log = open(dir.path(), cfg);
+        let mut model: HashMap<String, (i64, Option<String>)> = HashMap::new();
+        for (i, (k, v)) in writes.iter().enumerate() {
+            let key = format!("key{k}");
+            append(&mut log, keyed(&[(&key, v.as_deref())], NOW));
+            model.insert(key, (i as i64, v.clone()));
+        }
+        compact(&mut log, NOW);
+        let after = records(&log);
+        // Every key's latest write is still there with its offset and value...
+        for (key, (offset, value)) in &model {
+            prop_assert!(after.contains(&(*offset, key.clone(), value.clone())), "lost latest {key}@{offset}");
+        }
+        // ...offsets strictly increase, and below the active segment no key repeats.
+        prop_assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+        let active = log.active_segment().base_offset.0;
+        let mut seen = std::collections::HashSet::new();
+        for r in after.iter().filter(|r| r.0 < active) {
+            prop_assert!(seen.insert(r.1.clone()));
+        }
+    }
+}
