@@ -725,7 +725,7 @@ impl UnifiedLog {
         {
             self.active_segment_mut().open_direct()?;
         }
-        self.after_truncation();
+        self.after_truncation()?;
         Ok(true)
     }
 
@@ -743,14 +743,17 @@ impl UnifiedLog {
         let seg = LogSegment::create(&self.dir, offset, 0, direct)?;
         self.segments.insert(offset, seg);
         self.log_start_offset = offset;
-        self.after_truncation();
         self.write_log_start_checkpoint()?;
+        self.after_truncation()?;
         Ok(())
     }
 
-    fn after_truncation(&mut self) {
+    fn after_truncation(&mut self) -> Result<(), LogOpError> {
         let leo = self.log_end_offset();
-        self.log_start_offset = self.log_start_offset.min(leo);
+        if self.log_start_offset > leo {
+            self.log_start_offset = leo;
+            self.write_log_start_checkpoint()?;
+        }
         self.high_watermark = self.high_watermark.clamp(self.log_start_offset, leo);
         self.recovery_point = self.recovery_point.min(leo);
         self.durable_offset = self.durable_offset.min(leo);
@@ -763,6 +766,7 @@ impl UnifiedLog {
             tracing::warn!(log = %self.dir.display(), error = %e, "persisting leader epochs failed");
         }
         self.check_invariants();
+        Ok(())
     }
 
     /// DeleteRecords: moves the log start offset to `offset` (<= high watermark) and
