@@ -124,10 +124,11 @@ impl LogHandle {
             }
             if self.inner.commit_in_flight.get() {
                 let (tx, rx) = oneshot::channel();
-                let mut waiters = self.inner.waiters.borrow_mut();
-                debug_assert!(waiters.len() < GROUP_COMMIT_WAITERS_MAX);
-                waiters.push(tx);
-                drop(waiters);
+                {
+                    let mut waiters = self.inner.waiters.borrow_mut();
+                    debug_assert!(waiters.len() < GROUP_COMMIT_WAITERS_MAX);
+                    waiters.push(tx);
+                }
                 let _ = rx.await;
                 continue;
             }

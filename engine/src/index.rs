@@ -229,13 +229,16 @@ impl<E: IndexEntry> SparseIndex<E> {
         Ok(self.file.as_ref())
     }
 
-    /// Writes entries not yet in the file (page cache; [`Self::sync`] makes them durable).
+    /// Writes entries not yet in the file (page cache; fdatasync of [`Self::sync_handle`]
+    /// makes them durable).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.file.is_none() {
+            // Not truncated on open: cut to the persisted entries just below.
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .open(&self.path)?;
             f.set_len((self.persisted * E::SIZE) as u64)?;
             self.file = Some(f);

@@ -202,11 +202,7 @@ fn loader_finishes_or_discards_interrupted_rounds() {
     );
     // The latest value of each key is intact.
     for k in 0..3 {
-        let latest = before
-            .iter()
-            .filter(|r| r.1 == format!("k{k}"))
-            .last()
-            .unwrap();
+        let latest = before.iter().rfind(|r| r.1 == format!("k{k}")).unwrap();
         assert!(after.contains(latest));
     }
 }

@@ -5,6 +5,7 @@
 //!   - every acknowledged batch is there, byte-identical, at its offset;
 //!   - every served batch validates and offsets are contiguous from the log start;
 //!   - nothing after the last whole batch survived (file length == segment size).
+//!
 //! The child reopens the same directory each round, so recovery runs repeatedly, and the
 //! append method rotates through pwritev, io_uring and O_DIRECT.
 //!
@@ -151,7 +152,7 @@ fn tear_tail(root: &Path, r: u64) {
         .unwrap();
     let torn = stamped(&expected_batch(999, 0, r % 100), Offset(0));
     let cut = 1 + (r as usize % (torn.len() - 1));
-    if r % 3 == 0 {
+    if r.is_multiple_of(3) {
         f.write_all(&[0x5a; 333]).unwrap();
     } else {
         f.write_all(&torn[..cut]).unwrap();

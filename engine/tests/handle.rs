@@ -94,7 +94,7 @@ fn synchronous_flush_shares_fdatasyncs_between_concurrent_appenders() {
             }
         });
         join_all(tasks).await;
-        let total = (appenders * per_appender) as u64;
+        let total = appenders * per_appender;
         let log = handle.log();
         assert_eq!(log.log_end_offset(), Offset(total as i64 * 2));
         assert_eq!(log.durable_offset(), log.log_end_offset());

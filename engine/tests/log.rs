@@ -275,7 +275,8 @@ fn bad_batches_are_rejected_and_nothing_is_written() {
     *crc.last_mut().unwrap() ^= 1;
     let mut magic = good.to_vec();
     magic[16] = 1;
-    let cases: Vec<(Vec<Bytes>, fn(&AppendError) -> bool)> = vec![
+    type Case = (Vec<Bytes>, fn(&AppendError) -> bool);
+    let cases: Vec<Case> = vec![
         (vec![Bytes::from(crc.clone())], |e| {
             matches!(e, AppendError::Corrupt(BatchError::CrcMismatch { .. }))
         }),
