@@ -12,12 +12,15 @@
 //! every shard. `leader-epoch-checkpoint` (`epoch startOffset` entries) is per partition in
 //! Kafka too.
 //!
-//! A write goes to `<name>.tmp`, is fdatasync'ed, renamed over the old file, and the
-//! directory is fsync'ed, so a crash leaves either the old or the new checkpoint.
+//! A write goes to `<name>.<n>.tmp` (unique per write, so a background flush and a
+//! foreground write of the same checkpoint never share a temp file), is fdatasync'ed,
+//! renamed over the old file, and the directory is fsync'ed, so a crash leaves either the
+//! old or the new checkpoint. The loader removes stray `.tmp` files.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
@@ -41,7 +44,11 @@ pub fn write(path: &Path, entries: &[String]) -> Result<(), CheckpointError> {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{n}.tmp"));
+    let tmp = path.with_file_name(tmp_name);
     let mut text = format!("{VERSION}\n{}\n", entries.len());
     for e in entries {
         text.push_str(e);
@@ -132,6 +139,13 @@ mod tests {
         assert!(read(&p).is_err());
         fs::write(&p, "9\n0\n").unwrap();
         assert!(read(&p).is_err());
-        assert!(!p.with_extension("tmp").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from(RECOVERY_POINT_CHECKPOINT)]
+        );
     }
 }
