@@ -276,6 +276,32 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Stamps a copy of a batch's header without touching its records: `header` is the
+/// batch's first [`BATCH_HEADER_SIZE`] bytes, `records` the rest. Sets the base offset,
+/// the partition leader epoch (when >= 0) and, with `log_append_time`, the timestamp type,
+/// max timestamp and a CRC recomputed over header and records. The append path writes
+/// the stamped header and the original record bytes as two iovecs: no copy of the data.
+pub fn stamp_header(
+    header: &mut [u8],
+    records: &[u8],
+    base: Offset,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) {
+    debug_assert_eq!(header.len(), BATCH_HEADER_SIZE);
+    set_base_offset(header, base);
+    if leader_epoch >= 0 {
+        set_partition_leader_epoch(header, leader_epoch);
+    }
+    if let Some(now_ms) = log_append_time {
+        let attributes = be_i16(header, ATTRIBUTES_AT) | TIMESTAMP_TYPE_BIT;
+        header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_COVERED_FROM..]), records);
+        header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
 /// Iterates the batch headers of a buffer holding whole batches back to back, as stored
 /// in a segment. Stops with an error at the first malformed or truncated batch.
 pub struct BatchIter<'a> {
@@ -593,6 +619,25 @@ mod tests {
         assert_eq!(h.partition_leader_epoch, 5);
         assert_eq!(h.max_timestamp, 123_456);
         assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+    }
+
+    #[test]
+    fn header_stamping_matches_whole_batch_stamping() {
+        let b = BatchBuilder::default().build(&[rec("k", Some("v"), 1), rec("l", Some("w"), 2)]);
+        let mut whole = b.to_vec();
+        set_base_offset(&mut whole, Offset(9));
+        set_partition_leader_epoch(&mut whole, 4);
+        set_log_append_time(&mut whole, 777);
+        let mut header = b[..BATCH_HEADER_SIZE].to_vec();
+        stamp_header(
+            &mut header,
+            &b[BATCH_HEADER_SIZE..],
+            Offset(9),
+            4,
+            Some(777),
+        );
+        assert_eq!(header, whole[..BATCH_HEADER_SIZE]);
+        validate_batch(&[&header[..], &b[BATCH_HEADER_SIZE..]].concat()).unwrap();
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{self, BatchHeader, TimestampType};
+use crate::batch::{self, BATCH_HEADER_SIZE, BatchHeader, TimestampType};
 use crate::capacity::CapacityGuard;
 use crate::checkpoint;
 use crate::config::{AppendMethod, FlushPolicy, LogConfig};
@@ -328,17 +328,20 @@ impl UnifiedLog {
         {
             return Err(AppendError::DiskFull);
         }
-        let mut stamped: Vec<Bytes> = Vec::with_capacity(batches.len());
+        let mut stamped: Vec<Bytes> = Vec::with_capacity(batches.len() * 2);
         let mut headers: Vec<BatchHeader> = Vec::new();
         let mut next = self.log_end_offset();
         let stamp_time = self.config.message_timestamp_type == TimestampType::LogAppendTime
             && opts.origin == AppendOrigin::Client;
         for buf in batches {
-            let mut buf = buf
-                .try_into_mut()
-                .unwrap_or_else(|b| BytesMut::from(&b[..]));
-            self.validate_and_stamp(&mut buf, &mut next, &mut headers, opts, stamp_time)?;
-            stamped.push(buf.freeze());
+            self.validate_and_stamp(
+                &buf,
+                &mut next,
+                &mut headers,
+                &mut stamped,
+                opts,
+                stamp_time,
+            )?;
         }
         let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
             return Err(AppendError::Empty);
@@ -349,11 +352,15 @@ impl UnifiedLog {
         Ok(self.reserve(stamped, headers, opts, stamp_time))
     }
 
+    /// Validates the batches in `buf` and appends their stamped form to `out`: for client
+    /// appends a stamped copy of each 61-byte header followed by the untouched record
+    /// bytes (a slice of `buf`, no copy); for replication the batches as they are.
     fn validate_and_stamp(
         &self,
-        buf: &mut BytesMut,
+        buf: &Bytes,
         next: &mut Offset,
         headers: &mut Vec<BatchHeader>,
+        out: &mut Vec<Bytes>,
         opts: AppendOptions,
         stamp_time: bool,
     ) -> Result<(), AppendError> {
@@ -367,18 +374,17 @@ impl UnifiedLog {
                     max: self.config.max_message_bytes,
                 });
             }
-            let piece = &mut buf[at..at + size];
             let header = match opts.origin {
                 AppendOrigin::Client => {
                     batch::validate_client_batch(&header)?;
-                    batch::set_base_offset(piece, *next);
-                    if opts.leader_epoch >= 0 {
-                        batch::set_partition_leader_epoch(piece, opts.leader_epoch);
-                    }
-                    if stamp_time {
-                        batch::set_log_append_time(piece, opts.now_ms);
-                    }
-                    BatchHeader::parse(piece)?
+                    let records = buf.slice(at + BATCH_HEADER_SIZE..at + size);
+                    let mut head = BytesMut::from(&buf[at..at + BATCH_HEADER_SIZE]);
+                    let time = stamp_time.then_some(opts.now_ms);
+                    batch::stamp_header(&mut head, &records, *next, opts.leader_epoch, time);
+                    let parsed = BatchHeader::parse(&head)?;
+                    out.push(head.freeze());
+                    out.push(records);
+                    parsed
                 }
                 AppendOrigin::Replication => {
                     if header.base_offset < *next {
@@ -387,6 +393,7 @@ impl UnifiedLog {
                             log_end: *next,
                         });
                     }
+                    out.push(buf.slice(at..at + size));
                     header
                 }
             };

@@ -22,7 +22,8 @@ pub struct WritePlan {
     pub(crate) method: AppendMethod,
     pub(crate) file: Arc<File>,
     pub(crate) position: u64,
-    /// The stamped batches, back to back (one buffer per produce request).
+    /// The stamped batches, back to back: per batch its stamped header and its untouched
+    /// records (two iovecs), or the whole batch for replication.
     pub(crate) payload: Vec<Bytes>,
     /// For [`AppendMethod::Direct`]: the 4 KiB-aligned buffer (old partial block + payload
     /// + zero padding) written at the block-aligned position.
@@ -56,12 +57,12 @@ impl WritePlan {
         match self.method {
             AppendMethod::Pwritev => self.write_blocking(),
             AppendMethod::IoUring => {
-                let mut position = self.position;
-                for buf in &self.payload {
-                    uring_write_all(&self.file, buf.clone(), position).await?;
-                    position += buf.len() as u64;
-                }
-                Ok(())
+                // One op per append: gather the pieces (this method is not the default).
+                let buf = match self.payload.as_slice() {
+                    [one] => one.clone(),
+                    pieces => Bytes::from(pieces.concat()),
+                };
+                uring_write_all(&self.file, buf, self.position).await
             }
             AppendMethod::Direct => match &self.direct {
                 Some((position, buf)) => uring_write_all(&self.file, buf.clone(), *position).await,

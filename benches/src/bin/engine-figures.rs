@@ -51,6 +51,16 @@ fn fio_figures(dir: &Path) -> Value {
     ];
     let with_fsync = fio(dir, &[&seq[..], &["--end_fsync=1"]].concat());
     let no_fsync = fio(dir, &seq);
+    let no_fsync_16k = fio(
+        dir,
+        &[
+            "--name=seq16k",
+            "--rw=write",
+            "--bs=16k",
+            "--size=1G",
+            "--ioengine=psync",
+        ],
+    );
     let sync = fio(
         dir,
         &[
@@ -62,12 +72,26 @@ fn fio_figures(dir: &Path) -> Value {
             "--fdatasync=1",
         ],
     );
+    // The device's synchronous-write bandwidth at a group commit's size (16 x 16 KiB).
+    let sync_256k = fio(
+        dir,
+        &[
+            "--name=sync256",
+            "--rw=write",
+            "--bs=256k",
+            "--size=256M",
+            "--ioengine=psync",
+            "--fdatasync=1",
+        ],
+    );
     let pct = &sync["sync"]["lat_ns"]["percentile"];
     json!({
         "seq_write_end_fsync_MBps": with_fsync["write"]["bw_bytes"].as_f64().unwrap_or(0.0) / 1e6,
         "seq_write_page_cache_MBps": no_fsync["write"]["bw_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        "seq_write_page_cache_16k_MBps": no_fsync_16k["write"]["bw_bytes"].as_f64().unwrap_or(0.0) / 1e6,
         "fdatasync_16k_p50_us": pct["50.000000"].as_f64().unwrap_or(0.0) / 1e3,
         "fdatasync_16k_p99_us": pct["99.000000"].as_f64().unwrap_or(0.0) / 1e3,
+        "write_fdatasync_256k_MBps": sync_256k["write"]["bw_bytes"].as_f64().unwrap_or(0.0) / 1e6,
     })
 }
 
@@ -79,9 +103,15 @@ fn open(dir: &Path, config: LogConfig) -> (tempfile::TempDir, LogHandle) {
 
 /// 1 GiB of async appends with the flusher running; returns (page-cache MB/s, with final
 /// fdatasync MB/s).
-fn async_volume(dir: &Path, method: AppendMethod, batch_bytes: usize) -> (f64, f64) {
+fn async_volume(dir: &Path, method: AppendMethod, batch_bytes: usize, pacing: bool) -> (f64, f64) {
+    let writeback_bytes = if pacing {
+        LogConfig::default().writeback_bytes
+    } else {
+        u64::MAX
+    };
     let config = LogConfig {
         append_method: method,
+        writeback_bytes,
         ..LogConfig::default()
     };
     let (_tmp, handle) = open(dir, config);
@@ -180,37 +210,51 @@ fn main() {
     let limits = fio_figures(&dir);
     let fio_seq = limits["seq_write_end_fsync_MBps"].as_f64().unwrap();
     let fio_cache = limits["seq_write_page_cache_MBps"].as_f64().unwrap();
+    let fio_sync_256k = limits["write_fdatasync_256k_MBps"].as_f64().unwrap();
+    let fio_cache_16k = limits["seq_write_page_cache_16k_MBps"].as_f64().unwrap();
     println!(
         "machine: {} cores, fs {fs_type}, dir {}",
         num_cores(),
         dir.display()
     );
     println!(
-        "fio: seq write 1 GiB  {fio_seq:.0} MB/s with end fsync, {fio_cache:.0} MB/s page cache; 16 KiB write+fdatasync p50 {:.0} us p99 {:.0} us",
+        "fio: seq write 1 GiB  {fio_seq:.0} MB/s with end fsync, {fio_cache:.0} MB/s page cache (1 MiB blocks), {fio_cache_16k:.0} MB/s (16 KiB blocks); 16 KiB write+fdatasync p50 {:.0} us p99 {:.0} us",
         limits["fdatasync_16k_p50_us"].as_f64().unwrap(),
         limits["fdatasync_16k_p99_us"].as_f64().unwrap()
     );
     println!(
-        "{:<9} {:>7} {:>14} {:>8} {:>14} {:>8}",
+        "{:<15} {:>7} {:>14} {:>8} {:>14} {:>8}",
         "method", "batch", "durable MB/s", "/fio", "pagecache MB/s", "/fio"
     );
     let mut results = Vec::new();
-    for method in [
-        AppendMethod::Pwritev,
-        AppendMethod::IoUring,
-        AppendMethod::Direct,
-    ] {
+    let runs = [
+        (AppendMethod::Pwritev, true),
+        (AppendMethod::Pwritev, false),
+        (AppendMethod::IoUring, true),
+        (AppendMethod::Direct, true),
+    ];
+    for (method, pacing) in runs {
         for batch in [1 << 20, 16 << 10] {
-            let (cached, durable) = async_volume(&dir, method, batch);
+            let (cached, durable) = async_volume(&dir, method, batch, pacing);
+            // Page-cache ratio against fio at the same block size.
+            let fio_cache = if batch == 1 << 20 {
+                fio_cache
+            } else {
+                fio_cache_16k
+            };
+            let name = format!("{method:?}{}", if pacing { "" } else { "-nopace" });
             println!(
-                "{:<9} {:>6}K {durable:>14.0} {:>7.0}% {cached:>14.0} {:>7.0}%",
-                format!("{method:?}"),
+                "{name:<15} {:>6}K {durable:>14.0} {:>7.0}% {cached:>14.0} {:>7.0}%",
                 batch >> 10,
                 100.0 * durable / fio_seq,
                 100.0 * cached / fio_cache
             );
-            results.push(json!({"method": format!("{method:?}"), "batch_bytes": batch, "async_durable_MBps": durable,
-                "async_page_cache_MBps": cached, "ratio_to_fio_end_fsync": durable / fio_seq, "ratio_to_fio_page_cache": cached / fio_cache}));
+            results.push(json!({
+                "method": name, "writeback_pacing": pacing, "batch_bytes": batch,
+                "async_durable_MBps": durable, "async_page_cache_MBps": cached,
+                "ratio_to_fio_end_fsync": durable / fio_seq,
+                "ratio_to_fio_page_cache": cached / fio_cache,
+            }));
         }
     }
     let mut sync_results = Vec::new();
@@ -222,13 +266,16 @@ fn main() {
             .and_then(|r| r["async_durable_MBps"].as_f64())
             .unwrap_or(f64::NAN);
         println!(
-            "sync {method:?}: 1 appender p50 {p50:.0} us p99 {p99:.0} us (fio {:.0}/{:.0}); 16 appenders {mbps:.0} MB/s = {:.0}% of async 16K durable, {per_sync:.1} appends per fdatasync",
+            "sync {method:?}: 1 appender p50 {p50:.0} us p99 {p99:.0} us (fio {:.0}/{:.0}); 16 appenders {mbps:.0} MB/s = {:.0}% of async 16K durable, {per_sync:.1} appends per fdatasync; fio 256 KiB write+fdatasync {:.0} MB/s ({:.0}%)",
             limits["fdatasync_16k_p50_us"].as_f64().unwrap(),
             limits["fdatasync_16k_p99_us"].as_f64().unwrap(),
-            100.0 * mbps / async_16k
+            100.0 * mbps / async_16k,
+            fio_sync_256k,
+            100.0 * mbps / fio_sync_256k
         );
         sync_results.push(json!({"method": format!("{method:?}"), "p50_us": p50, "p99_us": p99, "appenders16_MBps": mbps,
-            "ratio_to_async_16k": mbps / async_16k, "appends_per_fdatasync": per_sync}));
+            "ratio_to_async_16k": mbps / async_16k, "appends_per_fdatasync": per_sync,
+            "ratio_to_fio_sync_256k": mbps / fio_sync_256k}));
     }
     println!(
         "{}",
