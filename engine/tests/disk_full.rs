@@ -16,7 +16,11 @@ use ringmq_engine::{
     AppendError, AppendOptions, CapacityMonitor, CapacityPolicy, LogConfig, Offset,
 };
 
-struct Tmpfs(PathBuf, tempfile::TempDir);
+/// A mounted tmpfs; the temp dir holding its mount point lives as long as the mount.
+struct Tmpfs {
+    mount_point: PathBuf,
+    _parent: tempfile::TempDir,
+}
 
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
@@ -32,16 +36,19 @@ impl Tmpfs {
             status.success(),
             "mounting a tmpfs needs root (CI runs as root)"
         );
-        Tmpfs(path, dir)
+        Tmpfs {
+            mount_point: path,
+            _parent: dir,
+        }
     }
     fn path(&self) -> &Path {
-        &self.0
+        &self.mount_point
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("umount").arg(&self.mount_point).status();
     }
 }
 
