@@ -163,19 +163,16 @@ impl UnifiedLog {
                     old.delete_files()?;
                 }
             }
-            let target = segment_path(&self.dir, first, LOG_SUFFIX);
-            fs::rename(&group.swap, &target).context(|| format!("install {}", target.display()))?;
-            let mut seg = LogSegment::open(&self.dir, first)?;
-            let outcome = seg.recover_from(None, false, interval)?;
-            if let Some(e) = outcome.error {
-                // We just wrote and fsync'ed this file; failing to parse it is a bug.
-                panic!(
-                    "{}: cleaned segment does not parse at {}: {e}",
-                    target.display(),
-                    outcome.position
-                );
-            }
-            seg.flush_indexes()?;
+            // The old segments are gone from the log: until the cleaned one is in, the
+            // log has a hole. If that fails the log goes offline; the loader finishes the
+            // committed swap when the log is reopened.
+            let seg = match install_swap(&self.dir, first, &group.swap, interval) {
+                Ok(seg) => seg,
+                Err(e) => {
+                    self.mark_offline(format!("installing cleaned segment {first}: {e}"));
+                    return Err(e.into());
+                }
+            };
             self.segments.insert(first, seg);
         }
         File::open(&self.dir)
@@ -313,6 +310,30 @@ impl CleanTask {
         fs::rename(&cleaned, &swap).context(|| format!("rename {}", cleaned.display()))?;
         Ok(swap)
     }
+}
+
+/// Renames a committed swap file into place and loads it as a segment.
+fn install_swap(
+    dir: &Path,
+    base: Offset,
+    swap: &Path,
+    interval: u32,
+) -> Result<LogSegment, IoContext> {
+    let target = segment_path(dir, base, LOG_SUFFIX);
+    fs::rename(swap, &target).context(|| format!("install {}", target.display()))?;
+    let mut seg = LogSegment::open(dir, base)?;
+    let outcome = seg.recover_from(None, false, interval)?;
+    if let Some(e) = outcome.error {
+        // We just wrote and fsync'ed this file; failing to parse it means a cleaner bug
+        // and serving it would serve corrupt data.
+        panic!(
+            "{}: cleaned segment does not parse at {}: {e}",
+            target.display(),
+            outcome.position
+        );
+    }
+    seg.flush_indexes()?;
+    Ok(seg)
 }
 
 fn path_with(dir: &Path, base: Offset, suffix: &str) -> PathBuf {
