@@ -652,37 +652,34 @@ impl UnifiedLog {
             let Some((position, _)) = seg.translate_offset(from)? else {
                 continue;
             };
-            let mut found: Option<(Offset, i64)> = None;
-            let mut corrupt = None;
+            // Headers only to find the batch, then read and check just that batch.
+            let mut hit: Option<(u32, BatchHeader)> = None;
+            let log_start = self.log_start_offset;
             crate::segment::scan_batches(
                 seg.file(),
                 position,
                 seg.size(),
-                position,
-                |pos, h, bytes| {
-                    if h.max_timestamp < ts || h.next_offset() <= self.log_start_offset {
+                crate::segment::NO_VALIDATION,
+                |pos, h, _| {
+                    if h.max_timestamp < ts || h.next_offset() <= log_start {
                         return std::ops::ControlFlow::Continue(());
                     }
-                    found = Some(first_record_at_or_after(
-                        h,
-                        bytes,
-                        ts,
-                        self.log_start_offset,
-                    ));
-                    if let Err(error) = batch::validate_batch(bytes) {
-                        corrupt = Some((pos, error));
-                    }
+                    hit = Some((pos, *h));
                     std::ops::ControlFlow::Break(())
                 },
             )
             .context(|| format!("timestamp lookup in {}", seg.log_path().display()))?;
-            if let Some((position, error)) = corrupt {
+            let Some((pos, h)) = hit else { continue };
+            let bytes = seg.read_bytes(pos, h.total_size() as u32)?;
+            if let Err(error) = batch::validate_batch(&bytes) {
+                let segment = seg.log_path().into();
                 return Err(ReadError::Corrupt {
-                    segment: seg.log_path().into(),
-                    position,
+                    segment,
+                    position: pos,
                     error,
                 });
             }
+            let found = Some(first_record_at_or_after(&h, &bytes, ts, log_start));
             if found.is_some() {
                 return Ok(found);
             }
