@@ -127,19 +127,27 @@ impl LogHandle {
         batches: Vec<Bytes>,
         opts: AppendOptions,
     ) -> Result<LogAppendInfo, AppendError> {
-        let info = {
-            let _one_at_a_time = self.inner.append_lock.lock().await;
-            let pending = self.inner.log.borrow_mut().prepare_append(batches, opts)?;
-            let written = pending.plan.write().await;
-            self.inner
-                .log
-                .borrow_mut()
-                .complete_append(pending, written)?
-        };
+        let info = self.append_written(batches, opts).await?;
         if self.inner.log.borrow().flush_policy() == FlushPolicy::Sync {
             self.wait_durable(info.last_offset.plus(1)).await?;
         }
         Ok(info)
+    }
+
+    /// Appends without waiting for durability (callers that hold a lock of their own
+    /// across the append, then wait with [`Self::wait_durable`] outside it).
+    pub async fn append_written(
+        &self,
+        batches: Vec<Bytes>,
+        opts: AppendOptions,
+    ) -> Result<LogAppendInfo, AppendError> {
+        let _one_at_a_time = self.inner.append_lock.lock().await;
+        let pending = self.inner.log.borrow_mut().prepare_append(batches, opts)?;
+        let written = pending.plan.write().await;
+        self.inner
+            .log
+            .borrow_mut()
+            .complete_append(pending, written)
     }
 
     /// Resolves once every offset below `target` is covered by an fdatasync.

@@ -687,6 +687,27 @@ impl UnifiedLog {
         Ok(None)
     }
 
+    /// Calls `f` with every batch header from the log start on (headers only; used to
+    /// rebuild producer state when a partition is opened).
+    pub fn scan_headers(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), ReadError> {
+        for seg in self.segments.values() {
+            crate::segment::scan_batches(
+                seg.file(),
+                0,
+                seg.size(),
+                crate::segment::NO_VALIDATION,
+                |_, h, _| {
+                    if h.next_offset() > self.log_start_offset {
+                        f(h);
+                    }
+                    std::ops::ControlFlow::Continue(())
+                },
+            )
+            .context(|| format!("scan {}", seg.log_path().display()))?;
+        }
+        Ok(())
+    }
+
     /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)` of the largest timestamp.
     pub fn max_timestamp_and_offset(&self) -> Option<(Offset, i64)> {
         self.segments

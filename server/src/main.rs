@@ -1,8 +1,136 @@
-//! `ringmqd`, the ringmq broker daemon.
-//!
-//! The Kafka protocol front end and the shard runtime arrive with issue 3; until then the
-//! binary only reports its version, so packaging and the README's commands already work.
+//! `ringmqd`, the ringmq broker daemon: a Kafka-compatible broker, thread-per-core on
+//! io_uring. `ringmqd` with no arguments runs the embedded defaults (127.0.0.1:9092, data
+//! in ./ringmq-data, a shard per core).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+mod broker;
+mod config;
+mod connection;
+mod handlers;
+mod metadata;
+mod partition;
+mod protocol;
+mod shard;
+mod topic_config;
+mod topics;
+mod zero_copy;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A Kafka-compatible streaming broker, thread-per-core on io_uring.
+#[derive(Debug, Parser)]
+#[command(name = "ringmqd", version, about)]
+struct Args {
+    /// Broker configuration in Kafka's server.properties format.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (log.dirs). Default ./ringmq-data.
+    #[arg(long, value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// Listener address, [PLAINTEXT://]HOST:PORT; repeatable. Default 127.0.0.1:9092.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Vec<String>,
+    /// Address clients are told to connect to (advertised.listeners), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Number of shards (threads); default one per core in --cores.
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Cores to pin shards to, e.g. 0-3 or 0,2. Default all.
+    #[arg(long, value_name = "LIST")]
+    cores: Option<String>,
+    /// Node id (node.id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+}
+
+fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
+    let mut c = config::BrokerConfig::default();
+    let mut cores_set = false;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let props = config::read_properties(&text);
+        cores_set = props.contains_key("ringmq.cores");
+        let shards_set = props.contains_key("ringmq.shards");
+        c.apply_properties(&props)?;
+        if cores_set && !shards_set {
+            c.shards = c.cores.len();
+        }
+        if !props.contains_key("advertised.listeners") && props.contains_key("listeners") {
+            let first = c.listeners[0];
+            c.advertised = (advertise_host(first), first.port());
+        }
+    }
+    if let Some(d) = &args.data_dir {
+        c.data_dir = d.clone();
+    }
+    if !args.listen.is_empty() {
+        c.listeners = args
+            .listen
+            .iter()
+            .map(|l| config::parse_host_port(l).and_then(|(h, p)| config::resolve(&h, p)))
+            .collect::<Result<_, _>>()?;
+        if args.advertise.is_none() {
+            c.advertised = (advertise_host(c.listeners[0]), c.listeners[0].port());
+        }
+    }
+    if let Some(a) = &args.advertise {
+        c.advertised = config::parse_host_port(a)?;
+    }
+    if let Some(list) = &args.cores {
+        c.cores = config::parse_cores(list)?;
+        cores_set = true;
+    }
+    match args.shards {
+        Some(n) => c.shards = n,
+        None if cores_set => c.shards = c.cores.len(),
+        None => {}
+    }
+    if let Some(id) = args.node_id {
+        c.node_id = id;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn advertise_host(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        "127.0.0.1".into()
+    } else {
+        addr.ip().to_string()
+    }
+}
 
 fn main() {
-    println!("ringmqd {}", env!("CARGO_PKG_VERSION"));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmqd: {e}");
+            std::process::exit(2);
+        }
+    };
+    match broker::start(config) {
+        Ok(running) => {
+            for t in running.threads {
+                let _ = t.join();
+            }
+        }
+        Err(e) => {
+            eprintln!("ringmqd: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }

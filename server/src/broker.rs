@@ -1,0 +1,143 @@
+//! The broker process: shared state ([`Broker`]), the shard threads, and startup.
+//!
+//! `Broker` holds what every shard reads (config, the metadata snapshot) and the shards'
+//! inboxes; it is the only state shared across threads, and only the metadata writer
+//! behind its mutex mutates any of it. Everything on the data path lives in a shard.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+use arc_swap::ArcSwap;
+use futures_channel::mpsc;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{MetadataImage, MetadataStore};
+use crate::shard::{self, ShardTask};
+
+/// Counters shards add to (relaxed atomics; read by metrics and tests).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Fetch bytes sent from segment files without a user-space copy.
+    pub fetch_zero_copy_bytes: AtomicU64,
+    /// Fetch bytes that went through a user-space buffer.
+    pub fetch_copied_bytes: AtomicU64,
+    pub produce_requests: AtomicU64,
+    pub fetch_requests: AtomicU64,
+    pub connections_accepted: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub metadata: Arc<ArcSwap<MetadataImage>>,
+    /// The single metadata writer.
+    pub store: Mutex<MetadataStore>,
+    pub inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
+    pub metrics: Metrics,
+}
+
+impl Broker {
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata.load_full()
+    }
+    pub fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+}
+
+/// Binds one SO_REUSEPORT socket per shard for `addr`, so the kernel spreads
+/// connections over the shards.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    (0..count)
+        .map(|_| {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.set_tcp_nodelay(true)?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            Ok(s.into())
+        })
+        .collect()
+}
+
+/// A running broker: its shard threads and bound addresses.
+pub struct Running {
+    pub broker: Arc<Broker>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    pub bound: Vec<SocketAddr>,
+}
+
+/// Opens the metadata, binds the listeners and starts the shards. Errors are the reasons
+/// `ringmqd` stops with (unusable data dir, port in use, ...).
+pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data directory {} is not usable", config.data_dir.display()))?;
+    let probe = config.data_dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").with_context(|| {
+        format!(
+            "data directory {} is not writable",
+            config.data_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    let shards = config.shards;
+    let store = MetadataStore::open(config.data_dir.join("__cluster_metadata"), shards)
+        .context("loading cluster metadata")?;
+    let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for addr in &config.listeners {
+        let socks =
+            bind_reuseport(*addr, shards).with_context(|| format!("cannot listen on {addr}"))?;
+        bound.push(socks[0].local_addr()?);
+        for (i, s) in socks.into_iter().enumerate() {
+            listeners[i].push(s);
+        }
+    }
+    let mut receivers = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in 0..shards {
+        let (tx, rx) = mpsc::unbounded();
+        inboxes.push(tx);
+        receivers.push(rx);
+    }
+    let broker = Arc::new(Broker {
+        metadata: store.published(),
+        store: Mutex::new(store),
+        config,
+        inboxes,
+        metrics: Metrics::default(),
+    });
+    let ready = Arc::new(Barrier::new(shards + 1));
+    let mut threads = Vec::new();
+    for (id, (inbox, socks)) in receivers.into_iter().zip(listeners).enumerate() {
+        let broker = Arc::clone(&broker);
+        let ready = Arc::clone(&ready);
+        let core = broker
+            .config
+            .cores
+            .get(id % broker.config.cores.len().max(1))
+            .copied();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || shard::run(id, core, broker, inbox, socks, ready))
+            .context("spawning a shard thread")?;
+        threads.push(t);
+    }
+    ready.wait();
+    tracing::info!(shards, listeners = ?bound, "ringmqd ready");
+    Ok(Running {
+        broker,
+        threads,
+        bound,
+    })
+}

@@ -1,0 +1,254 @@
+//! Broker configuration: Kafka's `server.properties` format and keys (`listeners`,
+//! `advertised.listeners`, `log.dirs`, `num.partitions`, ...), ringmq-only keys under
+//! `ringmq.` (`ringmq.shards`, `ringmq.cores`), and command-line overrides. With no file
+//! and no flags the embedded defaults run a broker on 127.0.0.1:9092 with data in
+//! `./ringmq-data` on every core.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use ringmq_engine::LogConfig;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// `listeners` (PLAINTEXT only for now).
+    pub listeners: Vec<SocketAddr>,
+    /// `advertised.listeners`: what Metadata tells clients (host, port).
+    pub advertised: (String, u16),
+    /// `log.dirs` (the first one).
+    pub data_dir: PathBuf,
+    /// `ringmq.shards`: shard threads (default: one per core in `cores`).
+    pub shards: usize,
+    /// `ringmq.cores`: cores to pin shards to, in order (default: all).
+    pub cores: Vec<usize>,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `default.replication.factor` (capped by the number of brokers).
+    pub default_replication_factor: i16,
+    /// `message.max.bytes`.
+    pub message_max_bytes: u32,
+    /// `log.retention.hours` as ms.
+    pub log_retention_ms: i64,
+    /// `log.segment.bytes`.
+    pub log_segment_bytes: u32,
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub socket_request_max_bytes: u32,
+    /// `cluster.id` reported in Metadata.
+    pub cluster_id: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let cores: Vec<usize> =
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        BrokerConfig {
+            node_id: 1,
+            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 9092))],
+            advertised: ("127.0.0.1".into(), 9092),
+            data_dir: PathBuf::from("./ringmq-data"),
+            shards: cores.len(),
+            cores,
+            auto_create_topics: true,
+            num_partitions: 3,
+            default_replication_factor: 3,
+            message_max_bytes: ringmq_engine::config::DEFAULT_MAX_MESSAGE_BYTES,
+            log_retention_ms: ringmq_engine::config::DEFAULT_RETENTION_MS,
+            log_segment_bytes: ringmq_engine::config::DEFAULT_SEGMENT_BYTES,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            cluster_id: "ringmq-cluster".into(),
+        }
+    }
+}
+
+/// `[PLAINTEXT://]host:port` -> (host, port).
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let s = match s.split_once("://") {
+        Some(("PLAINTEXT", rest)) => rest,
+        Some((proto, _)) => {
+            return Err(format!(
+                "listener protocol {proto} is not supported (PLAINTEXT only)"
+            ));
+        }
+        None => s,
+    };
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{s:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((
+        if host.is_empty() {
+            "0.0.0.0".into()
+        } else {
+            host.to_owned()
+        },
+        port,
+    ))
+}
+
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}:{port}: no address"))
+}
+
+/// Parses a core list like `0,2-3`.
+pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad core list {s:?}");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cores.is_empty() {
+        return Err(format!("empty core list {s:?}"));
+    }
+    Ok(cores)
+}
+
+/// Reads a `server.properties` file (`key=value`, `#` comments).
+pub fn read_properties(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .filter_map(|l| l.split_once(['=', ':']))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+impl BrokerConfig {
+    /// Applies properties; unknown keys are an error (a typo must not silently default).
+    pub fn apply_properties(&mut self, props: &BTreeMap<String, String>) -> Result<(), String> {
+        for (k, v) in props {
+            let bad = |what: &str| format!("{k}={v}: {what}");
+            match k.as_str() {
+                "node.id" | "broker.id" => {
+                    self.node_id = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "listeners" => {
+                    self.listeners = v
+                        .split(',')
+                        .map(|l| parse_host_port(l).and_then(|(h, p)| resolve(&h, p)))
+                        .collect::<Result<_, _>>()?;
+                }
+                "advertised.listeners" => {
+                    let first = v.split(',').next().unwrap_or_default();
+                    self.advertised = parse_host_port(first)?;
+                }
+                "log.dirs" | "log.dir" => {
+                    self.data_dir = PathBuf::from(v.split(',').next().unwrap_or_default())
+                }
+                "ringmq.shards" => self.shards = v.parse().map_err(|_| bad("not an integer"))?,
+                "ringmq.cores" => self.cores = parse_cores(v)?,
+                "auto.create.topics.enable" => {
+                    self.auto_create_topics = v.parse().map_err(|_| bad("not true/false"))?
+                }
+                "num.partitions" => {
+                    self.num_partitions = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "default.replication.factor" => {
+                    self.default_replication_factor =
+                        v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "message.max.bytes" => {
+                    self.message_max_bytes = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "log.retention.hours" => {
+                    let h: i64 = v.parse().map_err(|_| bad("not an integer"))?;
+                    self.log_retention_ms = h * 3_600_000;
+                }
+                "log.retention.ms" => {
+                    self.log_retention_ms = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "log.segment.bytes" => {
+                    self.log_segment_bytes = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "socket.request.max.bytes" => {
+                    self.socket_request_max_bytes = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "cluster.id" => self.cluster_id = v.clone(),
+                _ => return Err(format!("unknown configuration key {k}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what the broker cannot run with.
+    pub fn validate(&mut self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("no listeners".into());
+        }
+        if self.shards == 0 {
+            return Err("ringmq.shards must be at least 1".into());
+        }
+        if !(1..=1000).contains(&self.num_partitions) {
+            return Err("num.partitions must be in 1..1000".into());
+        }
+        if self.message_max_bytes == 0 || self.message_max_bytes > self.log_segment_bytes {
+            return Err("message.max.bytes must be in 1..=log.segment.bytes".into());
+        }
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(c) = self.cores.iter().find(|c| **c >= available) {
+            return Err(format!(
+                "core {c} does not exist (this machine has {available})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine config for a new log of a topic with `overrides` (Kafka topic keys).
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
+        let mut c = LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            retention_ms: self.log_retention_ms,
+            max_message_bytes: self.message_max_bytes,
+            ..LogConfig::default()
+        };
+        for (k, v) in overrides {
+            crate::topic_config::apply(&mut c, k, v)?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_listeners_and_cores_parse() {
+        let props = read_properties(
+            "# c\nlisteners=PLAINTEXT://127.0.0.1:19092\nadvertised.listeners=PLAINTEXT://broker.example:9094\nringmq.cores=0\nnum.partitions = 5\n",
+        );
+        let mut c = BrokerConfig::default();
+        c.apply_properties(&props).unwrap();
+        assert_eq!(c.listeners, vec!["127.0.0.1:19092".parse().unwrap()]);
+        assert_eq!(c.advertised, ("broker.example".into(), 9094));
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(parse_cores("0,2-3").unwrap(), vec![0, 2, 3]);
+        assert!(parse_cores("3-1").is_err());
+        assert!(parse_host_port("SSL://x:1").is_err());
+        let mut bad = BTreeMap::new();
+        bad.insert("num.partitons".to_string(), "3".to_string());
+        assert!(c.apply_properties(&bad).unwrap_err().contains("unknown"));
+    }
+}

@@ -1,0 +1,165 @@
+//! One client connection on its shard.
+//!
+//! The reader reads frames (4-byte length + body), decodes the request header and spawns
+//! a task per request, so a long-polling fetch does not hold up the produce requests
+//! pipelined behind it (librdkafka uses one connection per broker for both). At most
+//! [`IN_FLIGHT_MAX`] requests per connection run at once. The writer sends responses
+//! strictly in request order (clients match them by order as well as correlation id),
+//! holding back those that finish early. A frame that cannot be parsed, or larger than
+//! `socket.request.max.bytes`, closes this connection only.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use compio::BufResult;
+use compio::buf::IoBuf;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+
+use crate::handlers;
+use crate::protocol::{self, CloseConnection, Piece, Response};
+use crate::shard::ShardCtx;
+
+/// Requests of one connection being handled at once.
+pub const IN_FLIGHT_MAX: usize = 64;
+
+type Outcome = Result<Option<Response>, CloseConnection>;
+
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded::<(u64, Outcome)>();
+    let in_flight = Rc::new(Cell::new(0usize));
+    let slot_freed: Rc<RefCell<Option<oneshot::Sender<()>>>> = Rc::new(RefCell::new(None));
+    let writer_task = compio::runtime::spawn(write_loop(
+        Rc::clone(&ctx),
+        writer,
+        rx,
+        Rc::clone(&in_flight),
+        Rc::clone(&slot_freed),
+    ));
+    if let Err(e) = read_loop(&ctx, reader, tx, in_flight, slot_freed).await {
+        tracing::debug!(shard = ctx.id, conn_id, %peer, error = %e, "closing connection");
+    }
+    let _ = writer_task.await;
+}
+
+async fn read_loop(
+    ctx: &Rc<ShardCtx>,
+    mut reader: TcpStream,
+    tx: mpsc::UnboundedSender<(u64, Outcome)>,
+    in_flight: Rc<Cell<usize>>,
+    slot_freed: Rc<RefCell<Option<oneshot::Sender<()>>>>,
+) -> Result<(), String> {
+    let max = ctx.broker.config.socket_request_max_bytes;
+    let mut seq = 0u64;
+    loop {
+        let Some(frame) = read_frame(&mut reader, max).await? else {
+            return Ok(());
+        };
+        let (header, api_key, body) = match protocol::decode_header(frame) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = tx.unbounded_send((seq, Err(e)));
+                return Err("bad request header".into());
+            }
+        };
+        while in_flight.get() >= IN_FLIGHT_MAX {
+            let (s, r) = oneshot::channel();
+            *slot_freed.borrow_mut() = Some(s);
+            let _ = r.await;
+        }
+        in_flight.set(in_flight.get() + 1);
+        let (ctx, tx, s) = (Rc::clone(ctx), tx.clone(), seq);
+        seq += 1;
+        compio::runtime::spawn(async move {
+            let outcome = handlers::dispatch(&ctx, header, api_key, body).await;
+            let _ = tx.unbounded_send((s, outcome));
+        })
+        .detach();
+    }
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+async fn read_frame(reader: &mut TcpStream, max: u32) -> Result<Option<Bytes>, String> {
+    let BufResult(res, len_buf) = reader.read_exact([0u8; 4]).await;
+    match res {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 0 || len as u32 > max {
+        return Err(format!(
+            "frame of {len} bytes exceeds socket.request.max.bytes {max}"
+        ));
+    }
+    let buf = Vec::with_capacity(len as usize);
+    let BufResult(res, buf) = reader.read_exact(buf.slice(..len as usize)).await;
+    res.map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
+    Ok(Some(Bytes::from(compio::buf::IntoInner::into_inner(buf))))
+}
+
+async fn write_loop(
+    ctx: Rc<ShardCtx>,
+    mut writer: TcpStream,
+    mut rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
+    in_flight: Rc<Cell<usize>>,
+    slot_freed: Rc<RefCell<Option<oneshot::Sender<()>>>>,
+) {
+    let mut next = 0u64;
+    let mut pending: BTreeMap<u64, Outcome> = BTreeMap::new();
+    while let Some((seq, outcome)) = rx.next().await {
+        pending.insert(seq, outcome);
+        while let Some(outcome) = pending.remove(&next) {
+            next += 1;
+            in_flight.set(in_flight.get().saturating_sub(1));
+            if let Some(s) = slot_freed.borrow_mut().take() {
+                let _ = s.send(());
+            }
+            match outcome {
+                Ok(Some(response)) => {
+                    if let Err(e) = write_response(&ctx, &mut writer, response).await {
+                        tracing::debug!(error = %e, "write failed; closing connection");
+                        let _ = socket2::SockRef::from(&writer).shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    match &e {
+                        CloseConnection::Encode(_) => {
+                            tracing::error!(error = %e, "closing connection")
+                        }
+                        _ => tracing::debug!(error = %e, "closing connection"),
+                    }
+                    // The read half shares the socket: shut it down so the reader sees EOF.
+                    let _ = socket2::SockRef::from(&writer).shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn write_response(
+    ctx: &ShardCtx,
+    writer: &mut TcpStream,
+    response: Response,
+) -> std::io::Result<()> {
+    for piece in response.pieces {
+        match piece {
+            Piece::Bytes(b) => {
+                let BufResult(res, _) = writer.write_all(b).await;
+                res?;
+            }
+            Piece::File(range) => crate::zero_copy::send_file_range(ctx, writer, &range).await?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! Fetch (key 1): reads each partition on its owner shard, bounded by the high watermark,
+//! `partition_max_bytes` and the response's `max_bytes` (the first batch always fits,
+//! KIP-74), and long-polls: with fewer than `min_bytes` ready it waits until an append to
+//! one of the partitions or `max_wait_ms`.
+//!
+//! Zero-copy: records are not read into memory. The response is encoded by
+//! kafka-protocol with a unique 16-byte marker as each partition's records; the encoded
+//! frame is then cut at the markers, each records length prefix is rewritten for the real
+//! length (int32 before v12, unsigned varint of length+1 from v12), and the partition's
+//! segment file range takes the marker's place. The connection sends those ranges with
+//! splice.
+//!
+//! Fetch sessions (KIP-227): ringmqd answers with session id 0, which tells clients it
+//! keeps no session and they send full fetch requests (KIP-227's "no session" path).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::{join_all, select, select_all};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use ringmq_engine::{FileRange, Offset, ReadError};
+
+use super::Request;
+use crate::broker::Metrics;
+use crate::protocol::{self, CloseConnection, Piece, Response};
+use crate::shard::ShardCtx;
+
+/// Longest wait a fetch may ask for (Kafka clients use 500 ms by default).
+pub const MAX_WAIT_MS_MAX: i32 = 30_000;
+
+#[derive(Clone)]
+struct Target {
+    name: String,
+    wire_name: TopicName,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    owner: Option<usize>,
+    offset: i64,
+    max_bytes: i32,
+}
+
+#[derive(Debug)]
+struct Fetched {
+    error: ResponseError,
+    high_watermark: i64,
+    log_start_offset: i64,
+    range: Option<FileRange>,
+}
+
+impl Fetched {
+    fn error(code: ResponseError) -> Self {
+        Fetched {
+            error: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            range: None,
+        }
+    }
+}
+
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+    let v = req.version();
+    let body: FetchRequest = protocol::decode_body(req.body.clone(), v)?;
+    Metrics::add(&ctx.broker.metrics.fetch_requests, 1);
+    let targets = targets(ctx, &body, v);
+    let max_bytes = if body.max_bytes <= 0 {
+        i32::MAX
+    } else {
+        body.max_bytes
+    };
+    let wait = Duration::from_millis(body.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
+    let deadline = std::time::Instant::now() + wait;
+    let mut fetched = read_all(ctx, &targets, max_bytes).await;
+    loop {
+        let bytes: i64 = fetched
+            .iter()
+            .filter_map(|f| f.range.as_ref())
+            .map(|r| i64::from(r.length))
+            .sum();
+        let has_error = fetched.iter().any(|f| f.error.code() != 0);
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if bytes >= i64::from(body.min_bytes.max(1))
+            || has_error
+            || left.is_zero()
+            || targets.is_empty()
+        {
+            break;
+        }
+        wait_for_data(ctx, &targets, left).await;
+        fetched = read_all(ctx, &targets, max_bytes).await;
+    }
+    encode(&req, v, &targets, fetched)
+}
+
+fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
+    let image = ctx.broker.image();
+    let mut out = Vec::new();
+    for t in &body.topics {
+        let meta = if v >= 13 {
+            image.topic_by_id(t.topic_id)
+        } else {
+            image.topic(t.topic.0.as_str())
+        };
+        for p in &t.partitions {
+            let owner = meta.and_then(|m| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| m.placement.get(i).copied())
+            });
+            out.push(Target {
+                name: meta.map(|m| m.name.clone()).unwrap_or_default(),
+                wire_name: t.topic.clone(),
+                topic_id: t.topic_id,
+                partition: p.partition,
+                owner,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            });
+        }
+    }
+    out
+}
+
+/// Reads every target on its owner shard; trims to the response's `max_bytes` in order
+/// (the first non-empty partition always keeps its first batch).
+async fn read_all(ctx: &Rc<ShardCtx>, targets: &[Target], max_bytes: i32) -> Vec<Fetched> {
+    let reads = targets.iter().map(|t| {
+        let t = t.clone();
+        async move {
+            let Some(owner) = t.owner else {
+                return Fetched::error(ResponseError::UnknownTopicOrPartition);
+            };
+            ctx.on_shard(owner, move |c| async move { read_one(&c, &t) })
+                .await
+                .unwrap_or_else(|_| Fetched::error(ResponseError::UnknownServerError))
+        }
+    });
+    let mut fetched = join_all(reads).await;
+    let mut budget = i64::from(max_bytes);
+    let mut first = true;
+    for f in &mut fetched {
+        if let Some(r) = &f.range {
+            if !first && i64::from(r.length) > budget {
+                f.range = None;
+                continue;
+            }
+            budget -= i64::from(r.length);
+            first = false;
+        }
+    }
+    fetched
+}
+
+fn read_one(ctx: &ShardCtx, t: &Target) -> Fetched {
+    let Some(part) = ctx.partition(&t.name, t.partition) else {
+        return Fetched::error(ResponseError::NotLeaderOrFollower);
+    };
+    let log = part.log.log();
+    let hw = log.high_watermark();
+    let mut f = Fetched {
+        error: ResponseError::Unknown(0),
+        high_watermark: hw.0,
+        log_start_offset: log.log_start_offset().0,
+        range: None,
+    };
+    let max = u32::try_from(t.max_bytes.max(0)).unwrap_or(0);
+    match log.read(Offset(t.offset), max, hw, true) {
+        Ok(info) => f.range = info.range,
+        Err(ReadError::OffsetOutOfRange { .. }) => f.error = ResponseError::OffsetOutOfRange,
+        Err(e) => {
+            tracing::warn!(topic = %t.name, partition = t.partition, error = %e, "fetch read failed");
+            f.error = ResponseError::KafkaStorageError;
+        }
+    }
+    f
+}
+
+/// Waits until any target gets data past its fetch offset, or `left` passes.
+async fn wait_for_data(ctx: &Rc<ShardCtx>, targets: &[Target], left: Duration) {
+    let watches = targets.iter().filter_map(|t| {
+        let owner = t.owner?;
+        let t = t.clone();
+        Some(Box::pin(async move {
+            let rx = ctx
+                .on_shard(owner, move |c| async move {
+                    let part = c.partition(&t.name, t.partition)?;
+                    let rx = part.watch();
+                    // Data that arrived since our read: do not wait for the next append.
+                    if part.log.log().high_watermark().0 > t.offset {
+                        part.wake_fetchers();
+                    }
+                    Some(rx)
+                })
+                .await;
+            if let Ok(Some(rx)) = rx {
+                let _ = rx.await;
+            }
+        }))
+    });
+    let watches: Vec<_> = watches.collect();
+    if watches.is_empty() {
+        compio::time::sleep(left).await;
+        return;
+    }
+    let timeout = Box::pin(compio::time::sleep(left));
+    let _ = select(select_all(watches), timeout).await;
+}
+
+fn encode(
+    req: &Request,
+    v: i16,
+    targets: &[Target],
+    fetched: Vec<Fetched>,
+) -> Result<Response, CloseConnection> {
+    let marker_base = uuid::Uuid::new_v4().as_u128();
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut ranges = Vec::new();
+    for (t, f) in targets.iter().zip(fetched) {
+        let mut pd = PartitionData::default()
+            .with_partition_index(t.partition)
+            .with_error_code(f.error.code())
+            .with_high_watermark(f.high_watermark)
+            .with_last_stable_offset(f.high_watermark)
+            .with_aborted_transactions(Some(Vec::new()));
+        // log_start_offset exists from v5.
+        if v >= 5 {
+            pd = pd.with_log_start_offset(f.log_start_offset);
+        }
+        match f.range {
+            Some(range) => {
+                let marker = (marker_base.wrapping_add(ranges.len() as u128)).to_be_bytes();
+                pd = pd.with_records(Some(Bytes::copy_from_slice(&marker)));
+                ranges.push((marker, range));
+            }
+            None => pd = pd.with_records(Some(Bytes::new())),
+        }
+        match topics.last_mut() {
+            Some(last) if last.topic == t.wire_name && last.topic_id == t.topic_id => {
+                last.partitions.push(pd)
+            }
+            _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(
+                        t.wire_name.0.as_str().to_owned(),
+                    )))
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(vec![pd]),
+            ),
+        }
+    }
+    let resp = FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics);
+    let frame = protocol::encode(ApiKey::Fetch, v, req.correlation_id(), &resp)?;
+    splice_ranges(frame, ranges, v >= 12)
+}
+
+/// Replaces each marker (and its length prefix) in `frame` with the real length prefix
+/// and the file range; fixes the frame length.
+fn splice_ranges(
+    frame: Bytes,
+    ranges: Vec<([u8; 16], FileRange)>,
+    flexible: bool,
+) -> Result<Response, CloseConnection> {
+    let mut pieces = Vec::new();
+    let mut cursor = 4usize; // after the frame length, rewritten below
+    let mut total: u64 = 0;
+    let mut head = BytesMut::new();
+    for (marker, range) in ranges {
+        let at = find(&frame[cursor..], &marker)
+            .map(|i| cursor + i)
+            .ok_or_else(|| CloseConnection::Malformed("fetch response marker not found".into()))?;
+        let prefix_len = if flexible { 1 } else { 4 };
+        let expected: &[u8] = if flexible {
+            &[17]
+        } else {
+            &16i32.to_be_bytes()
+        };
+        if at < cursor + prefix_len || &frame[at - prefix_len..at] != expected {
+            return Err(CloseConnection::Malformed(
+                "unexpected records length encoding".into(),
+            ));
+        }
+        head.extend_from_slice(&frame[cursor..at - prefix_len]);
+        if flexible {
+            put_uvarint(&mut head, range.length + 1);
+        } else {
+            head.put_i32(range.length as i32);
+        }
+        total += head.len() as u64 + u64::from(range.length);
+        pieces.push(Piece::Bytes(head.split().freeze()));
+        pieces.push(Piece::File(range));
+        cursor = at + 16;
+    }
+    head.extend_from_slice(&frame[cursor..]);
+    total += head.len() as u64;
+    pieces.push(Piece::Bytes(head.split().freeze()));
+    let len = i32::try_from(total)
+        .map_err(|_| CloseConnection::Malformed("fetch response too large".into()))?;
+    pieces.insert(0, Piece::Bytes(Bytes::copy_from_slice(&len.to_be_bytes())));
+    Ok(Response { pieces })
+}
+
+fn put_uvarint(out: &mut BytesMut, mut v: u32) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,152 @@
+//! Metadata (key 3): brokers (the advertised listener), topics with their partitions.
+//! On one node every partition's leader, replica set and ISR is this broker. Unknown
+//! topics are created with the defaults when both the request and
+//! `auto.create.topics.enable` allow it (replication factor capped by the brokers).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::Request;
+use crate::metadata::TopicMeta;
+use crate::protocol::{self, CloseConnection, Response};
+use crate::shard::ShardCtx;
+use crate::topics::{self, NewTopic};
+
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+    let v = req.version();
+    let body: MetadataRequest = protocol::decode_body(req.body.clone(), v)?;
+    let image = ctx.broker.image();
+    let cfg = &ctx.broker.config;
+    let mut topics = Vec::new();
+    match body.topics {
+        // v0: an empty list means all topics; v1+: null means all.
+        None => topics.extend(image.topics.values().map(|t| topic_entry(ctx, t))),
+        Some(list) if list.is_empty() && v == 0 => {
+            topics.extend(image.topics.values().map(|t| topic_entry(ctx, t)))
+        }
+        Some(list) => {
+            let auto = body.allow_auto_topic_creation && cfg.auto_create_topics;
+            for requested in list {
+                let by_id = requested.name.is_none() && !requested.topic_id.is_nil();
+                let entry = match (&requested.name, by_id) {
+                    (_, true) => match image.topic_by_id(requested.topic_id) {
+                        Some(t) => topic_entry(ctx, t),
+                        None => {
+                            error_entry(None, requested.topic_id, ResponseError::UnknownTopicId)
+                        }
+                    },
+                    (Some(name), false) => named_topic(ctx, name.as_str(), auto, &image).await,
+                    (None, false) => error_entry(None, Uuid::nil(), ResponseError::InvalidRequest),
+                };
+                topics.push(entry);
+            }
+        }
+    }
+    let (host, port) = &cfg.advertised;
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(cfg.node_id))
+        .with_host(StrBytes::from_string(host.clone()))
+        .with_port(i32::from(*port));
+    let mut resp = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_topics(topics);
+    if v >= 1 {
+        resp = resp.with_controller_id(BrokerId(cfg.node_id));
+    }
+    if v >= 2 {
+        resp = resp.with_cluster_id(Some(StrBytes::from_string(cfg.cluster_id.clone())));
+    }
+    if v < 7 {
+        for t in &mut resp.topics {
+            for p in &mut t.partitions {
+                p.leader_epoch = -1;
+            }
+        }
+    }
+    if v < 10 {
+        for t in &mut resp.topics {
+            t.topic_id = Uuid::nil();
+        }
+    }
+    protocol::single(ApiKey::Metadata, v, req.correlation_id(), &resp)
+}
+
+async fn named_topic(
+    ctx: &Rc<ShardCtx>,
+    name: &str,
+    auto: bool,
+    image: &crate::metadata::MetadataImage,
+) -> MetadataResponseTopic {
+    if let Some(t) = image.topic(name) {
+        return topic_entry(ctx, t);
+    }
+    if let Err(e) = topics::validate_name(name) {
+        return error_entry(Some(name), Uuid::nil(), e.code);
+    }
+    if !auto {
+        return error_entry(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
+    }
+    let cfg = &ctx.broker.config;
+    let new = NewTopic {
+        name: name.to_owned(),
+        partitions: cfg.num_partitions,
+        replication_factor: cfg.default_replication_factor.min(topics::BROKERS),
+        configs: BTreeMap::new(),
+    };
+    match topics::create(ctx, new, false).await {
+        Ok(t) => topic_entry(ctx, &t),
+        // Another request created it meanwhile.
+        Err(e) if e.code == ResponseError::TopicAlreadyExists => {
+            match ctx.broker.image().topic(name) {
+                Some(t) => topic_entry(ctx, t),
+                None => error_entry(
+                    Some(name),
+                    Uuid::nil(),
+                    ResponseError::UnknownTopicOrPartition,
+                ),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topic = name, error = %e.message, "auto-creating topic failed");
+            error_entry(Some(name), Uuid::nil(), e.code)
+        }
+    }
+}
+
+pub fn topic_entry(ctx: &ShardCtx, t: &TopicMeta) -> MetadataResponseTopic {
+    let me = BrokerId(ctx.broker.config.node_id);
+    let partitions = (0..t.placement.len() as i32)
+        .map(|i| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i)
+                .with_leader_id(me)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![me])
+                .with_isr_nodes(vec![me])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(t.id)
+        .with_is_internal(t.internal)
+        .with_partitions(partitions)
+}
+
+fn error_entry(name: Option<&str>, id: Uuid, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_owned()))))
+        .with_topic_id(id)
+}

@@ -1,0 +1,89 @@
+//! Request handlers, one module per Kafka API, registered in [`HANDLERS`]: the single
+//! table both dispatch and ApiVersions read, so ApiVersions advertises exactly what is
+//! implemented. Version ranges are Apache Kafka 4.x's (from kafka-protocol's schemas).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+
+use crate::protocol::{CloseConnection, Response};
+use crate::shard::ShardCtx;
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// APIs ringmqd serves; each uses kafka-protocol's full version range for the key.
+pub const HANDLERS: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::InitProducerId,
+];
+
+pub fn supported(api_key: ApiKey, version: i16) -> bool {
+    let r = api_key.valid_versions();
+    HANDLERS.contains(&api_key) && version >= r.min && version <= r.max
+}
+
+/// Everything a handler gets.
+pub struct Request {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+    pub fn correlation_id(&self) -> i32 {
+        self.header.correlation_id
+    }
+}
+
+pub async fn dispatch(
+    ctx: &Rc<ShardCtx>,
+    header: RequestHeader,
+    api_key: ApiKey,
+    body: Bytes,
+) -> Result<Option<Response>, CloseConnection> {
+    let req = Request {
+        header,
+        api_key,
+        body,
+    };
+    if api_key == ApiKey::ApiVersions {
+        return api_versions::handle(&req).map(Some);
+    }
+    if !supported(api_key, req.version()) {
+        // Kafka closes the connection for versions it did not advertise.
+        return Err(CloseConnection::Unsupported(format!(
+            "{api_key:?} v{}",
+            req.version()
+        )));
+    }
+    let _span =
+        tracing::debug_span!("request", api = ?api_key, correlation_id = req.correlation_id())
+            .entered();
+    match api_key {
+        ApiKey::Produce => produce::handle(ctx, req).await,
+        ApiKey::Fetch => fetch::handle(ctx, req).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(ctx, req).await.map(Some),
+        ApiKey::Metadata => metadata::handle(ctx, req).await.map(Some),
+        ApiKey::CreateTopics => create_topics::handle(ctx, req).await.map(Some),
+        ApiKey::DeleteTopics => delete_topics::handle(ctx, req).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, req).map(Some),
+        other => Err(CloseConnection::Unsupported(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,143 @@
+//! Produce (key 0): appends each partition's record batches on the partition's owner
+//! shard, all partitions in parallel. acks=0 gets no response (as in Kafka); acks=1 and
+//! acks=all are answered once the append is done under the topic's flush policy (on one
+//! node all = the leader, durable when `flush.messages=1`).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use ringmq_engine::LogAppendInfo;
+
+use super::Request;
+use crate::broker::Metrics;
+use crate::partition::PartitionError;
+use crate::protocol::{self, CloseConnection, Response};
+use crate::shard::{ShardCtx, now_ms};
+
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>, CloseConnection> {
+    let v = req.version();
+    let body: ProduceRequest = protocol::decode_body(req.body.clone(), v)?;
+    Metrics::add(&ctx.broker.metrics.produce_requests, 1);
+    let image = ctx.broker.image();
+    let now = now_ms();
+    let acks = body.acks;
+    let mut topics = Vec::new();
+    let mut appends = Vec::new();
+    for topic in body.topic_data {
+        let meta = if v >= 13 {
+            image.topic_by_id(topic.topic_id)
+        } else {
+            image.topic(topic.name.0.as_str())
+        };
+        let unknown = if v >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let name = meta.map(|m| m.name.clone());
+        for p in topic.partition_data {
+            let check = || -> Result<(String, usize, Bytes), PartitionError> {
+                if !matches!(acks, -1..=1) {
+                    return Err(PartitionError::new(
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks={acks}"),
+                    ));
+                }
+                if body.transactional_id.is_some() {
+                    return Err(PartitionError::new(
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        "transactions are not supported yet",
+                    ));
+                }
+                let meta = meta.ok_or_else(|| PartitionError::new(unknown, "unknown topic"))?;
+                let owner = usize::try_from(p.index)
+                    .ok()
+                    .and_then(|i| meta.placement.get(i).copied());
+                let owner = owner.ok_or_else(|| {
+                    PartitionError::new(ResponseError::UnknownTopicOrPartition, "unknown partition")
+                })?;
+                let records = p.records.clone().ok_or_else(|| {
+                    PartitionError::new(ResponseError::CorruptMessage, "null records")
+                })?;
+                Ok((meta.name.clone(), owner, records))
+            };
+            let index = p.index;
+            let checked = check();
+            appends.push(async move {
+                let (name, owner, records) = checked?;
+                let result = ctx
+                    .on_shard(owner, move |c| async move {
+                        match c.partition(&name, index) {
+                            Some(part) => part.append(records, now).await,
+                            None => Err(PartitionError::new(
+                                ResponseError::NotLeaderOrFollower,
+                                "partition not open here",
+                            )),
+                        }
+                    })
+                    .await;
+                result.unwrap_or_else(|e| {
+                    Err(PartitionError::new(
+                        ResponseError::UnknownServerError,
+                        e.to_string(),
+                    ))
+                })
+            });
+            topics.push((topic.name.clone(), topic.topic_id, name.clone(), index));
+        }
+    }
+    let results: Vec<Result<LogAppendInfo, PartitionError>> = join_all(appends).await;
+    if acks == 0 {
+        return Ok(None);
+    }
+    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    for ((wire_name, topic_id, _, index), result) in topics.into_iter().zip(results) {
+        let pr = match result {
+            Ok(info) => {
+                let r = PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(info.first_offset.0)
+                    .with_log_append_time_ms(info.log_append_time_ms);
+                // log_start_offset exists from v5.
+                if v >= 5 {
+                    r.with_log_start_offset(info.log_start_offset.0)
+                } else {
+                    r
+                }
+            }
+            Err(e) => {
+                tracing::debug!(partition = index, code = ?e.code, error = %e.message, "produce failed");
+                let r = PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_error_code(e.code.code())
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1);
+                // error_message exists from v8.
+                if v >= 8 {
+                    r.with_error_message(Some(StrBytes::from_string(e.message)))
+                } else {
+                    r
+                }
+            }
+        };
+        match responses.last_mut() {
+            Some(t) if t.name == wire_name && t.topic_id == topic_id => {
+                t.partition_responses.push(pr)
+            }
+            _ => responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(wire_name.0.clone()))
+                    .with_topic_id(topic_id)
+                    .with_partition_responses(vec![pr]),
+            ),
+        }
+    }
+    let resp = ProduceResponse::default().with_responses(responses);
+    protocol::single(ApiKey::Produce, v, req.correlation_id(), &resp).map(Some)
+}

@@ -1,0 +1,232 @@
+//! A shard: one OS thread pinned to a core, running a single-threaded compio (io_uring)
+//! runtime. It owns its partitions, its client connections and their buffers; nothing in
+//! it is shared with other threads. Other shards reach its partitions only by sending a
+//! [`ShardTask`] to its inbox ([`ShardCtx::on_shard`]), which runs on this thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use ringmq_engine::{LogHandle, UnifiedLog};
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Work sent to a shard: runs on that shard's thread with its context.
+pub type ShardTask = Box<dyn FnOnce(Rc<ShardCtx>) + Send>;
+
+/// `(topic, partition)`.
+pub type TopicPartition = (Arc<str>, i32);
+
+pub struct ShardCtx {
+    pub id: usize,
+    pub broker: Arc<Broker>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+}
+
+/// The shard went away (shutting down) before answering.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not answering")]
+pub struct ShardGone(pub usize);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ShardCtx {
+    /// Runs `f` on shard `shard` (directly when it is this one) and returns its result.
+    pub async fn on_shard<R, F, Fut>(self: &Rc<Self>, shard: usize, f: F) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ShardCtx>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if shard == self.id {
+            return Ok(f(Rc::clone(self)).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let task: ShardTask = Box::new(move |ctx| {
+            compio::runtime::spawn(async move {
+                let _ = tx.send(f(ctx).await);
+            })
+            .detach();
+        });
+        let inbox = self.broker.inboxes.get(shard).ok_or(ShardGone(shard))?;
+        inbox.unbounded_send(task).map_err(|_| ShardGone(shard))?;
+        rx.await.map_err(|_| ShardGone(shard))
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(Arc::from(topic), index))
+            .cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Opens (creating or recovering) a partition this shard owns.
+    pub async fn open_partition(
+        self: &Rc<Self>,
+        topic: &str,
+        index: i32,
+    ) -> Result<Rc<Partition>, String> {
+        if let Some(p) = self.partition(topic, index) {
+            return Ok(p);
+        }
+        let image = self.broker.image();
+        let meta = image
+            .topic(topic)
+            .ok_or_else(|| format!("unknown topic {topic}"))?;
+        let config = self.broker.config.log_config(&meta.configs)?;
+        let dir = self.broker.config.data_dir.join(format!("{topic}-{index}"));
+        let log = compio::runtime::spawn_blocking(move || UnifiedLog::open(dir, config, now_ms()))
+            .await
+            .map_err(|_| "opening the log panicked".to_string())?
+            .map_err(|e| e.to_string())?;
+        let handle = LogHandle::new(log);
+        let partition = Rc::new(Partition::new(Arc::from(topic), index, handle));
+        partition.rebuild_producer_state();
+        partition.refresh_high_watermark();
+        let flusher = partition.log.clone();
+        compio::runtime::spawn(async move {
+            flusher.run_flusher(Duration::from_millis(50), now_ms).await
+        })
+        .detach();
+        self.partitions
+            .borrow_mut()
+            .insert((Arc::from(topic), index), Rc::clone(&partition));
+        Ok(partition)
+    }
+
+    /// Closes and deletes a partition's log (DeleteTopics).
+    pub fn delete_partition(&self, topic: &str, index: i32) -> Result<(), String> {
+        let removed = self
+            .partitions
+            .borrow_mut()
+            .remove(&(Arc::from(topic), index));
+        if let Some(p) = removed {
+            p.wake_fetchers();
+        }
+        let dir = self.broker.config.data_dir.join(format!("{topic}-{index}"));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("delete {}: {e}", dir.display())),
+        }
+    }
+}
+
+/// The shard thread's body.
+pub fn run(
+    id: usize,
+    core: Option<usize>,
+    broker: Arc<Broker>,
+    inbox: mpsc::UnboundedReceiver<ShardTask>,
+    listeners: Vec<std::net::TcpListener>,
+    ready: Arc<Barrier>,
+) {
+    // Create the runtime before pinning: its threads inherit this thread's affinity.
+    let runtime = match compio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "cannot create the io_uring runtime");
+            std::process::exit(1);
+        }
+    };
+    if let Some(core) = core
+        && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+    {
+        tracing::warn!(shard = id, core, "could not pin the shard to its core");
+    }
+    let ctx = Rc::new(ShardCtx {
+        id,
+        broker,
+        partitions: RefCell::new(HashMap::new()),
+    });
+    runtime.block_on(async move {
+        let c = Rc::clone(&ctx);
+        compio::runtime::spawn(async move {
+            let mut inbox = inbox;
+            while let Some(task) = inbox.next().await {
+                task(Rc::clone(&c));
+            }
+        })
+        .detach();
+        open_owned_partitions(&ctx).await;
+        ready.wait();
+        for l in listeners {
+            let c = Rc::clone(&ctx);
+            compio::runtime::spawn(accept_loop(c, l)).detach();
+        }
+        maintenance_loop(ctx).await;
+    });
+}
+
+async fn open_owned_partitions(ctx: &Rc<ShardCtx>) {
+    let image = ctx.broker.image();
+    for t in image.topics.values() {
+        for (index, _) in t
+            .placement
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == ctx.id)
+        {
+            if let Err(e) = ctx.open_partition(&t.name, index as i32).await {
+                tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open partition");
+            }
+        }
+    }
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
+    let listener = match compio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = ctx.id, error = %e, "cannot use listener");
+            return;
+        }
+    };
+    let mut conn_id = 0u64;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                conn_id += 1;
+                crate::broker::Metrics::add(&ctx.broker.metrics.connections_accepted, 1);
+                let c = Rc::clone(&ctx);
+                compio::runtime::spawn(crate::connection::serve(c, stream, peer, conn_id)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Retention and compaction for this shard's partitions (Kafka checks every 5 minutes;
+/// ringmq every 30 s).
+async fn maintenance_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        compio::time::sleep(Duration::from_secs(30)).await;
+        for p in ctx.partitions() {
+            let deleted = p.log.log_mut().apply_retention(now_ms());
+            if let Err(e) = deleted {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
+            }
+            p.refresh_high_watermark();
+            if let Err(e) = p.log.compact(now_ms()).await {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "compaction failed");
+            }
+        }
+    }
+}

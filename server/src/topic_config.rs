@@ -1,0 +1,154 @@
+//! Topic configs (SPEC C2) by their Kafka keys, validated and mapped onto the engine's
+//! [`LogConfig`]. DescribeConfigs reports the same keys.
+
+use ringmq_engine::{CleanupPolicy, LogConfig, TimestampType};
+
+/// Topic config keys ringmq accepts, with how to read each back from a [`LogConfig`].
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "delete.retention.ms",
+    "flush.messages",
+    "flush.ms",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+    "unclean.leader.election.enable",
+];
+
+/// Applies one topic config to `c`, or says why the value is invalid.
+pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
+    let int = |v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| format!("{key}={value}: not an integer"))
+    };
+    let positive_u32 = |v: &str| {
+        let n = int(v)?;
+        u32::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{key}={value}: out of range"))
+    };
+    match key {
+        "cleanup.policy" => {
+            c.cleanup_policy = match value.replace(' ', "").as_str() {
+                "delete" => CleanupPolicy::Delete,
+                "compact" => CleanupPolicy::Compact,
+                "compact,delete" | "delete,compact" => CleanupPolicy::CompactDelete,
+                _ => {
+                    return Err(format!(
+                        "{key}={value}: expected delete, compact or compact,delete"
+                    ));
+                }
+            }
+        }
+        "compression.type" => {
+            if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value) {
+                return Err(format!("{key}={value}: unknown codec"));
+            }
+            if value != "producer" {
+                return Err(format!(
+                    "{key}={value}: broker-side recompression is not supported; use producer"
+                ));
+            }
+        }
+        "delete.retention.ms" => c.delete_retention_ms = int(value)?.max(0),
+        "flush.messages" => c.flush_messages = int(value)?.max(1),
+        "flush.ms" => c.flush_ms = int(value)?.max(0),
+        "index.interval.bytes" => c.index_interval_bytes = positive_u32(value)?,
+        "max.message.bytes" => c.max_message_bytes = positive_u32(value)?,
+        "message.timestamp.type" => {
+            c.message_timestamp_type = match value {
+                "CreateTime" => TimestampType::CreateTime,
+                "LogAppendTime" => TimestampType::LogAppendTime,
+                _ => {
+                    return Err(format!(
+                        "{key}={value}: expected CreateTime or LogAppendTime"
+                    ));
+                }
+            }
+        }
+        "min.cleanable.dirty.ratio" => {
+            let r: f64 = value
+                .parse()
+                .map_err(|_| format!("{key}={value}: not a number"))?;
+            if !(0.0..=1.0).contains(&r) {
+                return Err(format!("{key}={value}: must be in [0, 1]"));
+            }
+            c.min_cleanable_dirty_ratio = r;
+        }
+        "min.insync.replicas" => {
+            if !(1..=3).contains(&int(value)?) {
+                return Err(format!("{key}={value}: must be in 1..3"));
+            }
+        }
+        "retention.bytes" => c.retention_bytes = int(value)?,
+        "retention.ms" => {
+            let ms = int(value)?;
+            if ms < -1 {
+                return Err(format!("{key}={value}: must be -1 or >= 0"));
+            }
+            c.retention_ms = ms;
+        }
+        "segment.bytes" => {
+            let b = positive_u32(value)?;
+            if b < 14 {
+                return Err(format!("{key}={value}: too small"));
+            }
+            c.segment_bytes = b;
+        }
+        "segment.ms" => c.segment_ms = int(value)?.max(1),
+        "unclean.leader.election.enable" => {
+            value
+                .parse::<bool>()
+                .map_err(|_| format!("{key}={value}: not true/false"))?;
+        }
+        _ => return Err(format!("unknown topic config {key}")),
+    }
+    Ok(())
+}
+
+/// The value of `key` for DescribeConfigs, from the effective config.
+pub fn describe(
+    c: &LogConfig,
+    key: &str,
+    overrides: &std::collections::BTreeMap<String, String>,
+) -> String {
+    if let Some(v) = overrides.get(key) {
+        return v.clone();
+    }
+    match key {
+        "cleanup.policy" => match c.cleanup_policy {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+        .into(),
+        "compression.type" => "producer".into(),
+        "delete.retention.ms" => c.delete_retention_ms.to_string(),
+        "flush.messages" => c.flush_messages.to_string(),
+        "flush.ms" => c.flush_ms.to_string(),
+        "index.interval.bytes" => c.index_interval_bytes.to_string(),
+        "max.message.bytes" => c.max_message_bytes.to_string(),
+        "message.timestamp.type" => match c.message_timestamp_type {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+        .into(),
+        "min.cleanable.dirty.ratio" => c.min_cleanable_dirty_ratio.to_string(),
+        "min.insync.replicas" => "1".into(),
+        "retention.bytes" => c.retention_bytes.to_string(),
+        "retention.ms" => c.retention_ms.to_string(),
+        "segment.bytes" => c.segment_bytes.to_string(),
+        "segment.ms" => c.segment_ms.to_string(),
+        "unclean.leader.election.enable" => "true".into(),
+        _ => String::new(),
+    }
+}

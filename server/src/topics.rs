@@ -1,0 +1,199 @@
+//! Topic administration shared by CreateTopics, Metadata auto-creation, DeleteTopics and
+//! CreatePartitions: validation with Kafka's rules and errors, the metadata commit, and
+//! opening/closing the partitions on their owner shards.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use crate::metadata::{MetadataRecord, TopicMeta};
+use crate::shard::ShardCtx;
+
+/// Longest legal topic name (Kafka's limit).
+pub const TOPIC_NAME_MAX: usize = 249;
+/// Most partitions one request may create for a topic.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+fn err(code: ResponseError, message: impl Into<String>) -> TopicError {
+    TopicError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Kafka's topic name rule: 1..249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(err(
+            ResponseError::InvalidTopicException,
+            format!("illegal topic name {name:?}"),
+        ));
+    }
+    if name.len() > TOPIC_NAME_MAX {
+        return Err(err(
+            ResponseError::InvalidTopicException,
+            format!("topic name longer than {TOPIC_NAME_MAX}"),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(err(
+            ResponseError::InvalidTopicException,
+            format!("topic name {name:?} contains {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a CreateTopics entry asks for (after defaults).
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Brokers in the cluster (one node until the cluster issue).
+pub const BROKERS: i16 = 1;
+
+/// Validates, commits to metadata and opens the partitions. With `validate_only`, stops
+/// after validation.
+pub async fn create(
+    ctx: &Rc<ShardCtx>,
+    t: NewTopic,
+    validate_only: bool,
+) -> Result<TopicMeta, TopicError> {
+    validate_name(&t.name)?;
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&t.partitions) {
+        return Err(err(
+            ResponseError::InvalidPartitions,
+            format!("number of partitions must be in 1..{PARTITIONS_PER_TOPIC_MAX}"),
+        ));
+    }
+    if t.replication_factor < 1 || t.replication_factor > BROKERS {
+        return Err(err(
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {} must be in 1..{BROKERS} (brokers available: {BROKERS})",
+                t.replication_factor
+            ),
+        ));
+    }
+    ctx.broker
+        .config
+        .log_config(&t.configs)
+        .map_err(|m| err(ResponseError::InvalidConfig, m))?;
+    let meta = {
+        let mut store = ctx
+            .broker
+            .store
+            .lock()
+            .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))?;
+        if store.image().topic(&t.name).is_some() {
+            return Err(err(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{}' already exists", t.name),
+            ));
+        }
+        let placement = store
+            .image()
+            .place(t.partitions as usize, ctx.broker.shard_count());
+        let meta = TopicMeta {
+            name: t.name.clone(),
+            id: Uuid::new_v4(),
+            placement,
+            configs: t.configs,
+            internal: false,
+        };
+        if validate_only {
+            return Ok(meta);
+        }
+        store
+            .commit(&[MetadataRecord::TopicCreated(meta.clone())])
+            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
+        meta
+    };
+    open_partitions(ctx, &meta, 0).await?;
+    tracing::info!(topic = %meta.name, partitions = meta.placement.len(), "created topic");
+    Ok(meta)
+}
+
+/// Opens partitions `from..` of `meta` on their owner shards and waits for all.
+pub async fn open_partitions(
+    ctx: &Rc<ShardCtx>,
+    meta: &TopicMeta,
+    from: usize,
+) -> Result<(), TopicError> {
+    let opens = meta
+        .placement
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(i, &shard)| {
+            let name = meta.name.clone();
+            ctx.on_shard(shard, move |c| async move {
+                c.open_partition(&name, i as i32).await.map(|_| ())
+            })
+        });
+    for r in join_all(opens).await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => return Err(err(ResponseError::KafkaStorageError, m)),
+            Err(e) => return Err(err(ResponseError::UnknownServerError, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a topic: metadata first (clients stop seeing it), then the partitions.
+pub async fn delete(ctx: &Rc<ShardCtx>, name: &str) -> Result<TopicMeta, TopicError> {
+    let meta = {
+        let mut store = ctx
+            .broker
+            .store
+            .lock()
+            .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))?;
+        let Some(meta) = store.image().topic(name).cloned() else {
+            return Err(err(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        if meta.internal {
+            return Err(err(
+                ResponseError::InvalidTopicException,
+                format!("topic '{name}' is internal"),
+            ));
+        }
+        store
+            .commit(&[MetadataRecord::TopicDeleted {
+                name: name.to_owned(),
+            }])
+            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
+        meta
+    };
+    let deletes = meta.placement.iter().enumerate().map(|(i, &shard)| {
+        let name = meta.name.clone();
+        ctx.on_shard(shard, move |c| async move {
+            c.delete_partition(&name, i as i32)
+        })
+    });
+    for r in join_all(deletes).await {
+        if let Ok(Err(m)) = r {
+            tracing::warn!(topic = %name, error = %m, "deleting partition files failed");
+        }
+    }
+    tracing::info!(topic = %name, "deleted topic");
+    Ok(meta)
+}
