@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+mod admin_http;
 mod broker;
 mod config;
 mod connection;
@@ -46,6 +47,9 @@ struct Args {
     /// Node id (node.id).
     #[arg(long, value_name = "ID")]
     node_id: Option<i32>,
+    /// Admin HTTP address (GET /metrics in Prometheus format), HOST:PORT. Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
 fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
@@ -124,6 +128,17 @@ fn main() {
     };
     match broker::start(config) {
         Ok(running) => {
+            tracing::info!(listeners = ?running.bound, advertised = ?running.broker.config.advertised, "serving Kafka clients");
+            if let Some(http) = &args.http {
+                let addr = config::parse_host_port(http).and_then(|(h, p)| config::resolve(&h, p));
+                match addr.map_err(std::io::Error::other).and_then(|a| admin_http::start(a, running.broker.clone())) {
+                    Ok(bound) => tracing::info!(%bound, "admin http listening"),
+                    Err(e) => {
+                        eprintln!("ringmqd: cannot serve admin http on {http}: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             for t in running.threads {
                 let _ = t.join();
             }

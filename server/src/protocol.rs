@@ -23,21 +23,6 @@ pub struct Response {
     pub pieces: Vec<Piece>,
 }
 
-impl Response {
-    pub fn len(&self) -> usize {
-        self.pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Bytes(b) => b.len(),
-                Piece::File(f) => f.length as usize,
-            })
-            .sum()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Why a request could not be answered: the connection is closed (Kafka's behaviour for
 /// frames it cannot parse).
 #[derive(Debug, thiserror::Error)]

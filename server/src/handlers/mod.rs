@@ -11,8 +11,12 @@ use crate::protocol::{CloseConnection, Response};
 use crate::shard::ShardCtx;
 
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod fetch;
 pub mod init_producer_id;
 pub mod list_offsets;
@@ -28,7 +32,11 @@ pub const HANDLERS: &[ApiKey] = &[
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
+    ApiKey::DeleteRecords,
     ApiKey::InitProducerId,
+    ApiKey::DescribeConfigs,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeCluster,
 ];
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
@@ -39,7 +47,6 @@ pub fn supported(api_key: ApiKey, version: i16) -> bool {
 /// Everything a handler gets.
 pub struct Request {
     pub header: RequestHeader,
-    pub api_key: ApiKey,
     pub body: Bytes,
 }
 
@@ -58,11 +65,7 @@ pub async fn dispatch(
     api_key: ApiKey,
     body: Bytes,
 ) -> Result<Option<Response>, CloseConnection> {
-    let req = Request {
-        header,
-        api_key,
-        body,
-    };
+    let req = Request { header, body };
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&req).map(Some);
     }
@@ -84,6 +87,10 @@ pub async fn dispatch(
         ApiKey::CreateTopics => create_topics::handle(ctx, req).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(ctx, req).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(ctx, req).map(Some),
+        ApiKey::DeleteRecords => delete_records::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeConfigs => describe_configs::handle(ctx, req).map(Some),
+        ApiKey::CreatePartitions => create_partitions::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(ctx, req).map(Some),
         other => Err(CloseConnection::Unsupported(format!("{other:?}"))),
     }
 }

@@ -1,0 +1,72 @@
+//! Admin HTTP (control plane, low volume): its own small thread, plain blocking I/O.
+//! For now it serves `GET /metrics` in Prometheus text format from the broker's
+//! counters; the REST API and console arrive with their issue (port 9999 by default
+//! there). Started only when `--http HOST:PORT` is given.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::broker::Broker;
+
+/// Largest request head read from an admin client.
+pub const REQUEST_HEAD_MAX: usize = 8192;
+
+pub fn start(addr: SocketAddr, broker: Arc<Broker>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("admin-http".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if let Err(e) = serve(stream, &broker) {
+                tracing::debug!(error = %e, "admin http request failed");
+            }
+        }
+    })?;
+    Ok(bound)
+}
+
+fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut first = String::new();
+    reader.by_ref().take(REQUEST_HEAD_MAX as u64).read_line(&mut first)?;
+    loop {
+        let mut line = String::new();
+        if reader.by_ref().take(REQUEST_HEAD_MAX as u64).read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("/");
+    let (status, body) = match path {
+        "/metrics" => ("200 OK", metrics_text(broker)),
+        _ => ("404 Not Found", "not found\n".to_string()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn metrics_text(broker: &Broker) -> String {
+    let m = &broker.metrics;
+    let image = broker.image();
+    let partitions: usize = image.topics.values().map(|t| t.placement.len()).sum();
+    let counters = [
+        ("ringmq_fetch_zero_copy_bytes_total", "Fetch bytes sent from segment files without a user-space copy", m.fetch_zero_copy_bytes.load(Ordering::Relaxed)),
+        ("ringmq_fetch_copied_bytes_total", "Fetch bytes that went through a user-space buffer", m.fetch_copied_bytes.load(Ordering::Relaxed)),
+        ("ringmq_produce_requests_total", "Produce requests", m.produce_requests.load(Ordering::Relaxed)),
+        ("ringmq_fetch_requests_total", "Fetch requests", m.fetch_requests.load(Ordering::Relaxed)),
+        ("ringmq_connections_accepted_total", "Client connections accepted", m.connections_accepted.load(Ordering::Relaxed)),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in counters {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+    }
+    out.push_str(&format!("# HELP current_topics Topics\n# TYPE current_topics gauge\ncurrent_topics {}\n", image.topics.len()));
+    out.push_str(&format!("# HELP current_partitions Partitions\n# TYPE current_partitions gauge\ncurrent_partitions {partitions}\n"));
+    out.push_str("# HELP broker_alive Broker is serving\n# TYPE broker_alive gauge\nbroker_alive 1\n");
+    out
+}

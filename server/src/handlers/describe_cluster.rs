@@ -1,0 +1,30 @@
+//! DescribeCluster (key 60): the cluster id, controller and brokers (this node).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Request;
+use crate::protocol::{self, CloseConnection, Response};
+use crate::shard::ShardCtx;
+
+pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+    let v = req.version();
+    let _body: DescribeClusterRequest = protocol::decode_body(req.body.clone(), v)?;
+    let c = &ctx.broker.config;
+    let broker = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(c.node_id))
+        .with_host(StrBytes::from_string(c.advertised.0.clone()))
+        .with_port(i32::from(c.advertised.1));
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(c.cluster_id.clone()))
+        .with_controller_id(BrokerId(c.node_id))
+        .with_brokers(vec![broker]);
+    // endpoint_type (1 = brokers) exists from v1.
+    if v >= 1 {
+        resp = resp.with_endpoint_type(1);
+    }
+    protocol::single(ApiKey::DescribeCluster, v, req.correlation_id(), &resp)
+}

@@ -1,0 +1,109 @@
+"""Topic administration through confluent-kafka's AdminClient: configs, errors Kafka
+defines, partitions, DeleteRecords, DeleteTopics, DescribeCluster, auto-creation."""
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+from test_clients import consume_to_end, create_topic, produce_all
+
+
+_ADMINS = {}
+
+
+def admin(broker):
+    """One AdminClient per broker, kept alive (a collected client cancels its futures)."""
+    if broker.bootstrap not in _ADMINS:
+        _ADMINS[broker.bootstrap] = AdminClient({"bootstrap.servers": broker.bootstrap})
+    return _ADMINS[broker.bootstrap]
+
+
+def create_error(broker, topic):
+    try:
+        admin(broker).create_topics([topic])[topic.topic].result(10)
+    except KafkaException as e:
+        return e.args[0].code()
+    return None
+
+
+def test_create_topic_errors_are_kafkas(broker):
+    create_topic(broker.bootstrap, "dup")
+    assert create_error(broker, NewTopic("dup", 1, 1)) == KafkaError.TOPIC_ALREADY_EXISTS
+    assert create_error(broker, NewTopic("rf3", 1, 3)) == KafkaError.INVALID_REPLICATION_FACTOR
+    assert create_error(broker, NewTopic("bad/name", 1, 1)) == KafkaError.TOPIC_EXCEPTION
+    assert create_error(broker, NewTopic("zero", 0, 1)) == KafkaError.INVALID_PARTITIONS
+    assert create_error(broker, NewTopic("cfg", 1, 1, config={"retention.ms": "soon"})) == KafkaError.INVALID_CONFIG
+    assert create_error(broker, NewTopic("cfg", 1, 1, config={"no.such.key": "1"})) == KafkaError.INVALID_CONFIG
+
+
+def test_describe_configs_shows_overrides_and_defaults(broker):
+    create_topic(broker.bootstrap, "conf", config={"retention.ms": "3600000", "cleanup.policy": "compact",
+                                                   "flush.messages": "1"})
+    res = ConfigResource(ConfigResource.Type.TOPIC, "conf")
+    configs = admin(broker).describe_configs([res])[res].result(10)
+    assert configs["retention.ms"].value == "3600000"
+    assert configs["retention.ms"].source == 1  # DYNAMIC_TOPIC_CONFIG
+    assert configs["cleanup.policy"].value == "compact"
+    assert configs["flush.messages"].value == "1"
+    assert configs["segment.bytes"].value == str(500 * 1024 * 1024)
+    assert configs["segment.bytes"].source == 5  # DEFAULT_CONFIG
+    broker_res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    bc = admin(broker).describe_configs([broker_res])[broker_res].result(10)
+    assert bc["num.partitions"].value == "3"
+    assert bc["message.max.bytes"].value == "10485760"
+
+
+def test_create_partitions_grows_and_never_shrinks(broker):
+    create_topic(broker.bootstrap, "grow", partitions=2)
+    admin(broker).create_partitions([NewPartitions("grow", 5)])["grow"].result(10)
+    produce_all(broker.bootstrap, "grow", [(None, b"in-4", None, 4)])
+    assert [g[3] for g in consume_to_end(broker.bootstrap, "grow", 5)] == [b"in-4"]
+    with pytest.raises(KafkaException) as e:
+        admin(broker).create_partitions([NewPartitions("grow", 3)])["grow"].result(10)
+    assert e.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+
+
+def test_delete_records_moves_the_low_watermark(broker):
+    create_topic(broker.bootstrap, "trim", partitions=1)
+    produce_all(broker.bootstrap, "trim", [(None, str(i).encode(), None, 0) for i in range(100)])
+    result = admin(broker).delete_records([TopicPartition("trim", 0, 60)])
+    tp = list(result.values())[0].result(10)
+    assert tp.low_watermark == 60
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x"})
+    assert c.get_watermark_offsets(TopicPartition("trim", 0), timeout=10) == (60, 100)
+    c.close()
+    assert [int(g[3]) for g in consume_to_end(broker.bootstrap, "trim", 1)] == list(range(60, 100))
+
+
+def test_delete_topic_and_recreate(broker):
+    create_topic(broker.bootstrap, "gone", partitions=2)
+    produce_all(broker.bootstrap, "gone", [(None, b"old", None, 0)])
+    admin(broker).delete_topics(["gone"])["gone"].result(10)
+    md = admin(broker).list_topics(timeout=10)
+    assert "gone" not in md.topics
+    with pytest.raises(KafkaException) as e:
+        admin(broker).delete_topics(["gone"])["gone"].result(10)
+    assert e.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    create_topic(broker.bootstrap, "gone", partitions=1)
+    assert consume_to_end(broker.bootstrap, "gone", 1) == []
+
+
+def test_describe_cluster(broker):
+    desc = admin(broker).describe_cluster().result(10)
+    assert desc.cluster_id == "ringmq-cluster"
+    assert [(n.id, n.host, n.port) for n in desc.nodes] == [(1, "127.0.0.1", broker.port)]
+
+
+def test_auto_create_can_be_switched_off(make_broker):
+    b = make_broker(properties={"auto.create.topics.enable": "false"}).start()
+    p = Producer({"bootstrap.servers": b.bootstrap, "message.timeout.ms": 2000})
+    errs = []
+    p.produce("nope", value=b"x", on_delivery=lambda e, m: errs.append(e))
+    p.flush(5)
+    assert errs and errs[0] is not None
+    assert "nope" not in admin(b).list_topics(timeout=5).topics
+
+
+def test_advertised_listener_is_what_metadata_returns(make_broker):
+    b = make_broker(extra_args=["--advertise", "broker.example.com:9094"]).start()
+    md = admin(b).list_topics(timeout=10)
+    assert [(x.host, x.port) for x in md.brokers.values()] == [("broker.example.com", 9094)]

@@ -1,0 +1,130 @@
+"""Bad input gets the Kafka error code or closes that connection only, while another
+client keeps producing without a single failure."""
+import struct
+import threading
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from kafka_wire import closed_by_broker, connect, frame, parse_produce_v3, produce_v3, read_frame, record_batch
+from test_clients import create_topic
+
+
+@pytest.fixture
+def busy_broker(make_broker):
+    """A broker with a background producer that must never see an error."""
+    b = make_broker(properties={"message.max.bytes": "100000"}).start()
+    create_topic(b.bootstrap, "busy", partitions=2)
+    stop = threading.Event()
+    stats = {"acked": 0, "errors": []}
+
+    def run():
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 1, "acks": "all"})
+        def report(err, _m):
+            if err:
+                stats["errors"].append(err)
+            else:
+                stats["acked"] += 1
+        while not stop.is_set():
+            p.produce("busy", value=b"steady", on_delivery=report)
+            p.poll(0.001)
+        p.flush(10)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    yield b
+    acked_before = stats["acked"]
+    time.sleep(0.5)
+    stop.set()
+    t.join(20)
+    assert not stats["errors"], stats["errors"][:3]
+    assert stats["acked"] > acked_before > 0, "the other client kept producing"
+    assert b.alive()
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00\x00\x00\x10" + b"\xde\xad\xbe\xef" * 4,             # garbage header
+    struct.pack(">i", 2_000_000_000),                         # 2 GB length prefix
+    struct.pack(">i", -5),                                     # negative length
+    frame(999, 0, 1),                                          # unknown API key
+    frame(3, 99, 1),                                           # Metadata v99 (not advertised)
+    frame(0, 3, 1, b"\x00\x01"),                               # truncated Produce body
+])
+def test_malformed_frames_close_only_that_connection(busy_broker, payload):
+    s = connect(busy_broker.bootstrap)
+    s.sendall(payload)
+    assert closed_by_broker(s)
+    # A fresh connection still works.
+    s2 = connect(busy_broker.bootstrap)
+    s2.sendall(frame(18, 0, 7))
+    resp = read_frame(s2)
+    assert resp is not None and struct.unpack_from(">ih", resp) == (7, 0)
+
+
+def test_truncated_frame_then_hangup(busy_broker):
+    s = connect(busy_broker.bootstrap)
+    s.sendall(struct.pack(">i", 1000) + b"x" * 10)
+    s.close()
+    time.sleep(0.2)
+    assert busy_broker.alive()
+
+
+def test_api_versions_of_unknown_version_answers_with_our_ranges(busy_broker):
+    s = connect(busy_broker.bootstrap)
+    s.sendall(frame(18, 99, 5))
+    resp = read_frame(s)
+    corr, err, n = struct.unpack_from(">ihi", resp)
+    assert (corr, err) == (5, 35)  # UNSUPPORTED_VERSION
+    keys = {struct.unpack_from(">hhh", resp, 10 + 6 * i)[0] for i in range(n)}
+    assert {0, 1, 2, 3, 18, 19, 20, 22} <= keys
+
+
+def test_corrupt_crc_is_corrupt_message(busy_broker):
+    create_topic(busy_broker.bootstrap, "crc", partitions=1)
+    good = record_batch([b"hello", b"world"])
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    s = connect(busy_broker.bootstrap)
+    s.sendall(frame(0, 3, 11, produce_v3("crc", 0, bytes(bad))))
+    assert parse_produce_v3(read_frame(s)) == [(0, 2, -1)]  # CORRUPT_MESSAGE
+    s.sendall(frame(0, 3, 12, produce_v3("crc", 0, good)))
+    assert parse_produce_v3(read_frame(s)) == [(0, 0, 0)]  # same connection still serves
+
+
+def test_oversized_batch_is_message_too_large(busy_broker):
+    create_topic(busy_broker.bootstrap, "big", partitions=1)
+    s = connect(busy_broker.bootstrap)
+    s.sendall(frame(0, 3, 21, produce_v3("big", 0, record_batch([b"x" * 150_000]))))
+    assert parse_produce_v3(read_frame(s)) == [(0, 10, -1)]  # MESSAGE_TOO_LARGE
+    p = Producer({"bootstrap.servers": busy_broker.bootstrap, "message.max.bytes": 1_000_000})
+    errs = []
+    p.produce("big", value=b"y" * 200_000, on_delivery=lambda e, m: errs.append(e))
+    p.flush(10)
+    assert errs and errs[0] is not None and "MSG_SIZE_TOO_LARGE" in errs[0].name()
+
+
+def test_unknown_topic_and_bad_acks(busy_broker):
+    s = connect(busy_broker.bootstrap)
+    s.sendall(frame(0, 3, 31, produce_v3("no-such-topic", 0, record_batch([b"a"]))))
+    assert parse_produce_v3(read_frame(s)) == [(0, 3, -1)]  # UNKNOWN_TOPIC_OR_PARTITION
+    s.sendall(frame(0, 3, 32, produce_v3("busy", 0, record_batch([b"a"]), acks=7)))
+    assert parse_produce_v3(read_frame(s)) == [(0, 21, -1)]  # INVALID_REQUIRED_ACKS
+
+
+def test_idempotent_sequence_errors(busy_broker):
+    create_topic(busy_broker.bootstrap, "seq", partitions=1)
+    s = connect(busy_broker.bootstrap)
+    first = record_batch([b"a", b"b"], producer_id=4242, epoch=0, base_sequence=0)
+    s.sendall(frame(0, 3, 41, produce_v3("seq", 0, first)))
+    assert parse_produce_v3(read_frame(s)) == [(0, 0, 0)]
+    # The same batch again is a duplicate: acknowledged with the original offset, not appended.
+    s.sendall(frame(0, 3, 42, produce_v3("seq", 0, first)))
+    assert parse_produce_v3(read_frame(s)) == [(0, 0, 0)]
+    gap = record_batch([b"c"], producer_id=4242, epoch=0, base_sequence=5)
+    s.sendall(frame(0, 3, 43, produce_v3("seq", 0, gap)))
+    assert parse_produce_v3(read_frame(s)) == [(0, 45, -1)]  # OUT_OF_ORDER_SEQUENCE_NUMBER
+    nxt = record_batch([b"c"], producer_id=4242, epoch=0, base_sequence=2)
+    s.sendall(frame(0, 3, 44, produce_v3("seq", 0, nxt)))
+    assert parse_produce_v3(read_frame(s)) == [(0, 0, 2)]
