@@ -17,13 +17,15 @@ pub const REQUEST_HEAD_MAX: usize = 8192;
 pub fn start(addr: SocketAddr, broker: Arc<Broker>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("admin-http".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            if let Err(e) = serve(stream, &broker) {
-                tracing::debug!(error = %e, "admin http request failed");
+    std::thread::Builder::new()
+        .name("admin-http".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = serve(stream, &broker) {
+                    tracing::debug!(error = %e, "admin http request failed");
+                }
             }
-        }
-    })?;
+        })?;
     Ok(bound)
 }
 
@@ -31,10 +33,20 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
-    reader.by_ref().take(REQUEST_HEAD_MAX as u64).read_line(&mut first)?;
+    reader
+        .by_ref()
+        .take(REQUEST_HEAD_MAX as u64)
+        .read_line(&mut first)?;
     loop {
         let mut line = String::new();
-        if reader.by_ref().take(REQUEST_HEAD_MAX as u64).read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+        if reader
+            .by_ref()
+            .take(REQUEST_HEAD_MAX as u64)
+            .read_line(&mut line)?
+            == 0
+            || line == "\r\n"
+            || line == "\n"
+        {
             break;
         }
     }
@@ -55,18 +67,45 @@ fn metrics_text(broker: &Broker) -> String {
     let image = broker.image();
     let partitions: usize = image.topics.values().map(|t| t.placement.len()).sum();
     let counters = [
-        ("ringmq_fetch_zero_copy_bytes_total", "Fetch bytes sent from segment files without a user-space copy", m.fetch_zero_copy_bytes.load(Ordering::Relaxed)),
-        ("ringmq_fetch_copied_bytes_total", "Fetch bytes that went through a user-space buffer", m.fetch_copied_bytes.load(Ordering::Relaxed)),
-        ("ringmq_produce_requests_total", "Produce requests", m.produce_requests.load(Ordering::Relaxed)),
-        ("ringmq_fetch_requests_total", "Fetch requests", m.fetch_requests.load(Ordering::Relaxed)),
-        ("ringmq_connections_accepted_total", "Client connections accepted", m.connections_accepted.load(Ordering::Relaxed)),
+        (
+            "ringmq_fetch_zero_copy_bytes_total",
+            "Fetch bytes sent from segment files without a user-space copy",
+            m.fetch_zero_copy_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_fetch_copied_bytes_total",
+            "Fetch bytes that went through a user-space buffer",
+            m.fetch_copied_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_produce_requests_total",
+            "Produce requests",
+            m.produce_requests.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_fetch_requests_total",
+            "Fetch requests",
+            m.fetch_requests.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_connections_accepted_total",
+            "Client connections accepted",
+            m.connections_accepted.load(Ordering::Relaxed),
+        ),
     ];
     let mut out = String::new();
     for (name, help, value) in counters {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
     }
-    out.push_str(&format!("# HELP current_topics Topics\n# TYPE current_topics gauge\ncurrent_topics {}\n", image.topics.len()));
+    out.push_str(&format!(
+        "# HELP current_topics Topics\n# TYPE current_topics gauge\ncurrent_topics {}\n",
+        image.topics.len()
+    ));
     out.push_str(&format!("# HELP current_partitions Partitions\n# TYPE current_partitions gauge\ncurrent_partitions {partitions}\n"));
-    out.push_str("# HELP broker_alive Broker is serving\n# TYPE broker_alive gauge\nbroker_alive 1\n");
+    out.push_str(
+        "# HELP broker_alive Broker is serving\n# TYPE broker_alive gauge\nbroker_alive 1\n",
+    );
     out
 }

@@ -131,7 +131,10 @@ fn main() {
             tracing::info!(listeners = ?running.bound, advertised = ?running.broker.config.advertised, "serving Kafka clients");
             if let Some(http) = &args.http {
                 let addr = config::parse_host_port(http).and_then(|(h, p)| config::resolve(&h, p));
-                match addr.map_err(std::io::Error::other).and_then(|a| admin_http::start(a, running.broker.clone())) {
+                match addr
+                    .map_err(std::io::Error::other)
+                    .and_then(|a| admin_http::start(a, running.broker.clone()))
+                {
                     Ok(bound) => tracing::info!(%bound, "admin http listening"),
                     Err(e) => {
                         eprintln!("ringmqd: cannot serve admin http on {http}: {e}");

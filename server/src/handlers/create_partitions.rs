@@ -20,10 +20,19 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let mut results = Vec::new();
     for t in body.topics {
         let name = t.name.0.as_str().to_owned();
-        let outcome = grow(ctx, &name, t.count, t.assignments.is_some(), body.validate_only).await;
+        let outcome = grow(
+            ctx,
+            &name,
+            t.count,
+            t.assignments.is_some(),
+            body.validate_only,
+        )
+        .await;
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err(e) = outcome {
-            r = r.with_error_code(e.code.code()).with_error_message(Some(StrBytes::from_string(e.message)));
+            r = r
+                .with_error_code(e.code.code())
+                .with_error_message(Some(StrBytes::from_string(e.message)));
         }
         results.push(r);
     }
@@ -31,31 +40,62 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     protocol::single(ApiKey::CreatePartitions, v, req.correlation_id(), &resp)
 }
 
-async fn grow(ctx: &Rc<ShardCtx>, name: &str, count: i32, manual: bool, validate_only: bool) -> Result<(), TopicError> {
+async fn grow(
+    ctx: &Rc<ShardCtx>,
+    name: &str,
+    count: i32,
+    manual: bool,
+    validate_only: bool,
+) -> Result<(), TopicError> {
     let err = |code, message: String| TopicError { code, message };
     if manual {
-        return Err(err(ResponseError::InvalidRequest, "manual replica assignment is not supported yet".into()));
+        return Err(err(
+            ResponseError::InvalidRequest,
+            "manual replica assignment is not supported yet".into(),
+        ));
     }
     let (meta, current) = {
-        let mut store = ctx.broker.store.lock().map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned".into()))?;
+        let mut store = ctx.broker.store.lock().map_err(|_| {
+            err(
+                ResponseError::UnknownServerError,
+                "metadata lock poisoned".into(),
+            )
+        })?;
         let Some(meta) = store.image().topic(name).cloned() else {
-            return Err(err(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+            return Err(err(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
         };
         let current = meta.placement.len() as i32;
         if count <= current {
-            return Err(err(ResponseError::InvalidPartitions, format!("topic has {current} partitions; the count can only grow")));
+            return Err(err(
+                ResponseError::InvalidPartitions,
+                format!("topic has {current} partitions; the count can only grow"),
+            ));
         }
         if count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(err(ResponseError::InvalidPartitions, format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions")));
+            return Err(err(
+                ResponseError::InvalidPartitions,
+                format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
+            ));
         }
         if validate_only {
             return Ok(());
         }
-        let placement = store.image().place((count - current) as usize, ctx.broker.shard_count());
+        let placement = store
+            .image()
+            .place((count - current) as usize, ctx.broker.shard_count());
         let image = store
-            .commit(&[MetadataRecord::PartitionsAdded { name: name.to_owned(), placement }])
+            .commit(&[MetadataRecord::PartitionsAdded {
+                name: name.to_owned(),
+                placement,
+            }])
             .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
-        let meta = image.topic(name).cloned().ok_or_else(|| err(ResponseError::UnknownServerError, "topic vanished".into()))?;
+        let meta = image
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| err(ResponseError::UnknownServerError, "topic vanished".into()))?;
         (meta, current as usize)
     };
     topics::open_partitions(ctx, &meta, current).await

@@ -5,7 +5,9 @@ use std::rc::Rc;
 
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 use ringmq_engine::{LogOpError, Offset};
 
@@ -49,14 +51,19 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .iter()
             .zip(results)
             .map(|(p, r)| {
-                let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                let base =
+                    DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
                 match r {
                     Ok(low) => base.with_low_watermark(low),
                     Err(code) => base.with_error_code(code.code()).with_low_watermark(-1),
                 }
             })
             .collect();
-        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     let resp = DeleteRecordsResponse::default().with_topics(topics);
     protocol::single(ApiKey::DeleteRecords, v, req.correlation_id(), &resp)
