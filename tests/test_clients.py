@@ -175,3 +175,31 @@ def test_zero_copy_fetch_is_proven_by_metrics(broker):
     sent = after["ringmq_fetch_zero_copy_bytes_total"] - before["ringmq_fetch_zero_copy_bytes_total"]
     assert sent >= 2000 * 1000, sent
     assert after["ringmq_fetch_copied_bytes_total"] == 0
+
+
+def test_incremental_fetch_sessions_with_kafka_python(broker):
+    """kafka-python uses KIP-227 sessions: consume while producing in waves over 8
+    partitions; every message arrives once, in order per partition."""
+    create_topic(broker.bootstrap, "sess", partitions=8)
+    c = kafka.KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=100,
+                            auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    c.assign([kafka.TopicPartition("sess", p) for p in range(8)])
+    p = kafka.KafkaProducer(bootstrap_servers=broker.bootstrap)
+    got = []
+    for wave in range(10):
+        for i in range(50):
+            p.send("sess", value=f"{wave}-{i}".encode(), partition=(wave + i) % 3)  # only some partitions change
+        p.flush()
+        deadline = time.time() + 10
+        while len(got) < (wave + 1) * 50 and time.time() < deadline:
+            for records in c.poll(timeout_ms=200).values():
+                got.extend((r.partition, r.offset, r.value) for r in records)
+    c.close()
+    assert len(got) == 500
+    assert len({(g[0], g[1]) for g in got}) == 500
+    for part in range(3):
+        offsets = [g[1] for g in got if g[0] == part]
+        assert offsets == list(range(len(offsets)))
+    m = broker.metrics()
+    assert m["ringmq_fetch_sessions_opened_total"] >= 1
+    assert m["ringmq_fetch_incremental_requests_total"] > 3

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub produce_requests: AtomicU64,
     pub fetch_requests: AtomicU64,
     pub connections_accepted: AtomicU64,
+    pub fetch_sessions_opened: AtomicU64,
+    pub fetch_incremental_requests: AtomicU64,
 }
 
 impl Metrics {

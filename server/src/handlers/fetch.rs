@@ -10,11 +10,19 @@
 //! segment file range takes the marker's place. The connection sends those ranges with
 //! splice.
 //!
-//! Fetch sessions (KIP-227): ringmqd answers with session id 0, which tells clients it
-//! keeps no session and they send full fetch requests (KIP-227's "no session" path).
+//! Fetch sessions (KIP-227): a request with epoch 0 opens a session holding its partitions
+//! and fetch offsets; later requests (epoch 1, 2, ...) carry only changed partitions
+//! and `forgotten_topics_data`, and the response lists only partitions with records or a
+//! changed high watermark / log start offset / error. Sessions live in the shard that
+//! serves the connection (no locks); a client that lands on another shard gets
+//! FETCH_SESSION_ID_NOT_FOUND and opens a new session, as KIP-227 allows. At most
+//! [`SESSIONS_PER_SHARD_MAX`] per shard; the least recently used is evicted. Epoch -1
+//! means no session (librdkafka's full fetches).
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{join_all, select, select_all};
@@ -28,6 +36,39 @@ use super::Request;
 use crate::broker::Metrics;
 use crate::protocol::{self, CloseConnection, Piece, Response};
 use crate::shard::ShardCtx;
+
+/// Fetch sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots).
+pub const SESSIONS_PER_SHARD_MAX: usize = 1000;
+
+/// A partition in a fetch session, with what the client last saw of it.
+#[derive(Clone)]
+struct SessionPartition {
+    target: Target,
+    sent_high_watermark: i64,
+    sent_log_start_offset: i64,
+}
+
+struct FetchSession {
+    /// The epoch the next request must carry.
+    next_epoch: i32,
+    partitions: Vec<SessionPartition>,
+    last_used: Instant,
+}
+
+thread_local! {
+    static SESSIONS: RefCell<HashMap<i32, FetchSession>> = RefCell::new(HashMap::new());
+    static NEXT_SESSION: Cell<i32> = const { Cell::new(1) };
+}
+
+/// How a request relates to a fetch session.
+enum SessionMode {
+    /// Epoch -1: a full fetch without a session.
+    None,
+    /// A new session: every partition is answered and remembered.
+    New(i32),
+    /// An incremental fetch in an existing session.
+    Incremental(i32),
+}
 
 /// Longest wait a fetch may ask for (Kafka clients use 500 ms by default).
 pub const MAX_WAIT_MS_MAX: i32 = 30_000;
@@ -66,7 +107,16 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let v = req.version();
     let body: FetchRequest = protocol::decode_body(req.body.clone(), v)?;
     Metrics::add(&ctx.broker.metrics.fetch_requests, 1);
-    let targets = targets(ctx, &body, v);
+    let requested = targets(ctx, &body, v);
+    let (mode, targets) = match open_session(ctx, &body, requested) {
+        Ok(x) => x,
+        Err(code) => {
+            let resp = FetchResponse::default()
+                .with_error_code(code.code())
+                .with_session_id(0);
+            return protocol::single(ApiKey::Fetch, v, req.correlation_id(), &resp);
+        }
+    };
     let max_bytes = if body.max_bytes <= 0 {
         i32::MAX
     } else {
@@ -93,7 +143,134 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         wait_for_data(ctx, &targets, left).await;
         fetched = read_all(ctx, &targets, max_bytes).await;
     }
-    encode(&req, v, &targets, fetched)
+    let (session_id, targets, fetched) = session_filter(&mode, targets, fetched);
+    encode(&req, v, session_id, &targets, fetched)
+}
+/// Applies KIP-227 to the request: the session mode and the partitions to fetch.
+fn open_session(
+    ctx: &ShardCtx,
+    body: &FetchRequest,
+    requested: Vec<Target>,
+) -> Result<(SessionMode, Vec<Target>), ResponseError> {
+    let (id, epoch) = (body.session_id, body.session_epoch);
+    SESSIONS.with(|sessions| {
+        let mut sessions = sessions.borrow_mut();
+        match epoch {
+            -1 => {
+                sessions.remove(&id);
+                Ok((SessionMode::None, requested))
+            }
+            0 => {
+                sessions.remove(&id);
+                if sessions.len() >= SESSIONS_PER_SHARD_MAX
+                    && let Some(oldest) = sessions
+                        .iter()
+                        .min_by_key(|(_, s)| s.last_used)
+                        .map(|(k, _)| *k)
+                {
+                    sessions.remove(&oldest);
+                }
+                let new_id = NEXT_SESSION.with(|n| {
+                    let id = n.get();
+                    n.set(if id >= i32::MAX / 64 { 1 } else { id + 1 });
+                    // Unique across shards: the shard number in the low bits.
+                    id * 64 + (ctx.id % 64) as i32
+                });
+                let partitions = requested.iter().map(|t| fresh(t.clone())).collect();
+                sessions.insert(
+                    new_id,
+                    FetchSession {
+                        next_epoch: 1,
+                        partitions,
+                        last_used: Instant::now(),
+                    },
+                );
+                Metrics::add(&ctx.broker.metrics.fetch_sessions_opened, 1);
+                Ok((SessionMode::New(new_id), requested))
+            }
+            e => {
+                let s = sessions
+                    .get_mut(&id)
+                    .ok_or(ResponseError::FetchSessionIdNotFound)?;
+                if e != s.next_epoch {
+                    return Err(ResponseError::InvalidFetchSessionEpoch);
+                }
+                s.next_epoch = if e == i32::MAX { 1 } else { e + 1 };
+                s.last_used = Instant::now();
+                for t in requested {
+                    match s.partitions.iter_mut().find(|p| same(&p.target, &t)) {
+                        Some(p) => p.target = t,
+                        None => s.partitions.push(fresh(t)),
+                    }
+                }
+                let image = ctx.broker.image();
+                for f in &body.forgotten_topics_data {
+                    let name = match image.topic_by_id(f.topic_id) {
+                        Some(m) if !f.topic_id.is_nil() => m.name.clone(),
+                        _ => f.topic.0.as_str().to_owned(),
+                    };
+                    s.partitions.retain(|p| {
+                        !(p.target.name == name && f.partitions.contains(&p.target.partition))
+                    });
+                }
+                let targets = s.partitions.iter().map(|p| p.target.clone()).collect();
+                Metrics::add(&ctx.broker.metrics.fetch_incremental_requests, 1);
+                Ok((SessionMode::Incremental(id), targets))
+            }
+        }
+    })
+}
+
+fn fresh(target: Target) -> SessionPartition {
+    SessionPartition {
+        target,
+        sent_high_watermark: -2,
+        sent_log_start_offset: -2,
+    }
+}
+
+fn same(a: &Target, b: &Target) -> bool {
+    a.name == b.name && a.partition == b.partition
+}
+
+/// For session fetches: remembers what is sent and, for incremental ones, keeps only the
+/// partitions that changed. Returns the session id to answer with.
+fn session_filter(
+    mode: &SessionMode,
+    targets: Vec<Target>,
+    fetched: Vec<Fetched>,
+) -> (i32, Vec<Target>, Vec<Fetched>) {
+    let (id, incremental) = match mode {
+        SessionMode::None => return (0, targets, fetched),
+        SessionMode::New(id) => (*id, false),
+        SessionMode::Incremental(id) => (*id, true),
+    };
+    SESSIONS.with(|sessions| {
+        let mut sessions = sessions.borrow_mut();
+        let Some(s) = sessions.get_mut(&id) else {
+            return (id, targets, fetched);
+        };
+        let mut keep = (Vec::new(), Vec::new());
+        for (t, f) in targets.into_iter().zip(fetched) {
+            let changed = match s.partitions.iter_mut().find(|p| same(&p.target, &t)) {
+                Some(p) => {
+                    let changed = f.range.is_some()
+                        || f.error.code() != 0
+                        || p.sent_high_watermark != f.high_watermark
+                        || p.sent_log_start_offset != f.log_start_offset;
+                    p.sent_high_watermark = f.high_watermark;
+                    p.sent_log_start_offset = f.log_start_offset;
+                    changed
+                }
+                None => true,
+            };
+            if !incremental || changed {
+                keep.0.push(t);
+                keep.1.push(f);
+            }
+        }
+        (id, keep.0, keep.1)
+    })
 }
 
 fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
@@ -213,6 +390,7 @@ async fn wait_for_data(ctx: &Rc<ShardCtx>, targets: &[Target], left: Duration) {
 fn encode(
     req: &Request,
     v: i16,
+    session_id: i32,
     targets: &[Target],
     fetched: Vec<Fetched>,
 ) -> Result<Response, CloseConnection> {
@@ -252,8 +430,9 @@ fn encode(
             ),
         }
     }
+    // session_id exists from v7.
     let resp = FetchResponse::default()
-        .with_session_id(0)
+        .with_session_id(if v >= 7 { session_id } else { 0 })
         .with_responses(topics);
     let frame = protocol::encode(ApiKey::Fetch, v, req.correlation_id(), &resp)?;
     splice_ranges(frame, ranges, v >= 12)
