@@ -94,8 +94,16 @@ fn metrics_text(broker: &Broker) -> String {
         ),
     ];
     let counters = counters.into_iter().chain([
-        ("ringmq_fetch_sessions_opened_total", "Fetch sessions opened (KIP-227)", m.fetch_sessions_opened.load(Ordering::Relaxed)),
-        ("ringmq_fetch_incremental_requests_total", "Incremental fetch requests (KIP-227)", m.fetch_incremental_requests.load(Ordering::Relaxed)),
+        (
+            "ringmq_fetch_sessions_opened_total",
+            "Fetch sessions opened (KIP-227)",
+            m.fetch_sessions_opened.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_fetch_incremental_requests_total",
+            "Incremental fetch requests (KIP-227)",
+            m.fetch_incremental_requests.load(Ordering::Relaxed),
+        ),
     ]);
     let mut out = String::new();
     for (name, help, value) in counters {

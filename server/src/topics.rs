@@ -197,3 +197,55 @@ pub async fn delete(ctx: &Rc<ShardCtx>, name: &str) -> Result<TopicMeta, TopicEr
     tracing::info!(topic = %name, "deleted topic");
     Ok(meta)
 }
+
+/// Replaces a topic's config overrides (AlterConfigs / IncrementalAlterConfigs): validated,
+/// committed to metadata, then applied to the open logs on their owner shards.
+pub async fn set_configs(
+    ctx: &Rc<ShardCtx>,
+    name: &str,
+    edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), TopicError>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let meta = {
+        let mut store = ctx
+            .broker
+            .store
+            .lock()
+            .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))?;
+        let Some(mut meta) = store.image().topic(name).cloned() else {
+            return Err(err(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        edit(&mut meta.configs)?;
+        ctx.broker
+            .config
+            .log_config(&meta.configs)
+            .map_err(|m| err(ResponseError::InvalidConfig, m))?;
+        if validate_only {
+            return Ok(());
+        }
+        store
+            .commit(&[MetadataRecord::TopicConfigChanged {
+                name: name.to_owned(),
+                configs: meta.configs.clone(),
+            }])
+            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
+        meta
+    };
+    let updates = meta.placement.iter().enumerate().map(|(i, &shard)| {
+        let (name, configs) = (meta.name.clone(), meta.configs.clone());
+        ctx.on_shard(shard, move |c| async move {
+            if let (Some(p), Ok(cfg)) = (
+                c.partition(&name, i as i32),
+                c.broker.config.log_config(&configs),
+            ) {
+                p.log.log_mut().update_config(cfg);
+            }
+        })
+    });
+    join_all(updates).await;
+    tracing::info!(topic = %name, configs = ?meta.configs, "altered topic configs");
+    Ok(())
+}

@@ -1,7 +1,68 @@
-//! `ringmq`, the operator CLI (admin commands, bench, tune).
+//! `ringmq`, the operator CLI. It speaks the Kafka protocol (through librdkafka), so it
+//! works against any Kafka-compatible broker:
 //!
-//! Subcommands arrive with their issues; until then the binary only reports its version.
+//! - `ringmq topic create|list|describe|alter|delete`
+//! - `ringmq produce TOPIC` (console producer: stdin lines, optional key separator,
+//!   headers) and `ringmq consume TOPIC` (console consumer).
+//!
+//! Exit codes: 0 success, 1 the operation failed (one-line reason on stderr), 2 bad usage.
+
+mod consume;
+mod produce;
+mod topic;
+
+use clap::{Parser, Subcommand};
+
+/// Operate ringmq (or any Kafka-compatible broker).
+#[derive(Debug, Parser)]
+#[command(name = "ringmq", version, about)]
+struct Cli {
+    /// Broker to bootstrap from, HOST:PORT.
+    #[arg(long, short = 'b', global = true, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Console producer: one message per stdin line.
+    Produce(produce::ProduceArgs),
+    /// Console consumer: prints messages to stdout.
+    Consume(consume::ConsumeArgs),
+}
 
 fn main() {
-    println!("ringmq {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
+            Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
+            Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("ringmq: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// `k=v` -> (k, v).
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use crate::protocol::{CloseConnection, Response};
 use crate::shard::ShardCtx;
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -37,6 +38,8 @@ pub const HANDLERS: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::CreatePartitions,
     ApiKey::DescribeCluster,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
 ];
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
@@ -91,6 +94,10 @@ pub async fn dispatch(
         ApiKey::DescribeConfigs => describe_configs::handle(ctx, req).map(Some),
         ApiKey::CreatePartitions => create_partitions::handle(ctx, req).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, req).map(Some),
+        ApiKey::AlterConfigs => alter_configs::handle(ctx, req).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => {
+            alter_configs::handle_incremental(ctx, req).await.map(Some)
+        }
         other => Err(CloseConnection::Unsupported(format!("{other:?}"))),
     }
 }
