@@ -7,6 +7,7 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed (one-line reason on stderr), 2 bad usage.
 
+mod bench;
 mod consume;
 mod produce;
 mod topic;
@@ -33,6 +34,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Console consumer: prints messages to stdout.
     Consume(consume::ConsumeArgs),
+    /// Load tests against any Kafka-compatible broker.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() {
@@ -52,6 +56,7 @@ fn main() {
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
+            Command::Bench(cmd) => bench::run(&cli.bootstrap, cmd).await,
         }
     });
     if let Err(e) = result {
