@@ -84,7 +84,7 @@ fn produce(bootstrap: &str, b: ProduceBench) -> anyhow::Result<()> {
             }
             Err((e, _)) => anyhow::bail!("produce failed: {e}"),
         }
-        if sent % 4096 == 0 {
+        if sent.is_multiple_of(4096) {
             producer.poll(Duration::ZERO);
         }
     }
