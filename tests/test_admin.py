@@ -107,3 +107,37 @@ def test_advertised_listener_is_what_metadata_returns(make_broker):
     b = make_broker(extra_args=["--advertise", "broker.example.com:9094"]).start()
     md = admin(b).list_topics(timeout=10)
     assert [(x.host, x.port) for x in md.brokers.values()] == [("broker.example.com", 9094)]
+
+
+def test_retention_and_compaction_run_in_the_broker(make_broker):
+    b = make_broker(properties={"log.retention.check.interval.ms": "300"}).start()
+    create_topic(b.bootstrap, "short", partitions=1, config={"retention.ms": "1000", "segment.bytes": "16384"})
+    create_topic(b.bootstrap, "table", partitions=1, config={"cleanup.policy": "compact", "segment.bytes": "16384",
+                                                             "min.cleanable.dirty.ratio": "0.01"})
+    # Separate flushes, so the data spans many batches and segments.
+    for _ in range(10):
+        produce_all(b.bootstrap, "short", [(None, b"x" * 1000, None, 0) for _ in range(10)])
+    for r in range(10):
+        produce_all(b.bootstrap, "table", [(f"k{i % 5}".encode(), f"{i}".encode() * 200, None, 0) for i in range(r * 30, r * 30 + 30)])
+    import time
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "x"})
+    deadline = time.time() + 15
+    low = 0
+    while time.time() < deadline:
+        low, high = c.get_watermark_offsets(TopicPartition("short", 0), timeout=5)
+        if low > 0:
+            break
+        time.sleep(0.3)
+    c.close()
+    assert 0 < low <= high == 100, "time retention deleted old segments"
+    got = []
+    while time.time() < deadline:
+        got = consume_to_end(b.bootstrap, "table", 1)
+        if len(got) < 150:
+            break
+        time.sleep(0.3)
+    latest = {}
+    for g in got:
+        latest[g[2]] = g[3]
+    assert len(got) < 150, "compaction removed superseded records"
+    assert latest == {f"k{k}".encode(): str(max(i for i in range(300) if i % 5 == k)).encode() * 200 for k in range(5)}

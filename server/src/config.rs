@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     /// `cluster.id` reported in Metadata.
     pub cluster_id: String,
+    /// `log.retention.check.interval.ms`: how often retention and compaction run
+    /// (Kafka's default is 5 minutes; ringmq's 30 s).
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -61,6 +64,7 @@ impl Default for BrokerConfig {
             log_segment_bytes: ringmq_engine::config::DEFAULT_SEGMENT_BYTES,
             socket_request_max_bytes: 100 * 1024 * 1024,
             cluster_id: "ringmq-cluster".into(),
+            retention_check_interval_ms: 30_000,
         }
     }
 }
@@ -186,6 +190,9 @@ impl BrokerConfig {
                     self.socket_request_max_bytes = v.parse().map_err(|_| bad("not an integer"))?
                 }
                 "cluster.id" => self.cluster_id = v.clone(),
+                "log.retention.check.interval.ms" => {
+                    self.retention_check_interval_ms = v.parse().map_err(|_| bad("not an integer"))?
+                }
                 _ => return Err(format!("unknown configuration key {k}")),
             }
         }

@@ -213,11 +213,12 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
     }
 }
 
-/// Retention and compaction for this shard's partitions (Kafka checks every 5 minutes;
-/// ringmq every 30 s).
+/// Retention and compaction for this shard's partitions every
+/// `log.retention.check.interval.ms`.
 async fn maintenance_loop(ctx: Rc<ShardCtx>) {
+    let interval = Duration::from_millis(ctx.broker.config.retention_check_interval_ms.max(10));
     loop {
-        compio::time::sleep(Duration::from_secs(30)).await;
+        compio::time::sleep(interval).await;
         for p in ctx.partitions() {
             let deleted = p.log.log_mut().apply_retention(now_ms());
             if let Err(e) = deleted {
