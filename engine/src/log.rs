@@ -995,8 +995,14 @@ impl UnifiedLog {
     /// Clean shutdown: flush everything, trim `O_DIRECT` padding, write all checkpoints,
     /// so the next open validates nothing. Blocking; call off the shard or at exit.
     pub fn close(mut self) -> Result<(), LogOpError> {
-        if self.offline.is_some() {
-            return Err(LogOpError::LogOffline(self.offline.unwrap_or_default()));
+        self.flush_for_shutdown()
+    }
+
+    /// [`Self::close`] for a log still owned elsewhere (a shard shutting down): the log
+    /// must not be appended to afterwards.
+    pub fn flush_for_shutdown(&mut self) -> Result<(), LogOpError> {
+        if let Some(reason) = &self.offline {
+            return Err(LogOpError::LogOffline(reason.clone()));
         }
         let active = self.active_segment_mut();
         if active.direct.is_some() {

@@ -191,7 +191,8 @@ impl BrokerConfig {
                 }
                 "cluster.id" => self.cluster_id = v.clone(),
                 "log.retention.check.interval.ms" => {
-                    self.retention_check_interval_ms = v.parse().map_err(|_| bad("not an integer"))?
+                    self.retention_check_interval_ms =
+                        v.parse().map_err(|_| bad("not an integer"))?
                 }
                 _ => return Err(format!("unknown configuration key {k}")),
             }

@@ -15,6 +15,7 @@ mod metadata;
 mod partition;
 mod protocol;
 mod shard;
+mod signals;
 mod topic_config;
 mod topics;
 mod zero_copy;
@@ -126,8 +127,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    signals::block();
     match broker::start(config) {
         Ok(running) => {
+            if let Err(e) = signals::spawn_handler(running.broker.clone()) {
+                eprintln!("ringmqd: cannot handle signals: {e}");
+                std::process::exit(1);
+            }
             tracing::info!(listeners = ?running.bound, advertised = ?running.broker.config.advertised, "serving Kafka clients");
             if let Some(http) = &args.http {
                 let addr = config::parse_host_port(http).and_then(|(h, p)| config::resolve(&h, p));

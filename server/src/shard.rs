@@ -231,3 +231,20 @@ async fn maintenance_loop(ctx: Rc<ShardCtx>) {
         }
     }
 }
+
+impl ShardCtx {
+    /// Flushes every partition of this shard and writes its checkpoints (shutdown).
+    /// Returns how many partitions were closed cleanly.
+    pub fn flush_all_for_shutdown(&self) -> usize {
+        let mut clean = 0;
+        for p in self.partitions() {
+            match p.log.log_mut().flush_for_shutdown() {
+                Ok(()) => clean += 1,
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed")
+                }
+            }
+        }
+        clean
+    }
+}
