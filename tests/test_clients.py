@@ -203,3 +203,19 @@ def test_incremental_fetch_sessions_with_kafka_python(broker):
     m = broker.metrics()
     assert m["ringmq_fetch_sessions_opened_total"] >= 1
     assert m["ringmq_fetch_incremental_requests_total"] > 3
+
+
+def test_partitions_are_re_placed_when_the_shard_count_changes(make_broker):
+    b = make_broker(extra_args=["--shards", "2"]).start()
+    create_topic(b.bootstrap, "moves", partitions=6)
+    produce_all(b.bootstrap, "moves", [(f"k{i}".encode(), f"v{i}".encode(), None, i % 6) for i in range(600)])
+    before = sorted(consume_to_end(b.bootstrap, "moves", 6))
+    b.stop()
+    b.extra_args = ["--shards", "1"]
+    b.start()
+    assert sorted(consume_to_end(b.bootstrap, "moves", 6)) == before
+    produce_all(b.bootstrap, "moves", [(b"after", b"one-shard", None, 5)])
+    b.stop()
+    b.extra_args = ["--shards", "2"]
+    b.start()
+    assert len(consume_to_end(b.bootstrap, "moves", 6)) == 601
