@@ -128,3 +128,47 @@ def test_idempotent_sequence_errors(busy_broker):
     nxt = record_batch([b"c"], producer_id=4242, epoch=0, base_sequence=2)
     s.sendall(frame(0, 3, 44, produce_v3("seq", 0, nxt)))
     assert parse_produce_v3(read_frame(s)) == [(0, 0, 2)]
+
+
+def test_grouped_produce_isolates_bad_requests(make_broker):
+    """Concurrent produce requests to one partition are written together; a corrupt one
+    in the same loop turn fails alone and the others are all stored exactly once."""
+    b = make_broker().start()
+    create_topic(b.bootstrap, "group", partitions=1)
+    acked = []
+    errors = []
+
+    def producer(n):
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "acks": "all"})
+        for i in range(300):
+            p.produce("group", value=f"{n}-{i}".encode(),
+                      on_delivery=lambda e, m: (errors if e else acked).append(e or (m.offset(), m.value())))
+            p.poll(0)
+        p.flush(30)
+
+    def corrupt_sender():
+        bad = bytearray(record_batch([b"bad"]))
+        bad[-1] ^= 0xFF
+        socks = [connect(b.bootstrap) for _ in range(4)]
+        codes = []
+        for round_ in range(20):
+            for i, s in enumerate(socks):
+                s.sendall(frame(0, 3, round_ * 10 + i, produce_v3("group", 0, bytes(bad))))
+            for s in socks:
+                codes.extend(c for _, c, _ in parse_produce_v3(read_frame(s)))
+        return codes
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    codes = corrupt_sender()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert codes == [2] * 80  # every corrupt request: CORRUPT_MESSAGE
+    assert len(acked) == 2400
+    assert len({o for o, _ in acked}) == 2400, "distinct offsets"
+    from test_clients import consume_to_end
+    stored = {(g[1], g[3]) for g in consume_to_end(b.bootstrap, "group", 1)}
+    assert stored == set(acked)
+    assert b.metrics()["ringmq_produce_grouped_requests_total"] > 0

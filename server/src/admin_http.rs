@@ -104,6 +104,11 @@ fn metrics_text(broker: &Broker) -> String {
             "Incremental fetch requests (KIP-227)",
             m.fetch_incremental_requests.load(Ordering::Relaxed),
         ),
+        (
+            "ringmq_produce_grouped_requests_total",
+            "Produce requests appended in one write together with others",
+            m.produce_grouped_requests.load(Ordering::Relaxed),
+        ),
     ]);
     let mut out = String::new();
     for (name, help, value) in counters {

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     pub fetch_sessions_opened: AtomicU64,
     pub fetch_incremental_requests: AtomicU64,
+    /// Produce requests written together with others of the same loop turn.
+    pub produce_grouped_requests: AtomicU64,
 }
 
 impl Metrics {

@@ -9,9 +9,14 @@
 //! rebuilt from the log's batch headers when the partition is opened, so it survives
 //! restarts with the log as its only source of truth.
 //!
-//! The check and the append happen under the partition's lock so two requests of one
-//! producer cannot pass the check in the wrong order; the fdatasync of a synchronous-
-//! flush append is awaited outside the lock so concurrent appends share it.
+//! Produce requests for a partition that arrive in one loop turn are written together:
+//! the first becomes the writer and yields once so the rest of the turn's requests queue
+//! behind it, then checks each request's sequences in arrival order (provisional
+//! producer state, offsets predicted from the log end) and appends everything accepted
+//! with one `pwritev`. If that grouped write fails on something one request caused (a
+//! corrupt or oversized batch), the state is restored and the requests are retried one by
+//! one, so a bad request never fails the others. The fdatasync of a synchronous-flush
+//! append is awaited outside, so groups share it too (group commit).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -37,7 +42,7 @@ struct BatchMeta {
     last_offset: Offset,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
@@ -75,11 +80,24 @@ pub fn append_error(e: &AppendError) -> PartitionError {
     PartitionError::new(code, e.to_string())
 }
 
+/// A produce request waiting for its partition's writer.
+struct Waiting {
+    records: Bytes,
+    now_ms: i64,
+    done: oneshot::Sender<Result<LogAppendInfo, PartitionError>>,
+}
+
+/// Requests written in one group at most (the rest wait for the next round).
+pub const GROUP_REQUESTS_MAX: usize = 256;
+
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub log: LogHandle,
     lock: Mutex<()>,
+    queue: RefCell<Vec<Waiting>>,
+    writing: std::cell::Cell<bool>,
+    broker: Arc<crate::broker::Broker>,
     fetchers: RefCell<Vec<oneshot::Sender<()>>>,
     producers: RefCell<HashMap<i64, ProducerEntry>>,
 }
@@ -90,12 +108,20 @@ enum SequenceCheck {
 }
 
 impl Partition {
-    pub fn new(topic: Arc<str>, index: i32, log: LogHandle) -> Self {
+    pub fn new(
+        topic: Arc<str>,
+        index: i32,
+        log: LogHandle,
+        broker: Arc<crate::broker::Broker>,
+    ) -> Self {
         Partition {
             topic,
             index,
             log,
             lock: Mutex::new(()),
+            queue: RefCell::new(Vec::new()),
+            writing: std::cell::Cell::new(false),
+            broker,
             fetchers: RefCell::new(Vec::new()),
             producers: RefCell::new(HashMap::new()),
         }
@@ -126,31 +152,38 @@ impl Partition {
         log.update_high_watermark(hw)
     }
 
-    /// Appends a produce request's records for this partition.
+    /// Appends a produce request's records for this partition (grouped with the other
+    /// requests of this loop turn), then waits for durability under a sync-flush policy.
     pub async fn append(
         &self,
         records: Bytes,
         now_ms: i64,
     ) -> Result<LogAppendInfo, PartitionError> {
-        let guard = self.lock.lock().await;
-        let headers = producer_headers(&records);
-        for h in &headers {
-            match self.check_sequence(h)? {
-                SequenceCheck::Append => {}
-                SequenceCheck::Duplicate(m) => return Ok(self.duplicate_info(m)),
+        let (done, result) = oneshot::channel();
+        self.queue.borrow_mut().push(Waiting {
+            records,
+            now_ms,
+            done,
+        });
+        if !self.writing.get() {
+            self.writing.set(true);
+            let _writer = WriterGuard(&self.writing);
+            YieldOnce(false).await;
+            loop {
+                let group: Vec<Waiting> = {
+                    let mut q = self.queue.borrow_mut();
+                    let n = q.len().min(GROUP_REQUESTS_MAX);
+                    q.drain(..n).collect()
+                };
+                if group.is_empty() {
+                    break;
+                }
+                self.write_group(group).await;
             }
         }
-        let info = self
-            .log
-            .append_written(vec![records], AppendOptions::client(now_ms))
-            .await
-            .map_err(|e| append_error(&e))?;
-        let mut offset = info.first_offset;
-        for h in &headers {
-            remember(&mut self.producers.borrow_mut(), h, offset);
-            offset = offset.plus(i64::from(h.last_offset_delta) + 1);
-        }
-        drop(guard);
+        let info = result.await.map_err(|_| {
+            PartitionError::new(ResponseError::UnknownServerError, "append abandoned")
+        })??;
         if self.log.log().flush_policy() == FlushPolicy::Sync {
             self.log
                 .wait_durable(info.last_offset.plus(1))
@@ -160,6 +193,120 @@ impl Partition {
         self.refresh_high_watermark();
         self.wake_fetchers();
         Ok(info)
+    }
+
+    /// Writes a group of requests with one append; answers each request.
+    async fn write_group(&self, group: Vec<Waiting>) {
+        let _guard = self.lock.lock().await;
+        let saved = self.producers.borrow().clone();
+        let mut next = self.log.log().log_end_offset();
+        let mut accepted: Vec<(Waiting, Offset, Offset)> = Vec::new();
+        for w in group {
+            match self.check_request(&w.records) {
+                Err(e) => {
+                    let _ = w.done.send(Err(e));
+                }
+                Ok(Some(dup)) => {
+                    let _ = w.done.send(Ok(self.duplicate_info(dup)));
+                }
+                Ok(None) => {
+                    let (first, last) = (next, self.remember_request(&w.records, next));
+                    next = last.plus(1);
+                    accepted.push((w, first, last));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        if accepted.len() > 1 {
+            crate::broker::Metrics::add(
+                &self.broker.metrics.produce_grouped_requests,
+                accepted.len() as u64,
+            );
+        }
+        let now_ms = accepted[0].0.now_ms;
+        let records: Vec<Bytes> = accepted.iter().map(|(w, _, _)| w.records.clone()).collect();
+        match self
+            .log
+            .append_written(records, AppendOptions::client(now_ms))
+            .await
+        {
+            Ok(info) => {
+                // Offsets were predicted from the log end; the engine assigned the same.
+                assert_eq!(
+                    info.first_offset, accepted[0].1,
+                    "{}-{}: grouped offsets diverged",
+                    self.topic, self.index
+                );
+                for (w, first, last) in accepted {
+                    let _ = w.done.send(Ok(LogAppendInfo {
+                        first_offset: first,
+                        last_offset: last,
+                        ..info
+                    }));
+                }
+            }
+            Err(e) if accepted.len() > 1 && request_specific(&e) => {
+                *self.producers.borrow_mut() = saved;
+                for (w, _, _) in accepted {
+                    let result = self.append_alone(w.records, w.now_ms).await;
+                    let _ = w.done.send(result);
+                }
+            }
+            Err(e) => {
+                *self.producers.borrow_mut() = saved;
+                let err = append_error(&e);
+                for (w, _, _) in accepted {
+                    let _ = w.done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// One request on its own (the fallback when a grouped write fails).
+    async fn append_alone(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<LogAppendInfo, PartitionError> {
+        if let Some(dup) = self.check_request(&records)? {
+            return Ok(self.duplicate_info(dup));
+        }
+        let info = self
+            .log
+            .append_written(vec![records.clone()], AppendOptions::client(now_ms))
+            .await
+            .map_err(|e| append_error(&e))?;
+        self.remember_request(&records, info.first_offset);
+        Ok(info)
+    }
+
+    /// Sequence checks of every producer batch in a request: `Some` if it is a duplicate.
+    fn check_request(&self, records: &[u8]) -> Result<Option<BatchMeta>, PartitionError> {
+        for h in &producer_headers(records) {
+            if let SequenceCheck::Duplicate(m) = self.check_sequence(h)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a request's producer batches as appended from `first`; returns the last
+    /// offset the request will occupy.
+    fn remember_request(&self, records: &[u8], first: Offset) -> Offset {
+        let mut offset = first;
+        let mut producers = self.producers.borrow_mut();
+        for h in BatchIter::new(records)
+            .map_while(Result::ok)
+            .map(|(_, h, _)| h)
+        {
+            if h.has_producer_id() {
+                remember(&mut producers, &h, offset);
+            }
+            offset = offset.plus(i64::from(h.last_offset_delta) + 1);
+        }
+        offset.plus(-1)
     }
 
     fn check_sequence(&self, h: &BatchHeader) -> Result<SequenceCheck, PartitionError> {
@@ -286,5 +433,40 @@ fn remember(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, first_
     });
     while entry.batches.len() > PRODUCER_BATCHES_REMEMBERED {
         entry.batches.pop_front();
+    }
+}
+
+/// Errors one request's bytes cause (others in its group deserve another try alone).
+fn request_specific(e: &AppendError) -> bool {
+    matches!(
+        e,
+        AppendError::Corrupt(_) | AppendError::RecordTooLarge { .. } | AppendError::Empty
+    )
+}
+
+/// Clears the writer flag even if the writer's future is dropped.
+struct WriterGuard<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// Returns `Pending` once, letting every runnable task of this loop turn run first.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }

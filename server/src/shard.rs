@@ -94,7 +94,12 @@ impl ShardCtx {
             .map_err(|_| "opening the log panicked".to_string())?
             .map_err(|e| e.to_string())?;
         let handle = LogHandle::new(log);
-        let partition = Rc::new(Partition::new(Arc::from(topic), index, handle));
+        let partition = Rc::new(Partition::new(
+            Arc::from(topic),
+            index,
+            handle,
+            Arc::clone(&self.broker),
+        ));
         partition.rebuild_producer_state();
         partition.refresh_high_watermark();
         let flusher = partition.log.clone();

@@ -95,7 +95,21 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
             out.flush()?;
             continue;
         };
-        let msg = msg.context("consuming")?;
+        // librdkafka reports transient conditions (a broker restarting) as errors and
+        // recovers by itself; only fatal ones end the consumer.
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e)
+                if e.rdkafka_error_code()
+                    .is_some_and(|c| c == rdkafka::error::RDKafkaErrorCode::Fatal) =>
+            {
+                return Err(e).context("consuming");
+            }
+            Err(e) => {
+                eprintln!("ringmq: {e} (retrying)");
+                continue;
+            }
+        };
         last = Instant::now();
         count += 1;
         if args.print_key {
