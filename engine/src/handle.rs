@@ -60,8 +60,9 @@ struct Inner {
     syncs: Cell<u64>,
 }
 
-/// Returns `Pending` once (re-scheduling itself), letting every runnable task run first.
-struct YieldOnce(bool);
+/// Returns `Pending` once (re-scheduling itself), letting every runnable task of this loop
+/// turn run first: how group commit (here) and produce grouping (the broker) gather work.
+pub struct YieldOnce(pub bool);
 
 impl std::future::Future for YieldOnce {
     type Output = ();

@@ -27,6 +27,7 @@ use futures_channel::oneshot;
 use futures_util::lock::Mutex;
 use kafka_protocol::ResponseError;
 use ringmq_engine::batch::BatchIter;
+use ringmq_engine::handle::YieldOnce;
 use ringmq_engine::{
     AppendError, AppendOptions, BatchHeader, FlushPolicy, LogAppendInfo, LogHandle, Offset,
 };
@@ -450,23 +451,5 @@ struct WriterGuard<'a>(&'a std::cell::Cell<bool>);
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
         self.0.set(false);
-    }
-}
-
-/// Returns `Pending` once, letting every runnable task of this loop turn run first.
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
     }
 }

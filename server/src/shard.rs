@@ -253,3 +253,38 @@ impl ShardCtx {
         clean
     }
 }
+
+impl ShardCtx {
+    /// Runs `f` with partition `index` of `topic` on its owner shard. Errors are Kafka's:
+    /// unknown topic/partition, or not served here (NOT_LEADER_OR_FOLLOWER).
+    pub async fn with_partition<R, F>(
+        self: &Rc<Self>,
+        topic: &str,
+        index: i32,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Partition) -> Result<R, kafka_protocol::ResponseError> + Send + 'static,
+    {
+        use kafka_protocol::ResponseError;
+        let image = self.broker.image();
+        let owner = image
+            .topic(topic)
+            .and_then(|m| {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| m.placement.get(i).copied())
+            })
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let name = topic.to_owned();
+        self.on_shard(owner, move |c| async move {
+            let part = c
+                .partition(&name, index)
+                .ok_or(ResponseError::NotLeaderOrFollower)?;
+            f(&part)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::UnknownServerError))
+    }
+}

@@ -64,6 +64,16 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// The metadata writer (a poisoned lock is a broker bug, reported as Kafka's unknown error).
+pub fn lock_store(
+    ctx: &ShardCtx,
+) -> Result<std::sync::MutexGuard<'_, crate::metadata::MetadataStore>, TopicError> {
+    ctx.broker
+        .store
+        .lock()
+        .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))
+}
+
 /// Brokers in the cluster (one node until the cluster issue).
 pub const BROKERS: i16 = 1;
 
@@ -95,11 +105,7 @@ pub async fn create(
         .log_config(&t.configs)
         .map_err(|m| err(ResponseError::InvalidConfig, m))?;
     let meta = {
-        let mut store = ctx
-            .broker
-            .store
-            .lock()
-            .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))?;
+        let mut store = lock_store(ctx)?;
         if store.image().topic(&t.name).is_some() {
             return Err(err(
                 ResponseError::TopicAlreadyExists,
@@ -159,11 +165,7 @@ pub async fn open_partitions(
 /// Deletes a topic: metadata first (clients stop seeing it), then the partitions.
 pub async fn delete(ctx: &Rc<ShardCtx>, name: &str) -> Result<TopicMeta, TopicError> {
     let meta = {
-        let mut store = ctx
-            .broker
-            .store
-            .lock()
-            .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))?;
+        let mut store = lock_store(ctx)?;
         let Some(meta) = store.image().topic(name).cloned() else {
             return Err(err(
                 ResponseError::UnknownTopicOrPartition,
@@ -207,11 +209,7 @@ pub async fn set_configs(
     validate_only: bool,
 ) -> Result<(), TopicError> {
     let meta = {
-        let mut store = ctx
-            .broker
-            .store
-            .lock()
-            .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))?;
+        let mut store = lock_store(ctx)?;
         let Some(mut meta) = store.image().topic(name).cloned() else {
             return Err(err(
                 ResponseError::UnknownTopicOrPartition,

@@ -55,12 +55,7 @@ async fn grow(
         ));
     }
     let (meta, current) = {
-        let mut store = ctx.broker.store.lock().map_err(|_| {
-            err(
-                ResponseError::UnknownServerError,
-                "metadata lock poisoned".into(),
-            )
-        })?;
+        let mut store = topics::lock_store(ctx)?;
         let Some(meta) = store.image().topic(name).cloned() else {
             return Err(err(
                 ResponseError::UnknownTopicOrPartition,

@@ -18,32 +18,23 @@ use crate::shard::ShardCtx;
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: DeleteRecordsRequest = protocol::decode_body(req.body.clone(), v)?;
-    let image = ctx.broker.image();
     let mut topics = Vec::new();
     for t in body.topics {
         let name = t.name.0.as_str().to_owned();
-        let meta = image.topic(&name);
         let ops = t.partitions.iter().map(|p| {
-            let owner = meta.and_then(|m| usize::try_from(p.partition_index).ok().and_then(|i| m.placement.get(i).copied()));
-            let (name, index, offset) = (name.clone(), p.partition_index, p.offset);
-            async move {
-                let Some(owner) = owner else { return Err(ResponseError::UnknownTopicOrPartition) };
-                ctx.on_shard(owner, move |c| async move {
-                    let part = c.partition(&name, index).ok_or(ResponseError::NotLeaderOrFollower)?;
-                    let mut log = part.log.log_mut();
-                    let target = if offset == -1 { log.high_watermark() } else { Offset(offset) };
-                    match log.delete_records_before(target) {
-                        Ok(start) => Ok(start.0),
-                        Err(LogOpError::BeyondHighWatermark { .. }) => Err(ResponseError::OffsetOutOfRange),
-                        Err(e) => {
-                            tracing::warn!(topic = %name, partition = index, error = %e, "delete records failed");
-                            Err(ResponseError::KafkaStorageError)
-                        }
+            let (topic, index, offset) = (name.clone(), p.partition_index, p.offset);
+            ctx.with_partition(&name, index, move |part| {
+                let mut log = part.log.log_mut();
+                let target = if offset == -1 { log.high_watermark() } else { Offset(offset) };
+                match log.delete_records_before(target) {
+                    Ok(start) => Ok(start.0),
+                    Err(LogOpError::BeyondHighWatermark { .. }) => Err(ResponseError::OffsetOutOfRange),
+                    Err(e) => {
+                        tracing::warn!(%topic, partition = index, error = %e, "delete records failed");
+                        Err(ResponseError::KafkaStorageError)
                     }
-                })
-                .await
-                .unwrap_or(Err(ResponseError::UnknownServerError))
-            }
+                }
+            })
         });
         let results = join_all(ops).await;
         let partitions = t

@@ -12,6 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Request;
+use crate::partition::Partition;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
 
@@ -22,26 +23,12 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: ListOffsetsRequest = protocol::decode_body(req.body.clone(), v)?;
-    let image = ctx.broker.image();
     let mut topics = Vec::new();
     for t in body.topics {
         let name = t.name.0.as_str().to_owned();
-        let meta = image.topic(&name);
         let lookups = t.partitions.iter().map(|p| {
-            let owner = meta.and_then(|m| {
-                usize::try_from(p.partition_index)
-                    .ok()
-                    .and_then(|i| m.placement.get(i).copied())
-            });
-            let (name, index, ts) = (name.clone(), p.partition_index, p.timestamp);
-            async move {
-                let Some(owner) = owner else {
-                    return Err(ResponseError::UnknownTopicOrPartition);
-                };
-                ctx.on_shard(owner, move |c| async move { lookup(&c, &name, index, ts) })
-                    .await
-                    .unwrap_or(Err(ResponseError::UnknownServerError))
-            }
+            let (index, ts) = (p.partition_index, p.timestamp);
+            ctx.with_partition(&name, index, move |part| lookup(part, ts))
         });
         let results = join_all(lookups).await;
         let partitions = t
@@ -78,10 +65,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     protocol::single(ApiKey::ListOffsets, v, req.correlation_id(), &resp)
 }
 
-fn lookup(ctx: &ShardCtx, topic: &str, index: i32, ts: i64) -> Result<(i64, i64), ResponseError> {
-    let part = ctx
-        .partition(topic, index)
-        .ok_or(ResponseError::NotLeaderOrFollower)?;
+fn lookup(part: &Partition, ts: i64) -> Result<(i64, i64), ResponseError> {
     let log = part.log.log();
     match ts {
         EARLIEST => Ok((log.log_start_offset().0, -1)),
