@@ -73,6 +73,30 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Tc
         .collect()
 }
 
+/// Creates the preset, internal, compacted `__consumer_offsets` topic (SPEC T11) once.
+fn ensure_offsets_topic(store: &mut MetadataStore, shards: usize) -> io::Result<()> {
+    use crate::offsets::{OFFSETS_PARTITIONS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC};
+    if store.image().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let configs = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", OFFSETS_SEGMENT_BYTES),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let meta = crate::metadata::TopicMeta {
+        name: OFFSETS_TOPIC.to_owned(),
+        id: uuid::Uuid::new_v4(),
+        placement: store.image().place(OFFSETS_PARTITIONS, shards),
+        configs,
+        internal: true,
+    };
+    store.commit(&[crate::metadata::MetadataRecord::TopicCreated(meta)])?;
+    Ok(())
+}
+
 /// A running broker: its shard threads and bound addresses.
 pub struct Running {
     pub broker: Arc<Broker>,
@@ -95,8 +119,9 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     })?;
     let _ = std::fs::remove_file(&probe);
     let shards = config.shards;
-    let store = MetadataStore::open(config.data_dir.join("__cluster_metadata"), shards)
+    let mut store = MetadataStore::open(config.data_dir.join("__cluster_metadata"), shards)
         .context("loading cluster metadata")?;
+    ensure_offsets_topic(&mut store, shards).context("creating __consumer_offsets")?;
     let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for addr in &config.listeners {

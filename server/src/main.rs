@@ -12,6 +12,7 @@ mod config;
 mod connection;
 mod handlers;
 mod metadata;
+mod offsets;
 mod partition;
 mod protocol;
 mod shard;

@@ -27,6 +27,8 @@ pub struct ShardCtx {
     pub id: usize,
     pub broker: Arc<Broker>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Committed offsets of the groups whose `__consumer_offsets` partitions live here.
+    pub offsets: RefCell<crate::offsets::OffsetsCache>,
 }
 
 /// The shard went away (shutting down) before answering.
@@ -101,6 +103,17 @@ impl ShardCtx {
             Arc::clone(&self.broker),
         ));
         partition.rebuild_producer_state();
+        if topic == crate::offsets::OFFSETS_TOPIC {
+            let loaded = self.offsets.borrow_mut().load(&partition.log.log());
+            match loaded {
+                Ok(n) => {
+                    tracing::debug!(partition = index, records = n, "loaded committed offsets")
+                }
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "loading committed offsets failed")
+                }
+            }
+        }
         partition.refresh_high_watermark();
         let flusher = partition.log.clone();
         compio::runtime::spawn(async move {
@@ -157,6 +170,7 @@ pub fn run(
         id,
         broker,
         partitions: RefCell::new(HashMap::new()),
+        offsets: RefCell::new(crate::offsets::OffsetsCache::default()),
     });
     runtime.block_on(async move {
         let c = Rc::clone(&ctx);

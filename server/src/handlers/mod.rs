@@ -19,9 +19,12 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
 
 /// APIs ringmqd serves; each uses kafka-protocol's full version range for the key.
@@ -40,6 +43,9 @@ pub const HANDLERS: &[ApiKey] = &[
     ApiKey::DescribeCluster,
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::FindCoordinator,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
 ];
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
@@ -95,6 +101,9 @@ pub async fn dispatch(
         ApiKey::CreatePartitions => create_partitions::handle(ctx, req).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, req).map(Some),
         ApiKey::AlterConfigs => alter_configs::handle(ctx, req).await.map(Some),
+        ApiKey::FindCoordinator => find_coordinator::handle(ctx, req).map(Some),
+        ApiKey::OffsetCommit => offset_commit::handle(ctx, req).await.map(Some),
+        ApiKey::OffsetFetch => offset_fetch::handle(ctx, req).await.map(Some),
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }

@@ -1,0 +1,138 @@
+//! OffsetCommit (key 8): stores committed offsets as records in the group's
+//! `__consumer_offsets` partition (on the shard that owns it) and caches them there.
+//! Until the group membership protocol exists (JoinGroup, issue 4), commits are accepted
+//! from consumers outside group management (generation -1, as librdkafka's and
+//! kafka-python's `assign()` consumers send); a member-based commit gets UNKNOWN_MEMBER_ID.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Request;
+use crate::offsets::{self, Committed, OFFSET_METADATA_MAX_BYTES, OFFSETS_TOPIC};
+use crate::protocol::{self, CloseConnection, Response};
+use crate::shard::{ShardCtx, now_ms};
+
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+    let v = req.version();
+    let body: OffsetCommitRequest = protocol::decode_body(req.body.clone(), v)?;
+    let group = body.group_id.0.as_str().to_owned();
+    let image = ctx.broker.image();
+    let now = now_ms();
+    let group_error = if group.is_empty() {
+        Some(ResponseError::InvalidGroupId)
+    } else if body.generation_id_or_member_epoch != -1 {
+        Some(ResponseError::UnknownMemberId)
+    } else {
+        None
+    };
+    // Per partition: Ok(commit to store) or the error to answer.
+    let mut plan: Vec<(TopicName, uuid::Uuid, i32, Result<Committed, ResponseError>)> = Vec::new();
+    for t in &body.topics {
+        let meta = if v >= 10 {
+            image.topic_by_id(t.topic_id)
+        } else {
+            image.topic(t.name.0.as_str())
+        };
+        for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
+            let verdict = match (group_error, meta) {
+                (Some(e), _) => Err(e),
+                (None, None) => Err(ResponseError::UnknownTopicOrPartition),
+                (None, Some(m))
+                    if p.partition_index < 0 || p.partition_index as usize >= m.placement.len() =>
+                {
+                    Err(ResponseError::UnknownTopicOrPartition)
+                }
+                _ if metadata.len() > OFFSET_METADATA_MAX_BYTES => {
+                    Err(ResponseError::OffsetMetadataTooLarge)
+                }
+                _ => Ok(Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
+                    metadata: metadata.to_owned(),
+                    commit_timestamp: now,
+                }),
+            };
+            let name = meta.map_or_else(
+                || t.name.clone(),
+                |m| TopicName(StrBytes::from_string(m.name.clone())),
+            );
+            plan.push((name, t.topic_id, p.partition_index, verdict));
+        }
+    }
+    let commits: Vec<(String, i32, Committed)> = plan
+        .iter()
+        .filter_map(|(n, _, p, r)| {
+            r.as_ref()
+                .ok()
+                .map(|c| (n.0.as_str().to_owned(), *p, c.clone()))
+        })
+        .collect();
+    let stored = if commits.is_empty() {
+        Ok(())
+    } else {
+        store(ctx, &group, commits, now).await
+    };
+    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+    for (name, id, partition, verdict) in plan {
+        let code = match (&verdict, &stored) {
+            (Err(e), _) => e.code(),
+            (Ok(_), Err(e)) => e.code(),
+            (Ok(_), Ok(())) => 0,
+        };
+        let pr = OffsetCommitResponsePartition::default()
+            .with_partition_index(partition)
+            .with_error_code(code);
+        match topics.last_mut() {
+            Some(t) if t.name == name => t.partitions.push(pr),
+            _ => {
+                let t = OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(vec![pr]);
+                // topic_id exists from v10.
+                topics.push(if v >= 10 { t.with_topic_id(id) } else { t });
+            }
+        }
+    }
+    let resp = OffsetCommitResponse::default().with_topics(topics);
+    protocol::single(ApiKey::OffsetCommit, v, req.correlation_id(), &resp)
+}
+
+/// Appends the commits to the group's offsets partition and updates the cache there.
+async fn store(
+    ctx: &Rc<ShardCtx>,
+    group: &str,
+    commits: Vec<(String, i32, Committed)>,
+    now: i64,
+) -> Result<(), ResponseError> {
+    let partition = offsets::partition_for(group);
+    let batch = offsets::commit_batch(group, &commits, now);
+    let group = group.to_owned();
+    let image = ctx.broker.image();
+    let owner = image
+        .topic(OFFSETS_TOPIC)
+        .and_then(|m| m.placement.get(partition as usize).copied())
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    ctx.on_shard(owner, move |c| async move {
+        let part = c
+            .partition(OFFSETS_TOPIC, partition)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        part.append(batch, now).await.map_err(|e| {
+            tracing::warn!(%group, error = %e.message, "storing offsets failed");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        let mut cache = c.offsets.borrow_mut();
+        for (topic, p, committed) in commits {
+            cache.put(&group, &topic, p, committed);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+}

@@ -1,0 +1,172 @@
+//! OffsetFetch (key 9): committed offsets of a group (v8+: of several groups), read from
+//! the cache of the shard that owns each group's `__consumer_offsets` partition. A
+//! partition with no commit answers offset -1, as in Kafka. `require_stable` needs no
+//! waiting: without transactions no offset is ever pending.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Request;
+use crate::offsets::{self, Committed, OFFSETS_TOPIC};
+use crate::protocol::{self, CloseConnection, Response};
+use crate::shard::ShardCtx;
+
+/// `(topic, partition, committed)` answers for one group.
+type Answers = Vec<(String, i32, Option<Committed>)>;
+
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+    let v = req.version();
+    let body: OffsetFetchRequest = protocol::decode_body(req.body.clone(), v)?;
+    let resp = if v >= 8 {
+        let image = ctx.broker.image();
+        let mut groups = Vec::new();
+        for g in &body.groups {
+            let wanted = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        let name = if v >= 10 {
+                            image
+                                .topic_by_id(t.topic_id)
+                                .map(|m| m.name.clone())
+                                .unwrap_or_default()
+                        } else {
+                            t.name.0.as_str().to_owned()
+                        };
+                        (name, t.partition_indexes.clone())
+                    })
+                    .collect()
+            });
+            let group = g.group_id.0.as_str().to_owned();
+            let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match lookup(ctx, &group, wanted).await {
+                Ok(answers) => r.with_topics(group_topics(v, &image, answers)),
+                Err(e) => r.with_error_code(e.code()),
+            });
+        }
+        OffsetFetchResponse::default().with_groups(groups)
+    } else {
+        let group = body.group_id.0.as_str().to_owned();
+        let wanted = body.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
+                .collect()
+        });
+        match lookup(ctx, &group, wanted).await {
+            Ok(answers) => OffsetFetchResponse::default().with_topics(legacy_topics(v, answers)),
+            // The top-level error_code exists from v2.
+            Err(e) if v >= 2 => OffsetFetchResponse::default().with_error_code(e.code()),
+            Err(_) => OffsetFetchResponse::default(),
+        }
+    };
+    protocol::single(ApiKey::OffsetFetch, v, req.correlation_id(), &resp)
+}
+
+/// The committed offsets asked for (`None`: every partition the group committed).
+async fn lookup(
+    ctx: &Rc<ShardCtx>,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Answers, ResponseError> {
+    if group.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    let partition = offsets::partition_for(group);
+    let image = ctx.broker.image();
+    let owner = image
+        .topic(OFFSETS_TOPIC)
+        .and_then(|m| m.placement.get(partition as usize).copied())
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let group = group.to_owned();
+    ctx.on_shard(owner, move |c| async move {
+        let cache = c.offsets.borrow();
+        match wanted {
+            Some(list) => list
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                .map(|(t, p)| {
+                    let c = cache.get(&group, &t, p).cloned();
+                    (t, p, c)
+                })
+                .collect(),
+            None => cache
+                .group(&group)
+                .map(|g| {
+                    g.iter()
+                        .map(|((t, p), c)| (t.clone(), *p, Some(c.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    })
+    .await
+    .map_err(|_| ResponseError::CoordinatorNotAvailable)
+}
+
+fn partition_fields(v: i16, c: Option<&Committed>) -> (i64, i32, String) {
+    let epoch = if v >= 5 {
+        c.map_or(-1, |c| c.leader_epoch)
+    } else {
+        -1
+    };
+    (
+        c.map_or(-1, |c| c.offset),
+        epoch,
+        c.map_or_else(String::new, |c| c.metadata.clone()),
+    )
+}
+
+fn legacy_topics(v: i16, answers: Answers) -> Vec<OffsetFetchResponseTopic> {
+    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+    for (t, p, c) in answers {
+        let (offset, epoch, metadata) = partition_fields(v, c.as_ref());
+        let pr = OffsetFetchResponsePartition::default()
+            .with_partition_index(p)
+            .with_committed_offset(offset)
+            .with_committed_leader_epoch(epoch)
+            .with_metadata(Some(StrBytes::from_string(metadata)));
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == t => last.partitions.push(pr),
+            _ => topics.push(
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(t)))
+                    .with_partitions(vec![pr]),
+            ),
+        }
+    }
+    topics
+}
+
+fn group_topics(
+    v: i16,
+    image: &crate::metadata::MetadataImage,
+    answers: Answers,
+) -> Vec<OffsetFetchResponseTopics> {
+    let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
+    for (t, p, c) in answers {
+        let (offset, epoch, metadata) = partition_fields(v, c.as_ref());
+        let pr = OffsetFetchResponsePartitions::default()
+            .with_partition_index(p)
+            .with_committed_offset(offset)
+            .with_committed_leader_epoch(epoch)
+            .with_metadata(Some(StrBytes::from_string(metadata)));
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == t => last.partitions.push(pr),
+            _ => {
+                let mut entry = OffsetFetchResponseTopics::default().with_partitions(vec![pr]);
+                // v10 identifies topics by id only.
+                if v >= 10 {
+                    entry = entry.with_topic_id(image.topic(&t).map(|m| m.id).unwrap_or_default());
+                }
+                topics.push(entry.with_name(TopicName(StrBytes::from_string(t))));
+            }
+        }
+    }
+    topics
+}

@@ -1,0 +1,240 @@
+//! Committed offsets (SPEC G2): stored as records in the compacted, internal
+//! `__consumer_offsets` topic (50 partitions), in Kafka's own formats, and cached in the
+//! shard that owns the group's partition.
+//!
+//! A group belongs to partition `abs(javaHashCode(group_id)) % 50`, as in Kafka, so the
+//! same group always lands on the same partition and shard (its coordinator).
+//!
+//! Record formats (big-endian, Kafka's `OffsetCommitKey` v1 and `OffsetCommitValue` v3):
+//! ```text
+//! key:   version i16 = 1 | group string | topic string | partition i32
+//! value: version i16 = 3 | offset i64 | leader_epoch i32 | metadata string | commit_timestamp i64
+//! ```
+//! (string = i16 length + UTF-8). A null value is a tombstone (offset deleted). The cache
+//! is rebuilt by reading the partition when its shard opens it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ringmq_engine::batch::{self, BatchIter};
+use ringmq_engine::{BatchBuilder, NewRecord, UnifiedLog};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// `offsets.topic.num.partitions`.
+pub const OFFSETS_PARTITIONS: usize = 50;
+/// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB).
+pub const OFFSETS_SEGMENT_BYTES: &str = "104857600";
+/// `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+const KEY_VERSION: i16 = 1;
+const VALUE_VERSION: i16 = 3;
+
+/// Java's `String.hashCode` (over UTF-16 code units), as Kafka uses for placement.
+pub fn java_hash_code(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The `__consumer_offsets` partition of a group (Kafka's `Utils.abs(hash) % 50`).
+pub fn partition_for(group: &str) -> i32 {
+    let h = java_hash_code(group);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % OFFSETS_PARTITIONS as i32
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+}
+
+/// The committed offsets of the groups a shard coordinates.
+#[derive(Debug, Default)]
+pub struct OffsetsCache {
+    groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
+}
+
+impl OffsetsCache {
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&Committed> {
+        self.groups.get(group)?.get(&(topic.to_owned(), partition))
+    }
+    pub fn group(&self, group: &str) -> Option<&BTreeMap<(String, i32), Committed>> {
+        self.groups.get(group)
+    }
+    pub fn put(&mut self, group: &str, topic: &str, partition: i32, c: Committed) {
+        self.groups
+            .entry(group.to_owned())
+            .or_default()
+            .insert((topic.to_owned(), partition), c);
+    }
+    pub fn remove(&mut self, group: &str, topic: &str, partition: i32) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.remove(&(topic.to_owned(), partition));
+            if g.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    /// Replays `__consumer_offsets-<p>` into the cache.
+    pub fn load(&mut self, log: &UnifiedLog) -> Result<usize, String> {
+        let mut next = log.log_start_offset();
+        let end = log.log_end_offset();
+        let mut loaded = 0;
+        while next < end {
+            let info = log
+                .read(next, 1 << 20, end, true)
+                .map_err(|e| e.to_string())?;
+            let Some(range) = info.range else { break };
+            let bytes = UnifiedLog::read_range_bytes(&range).map_err(|e| e.to_string())?;
+            for b in BatchIter::new(&bytes) {
+                let (_, h, raw) = b.map_err(|e| e.to_string())?;
+                next = h.next_offset();
+                let Ok(records) = batch::records(raw) else {
+                    continue;
+                };
+                for r in records.flatten() {
+                    if let Some(key) = r.key.and_then(decode_key) {
+                        match r.value.and_then(decode_value) {
+                            Some(c) => self.put(&key.0, &key.1, key.2, c),
+                            None if r.value.is_none() => self.remove(&key.0, &key.1, key.2),
+                            None => {}
+                        }
+                        loaded += 1;
+                    }
+                }
+            }
+            if next <= range.first_offset {
+                break;
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+fn put_string(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn get_string(b: &[u8], at: &mut usize) -> Option<String> {
+    let len = i16::from_be_bytes(b.get(*at..*at + 2)?.try_into().ok()?);
+    *at += 2;
+    if len < 0 {
+        return Some(String::new());
+    }
+    let s = std::str::from_utf8(b.get(*at..*at + len as usize)?)
+        .ok()?
+        .to_owned();
+    *at += len as usize;
+    Some(s)
+}
+
+pub fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(KEY_VERSION);
+    put_string(&mut b, group);
+    put_string(&mut b, topic);
+    b.put_i32(partition);
+    b.freeze()
+}
+
+pub fn encode_value(c: &Committed) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(VALUE_VERSION);
+    b.put_i64(c.offset);
+    b.put_i32(c.leader_epoch);
+    put_string(&mut b, &c.metadata);
+    b.put_i64(c.commit_timestamp);
+    b.freeze()
+}
+
+/// `(group, topic, partition)` of an offset-commit key (versions 0 and 1).
+pub fn decode_key(b: &[u8]) -> Option<(String, String, i32)> {
+    let version = i16::from_be_bytes(b.get(0..2)?.try_into().ok()?);
+    if !(0..=1).contains(&version) {
+        return None; // group metadata (v2+) is not an offset
+    }
+    let mut at = 2;
+    let group = get_string(b, &mut at)?;
+    let topic = get_string(b, &mut at)?;
+    let partition = i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+    Some((group, topic, partition))
+}
+
+/// An offset-commit value (versions 1 and 3; others are skipped).
+pub fn decode_value(b: &[u8]) -> Option<Committed> {
+    let version = i16::from_be_bytes(b.get(0..2)?.try_into().ok()?);
+    let mut at = 2;
+    let offset = i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?);
+    at += 8;
+    let leader_epoch = if version >= 3 {
+        let e = i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        e
+    } else {
+        -1
+    };
+    let metadata = get_string(b, &mut at)?;
+    let commit_timestamp = i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?);
+    Some(Committed {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp,
+    })
+}
+
+/// One uncompressed batch of offset-commit records.
+pub fn commit_batch(group: &str, commits: &[(String, i32, Committed)], now_ms: i64) -> Bytes {
+    let records: Vec<NewRecord> = commits
+        .iter()
+        .map(|(topic, partition, c)| NewRecord {
+            key: Some(encode_key(group, topic, *partition)),
+            value: Some(encode_value(c)),
+            headers: Vec::new(),
+            timestamp_ms: now_ms,
+        })
+        .collect();
+    BatchBuilder::default().build(&records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_matches_kafka() {
+        // Java: "test-group".hashCode() == 627841412 -> % 50 == 12; a negative hash too.
+        assert_eq!(java_hash_code("test-group"), 627841412);
+        assert_eq!(partition_for("test-group"), 12);
+        assert_eq!(
+            java_hash_code("my-consumer-group-with-a-long-name"),
+            754636653
+        );
+        assert_eq!(partition_for("my-consumer-group-with-a-long-name"), 3);
+        // A hash that is negative: "polygenelubricants" hashes to i32::MIN in Java.
+        assert_eq!(java_hash_code("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants"), 0);
+        assert_eq!(java_hash_code(""), 0);
+    }
+
+    #[test]
+    fn key_and_value_round_trip() {
+        let c = Committed {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp: 7,
+        };
+        assert_eq!(
+            decode_key(&encode_key("g", "t", 5)),
+            Some(("g".into(), "t".into(), 5))
+        );
+        assert_eq!(decode_value(&encode_value(&c)), Some(c));
+        assert_eq!(decode_key(&[0, 2, 0, 1, b'g']), None);
+    }
+}
