@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     /// `log.retention.check.interval.ms`: how often retention and compaction run
     /// (Kafka's default is 5 minutes; ringmq's 30 s).
     pub retention_check_interval_ms: u64,
+    /// `group.initial.rebalance.delay.ms` (Kafka's default 3000).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +67,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             cluster_id: "ringmq-cluster".into(),
             retention_check_interval_ms: 30_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -190,6 +193,10 @@ impl BrokerConfig {
                     self.socket_request_max_bytes = v.parse().map_err(|_| bad("not an integer"))?
                 }
                 "cluster.id" => self.cluster_id = v.clone(),
+                "group.initial.rebalance.delay.ms" => {
+                    self.group_initial_rebalance_delay_ms =
+                        v.parse().map_err(|_| bad("not an integer"))?
+                }
                 "log.retention.check.interval.ms" => {
                     self.retention_check_interval_ms =
                         v.parse().map_err(|_| bad("not an integer"))?

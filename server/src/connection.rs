@@ -43,7 +43,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: SocketAddr, conn_
         Rc::clone(&in_flight),
         Rc::clone(&slot_freed),
     ));
-    if let Err(e) = read_loop(&ctx, reader, tx, in_flight, slot_freed).await {
+    if let Err(e) = read_loop(&ctx, reader, tx, in_flight, slot_freed, peer).await {
         tracing::debug!(shard = ctx.id, conn_id, %peer, error = %e, "closing connection");
     }
     let _ = writer_task.await;
@@ -55,6 +55,7 @@ async fn read_loop(
     tx: mpsc::UnboundedSender<(u64, Outcome)>,
     in_flight: Rc<Cell<usize>>,
     slot_freed: Rc<RefCell<Option<oneshot::Sender<()>>>>,
+    peer: SocketAddr,
 ) -> Result<(), String> {
     let max = ctx.broker.config.socket_request_max_bytes;
     let mut seq = 0u64;
@@ -75,10 +76,10 @@ async fn read_loop(
             let _ = r.await;
         }
         in_flight.set(in_flight.get() + 1);
-        let (ctx, tx, s) = (Rc::clone(ctx), tx.clone(), seq);
+        let (ctx, tx, s, host) = (Rc::clone(ctx), tx.clone(), seq, format!("/{}", peer.ip()));
         seq += 1;
         compio::runtime::spawn(async move {
-            let outcome = handlers::dispatch(&ctx, header, api_key, body).await;
+            let outcome = handlers::dispatch(&ctx, header, api_key, body, host).await;
             let _ = tx.unbounded_send((s, outcome));
         })
         .detach();

@@ -10,6 +10,7 @@ mod admin_http;
 mod broker;
 mod config;
 mod connection;
+mod group;
 mod handlers;
 mod metadata;
 mod offsets;

@@ -17,6 +17,9 @@ use ringmq_engine::{LogHandle, UnifiedLog};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
+/// How often group sessions and rebalance deadlines are checked.
+pub const GROUP_TICK: Duration = Duration::from_millis(100);
+
 /// Work sent to a shard: runs on that shard's thread with its context.
 pub type ShardTask = Box<dyn FnOnce(Rc<ShardCtx>) + Send>;
 
@@ -29,6 +32,8 @@ pub struct ShardCtx {
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Committed offsets of the groups whose `__consumer_offsets` partitions live here.
     pub offsets: RefCell<crate::offsets::OffsetsCache>,
+    /// Group membership of the same groups.
+    pub groups: RefCell<crate::group::GroupCoordinator>,
 }
 
 /// The shard went away (shutting down) before answering.
@@ -166,11 +171,15 @@ pub fn run(
     {
         tracing::warn!(shard = id, core, "could not pin the shard to its core");
     }
+    let initial_delay = broker.config.group_initial_rebalance_delay_ms;
     let ctx = Rc::new(ShardCtx {
         id,
         broker,
         partitions: RefCell::new(HashMap::new()),
         offsets: RefCell::new(crate::offsets::OffsetsCache::default()),
+        groups: RefCell::new(crate::group::GroupCoordinator::new(Duration::from_millis(
+            initial_delay,
+        ))),
     });
     runtime.block_on(async move {
         let c = Rc::clone(&ctx);
@@ -187,6 +196,14 @@ pub fn run(
             let c = Rc::clone(&ctx);
             compio::runtime::spawn(accept_loop(c, l)).detach();
         }
+        let c = Rc::clone(&ctx);
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(GROUP_TICK).await;
+                c.groups.borrow_mut().tick(std::time::Instant::now());
+            }
+        })
+        .detach();
         maintenance_loop(ctx).await;
     });
 }
@@ -300,5 +317,31 @@ impl ShardCtx {
         })
         .await
         .unwrap_or(Err(ResponseError::UnknownServerError))
+    }
+}
+
+impl ShardCtx {
+    /// Runs `f` on the shard coordinating `group` (the owner of its `__consumer_offsets`
+    /// partition).
+    pub async fn on_coordinator<R, F, Fut>(
+        self: &Rc<Self>,
+        group: &str,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ShardCtx>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        use crate::offsets::{OFFSETS_TOPIC, partition_for};
+        let owner = self
+            .broker
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .and_then(|m| m.placement.get(partition_for(group) as usize).copied())
+            .ok_or(kafka_protocol::ResponseError::CoordinatorNotAvailable)?;
+        self.on_shard(owner, f)
+            .await
+            .map_err(|_| kafka_protocol::ResponseError::CoordinatorNotAvailable)
     }
 }

@@ -20,12 +20,17 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// APIs ringmqd serves; each uses kafka-protocol's full version range for the key.
 pub const HANDLERS: &[ApiKey] = &[
@@ -46,6 +51,13 @@ pub const HANDLERS: &[ApiKey] = &[
     ApiKey::FindCoordinator,
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
 ];
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
@@ -57,6 +69,8 @@ pub fn supported(api_key: ApiKey, version: i16) -> bool {
 pub struct Request {
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address, `/ip` as Kafka shows it.
+    pub client_host: String,
 }
 
 impl Request {
@@ -73,8 +87,13 @@ pub async fn dispatch(
     header: RequestHeader,
     api_key: ApiKey,
     body: Bytes,
+    client_host: String,
 ) -> Result<Option<Response>, CloseConnection> {
-    let req = Request { header, body };
+    let req = Request {
+        header,
+        body,
+        client_host,
+    };
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&req).map(Some);
     }
@@ -104,6 +123,13 @@ pub async fn dispatch(
         ApiKey::FindCoordinator => find_coordinator::handle(ctx, req).map(Some),
         ApiKey::OffsetCommit => offset_commit::handle(ctx, req).await.map(Some),
         ApiKey::OffsetFetch => offset_fetch::handle(ctx, req).await.map(Some),
+        ApiKey::JoinGroup => join_group::handle(ctx, req).await.map(Some),
+        ApiKey::SyncGroup => sync_group::handle(ctx, req).await.map(Some),
+        ApiKey::Heartbeat => heartbeat::handle(ctx, req).await.map(Some),
+        ApiKey::LeaveGroup => leave_group::handle(ctx, req).await.map(Some),
+        ApiKey::ListGroups => list_groups::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeGroups => list_groups::describe(ctx, req).await.map(Some),
+        ApiKey::DeleteGroups => list_groups::delete(ctx, req).await.map(Some),
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }

@@ -1,8 +1,9 @@
 //! OffsetCommit (key 8): stores committed offsets as records in the group's
 //! `__consumer_offsets` partition (on the shard that owns it) and caches them there.
-//! Until the group membership protocol exists (JoinGroup, issue 4), commits are accepted
-//! from consumers outside group management (generation -1, as librdkafka's and
-//! kafka-python's `assign()` consumers send); a member-based commit gets UNKNOWN_MEMBER_ID.
+//! A member's commit must carry the group's current generation (ILLEGAL_GENERATION,
+//! UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS otherwise); commits from consumers outside
+//! group management (generation -1, `assign()`) are accepted while the group has no
+//! members.
 
 use std::rc::Rc;
 
@@ -26,11 +27,13 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let now = now_ms();
     let group_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId)
-    } else if body.generation_id_or_member_epoch != -1 {
-        Some(ResponseError::UnknownMemberId)
     } else {
         None
     };
+    let (generation, member) = (
+        body.generation_id_or_member_epoch,
+        body.member_id.as_str().to_owned(),
+    );
     // Per partition: Ok(commit to store) or the error to answer.
     let mut plan: Vec<(TopicName, uuid::Uuid, i32, Result<Committed, ResponseError>)> = Vec::new();
     for t in &body.topics {
@@ -77,7 +80,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let stored = if commits.is_empty() {
         Ok(())
     } else {
-        store(ctx, &group, commits, now).await
+        store(ctx, &group, generation, member, commits, now).await
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (name, id, partition, verdict) in plan {
@@ -108,6 +111,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
 async fn store(
     ctx: &Rc<ShardCtx>,
     group: &str,
+    generation: i32,
+    member: String,
     commits: Vec<(String, i32, Committed)>,
     now: i64,
 ) -> Result<(), ResponseError> {
@@ -120,6 +125,9 @@ async fn store(
         .and_then(|m| m.placement.get(partition as usize).copied())
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     ctx.on_shard(owner, move |c| async move {
+        c.groups
+            .borrow()
+            .validate_commit(&group, generation, &member)?;
         let part = c
             .partition(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;

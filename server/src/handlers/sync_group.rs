@@ -1,0 +1,53 @@
+//! SyncGroup (key 14): the leader sends every member's assignment; each member waits
+//! for its own.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Request;
+use crate::protocol::{self, CloseConnection, Response};
+use crate::shard::ShardCtx;
+
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+    let v = req.version();
+    let body: SyncGroupRequest = protocol::decode_body(req.body.clone(), v)?;
+    let group = body.group_id.0.as_str().to_owned();
+    let (generation, member) = (body.generation_id, body.member_id.as_str().to_owned());
+    let assignments = body
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.as_str().to_owned(), a.assignment.clone()))
+        .collect();
+    let result = ctx
+        .on_coordinator(&group.clone(), move |c| async move {
+            let waiting = c.groups.borrow_mut().sync(
+                &group,
+                generation,
+                &member,
+                assignments,
+                Instant::now(),
+            );
+            match waiting {
+                Ok(rx) => rx.await.unwrap_or(Err(ResponseError::RebalanceInProgress)),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .unwrap_or_else(Err);
+    let mut resp = match result {
+        Ok(assignment) => SyncGroupResponse::default().with_assignment(assignment),
+        Err(e) => SyncGroupResponse::default().with_error_code(e.code()),
+    };
+    // protocol_type / protocol_name exist from v5.
+    if v >= 5 {
+        resp = resp
+            .with_protocol_type(body.protocol_type.clone())
+            .with_protocol_name(body.protocol_name.clone());
+    }
+    let _ = StrBytes::from_static_str("");
+    protocol::single(ApiKey::SyncGroup, v, req.correlation_id(), &resp)
+}

@@ -1,0 +1,110 @@
+"""Consumer groups with real clients: members split partitions, a member that leaves or
+dies hands its partitions over, and the group resumes from committed offsets."""
+import threading
+import time
+
+import kafka
+from confluent_kafka import Consumer, Producer
+
+from test_clients import create_topic, produce_all
+
+GROUP_BROKER = {"group.initial.rebalance.delay.ms": "200"}
+
+
+def group_consumer(bootstrap, group, **extra):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": True, "auto.commit.interval.ms": 200, "session.timeout.ms": 6000,
+                  "heartbeat.interval.ms": 500, **extra})
+    c.subscribe(["g-topic"])
+    return c
+
+
+def poll_until(consumers, predicate, timeout=30):
+    seen = {id(c): [] for c in consumers}
+    deadline = time.time() + timeout
+    while time.time() < deadline and not predicate(seen):
+        for c in consumers:
+            m = c.poll(0.1)
+            if m is not None and not m.error():
+                seen[id(c)].append((m.partition(), m.offset()))
+    return seen
+
+
+def test_two_consumers_split_partitions_and_survivor_takes_over(make_broker):
+    b = make_broker(properties=GROUP_BROKER).start()
+    create_topic(b.bootstrap, "g-topic", partitions=4)
+    produce_all(b.bootstrap, "g-topic", [(None, str(i).encode(), None, i % 4) for i in range(400)])
+    c1 = group_consumer(b.bootstrap, "g1")
+    c2 = group_consumer(b.bootstrap, "g1")
+    seen = poll_until([c1, c2], lambda s: sum(len(v) for v in s.values()) >= 400)
+    p1 = {p for p, _ in seen[id(c1)]}
+    p2 = {p for p, _ in seen[id(c2)]}
+    assert sum(len(v) for v in seen.values()) == 400
+    assert p1 and p2 and not (p1 & p2), f"partitions split: {p1} / {p2}"
+    time.sleep(0.6)  # auto-commit
+    c2.close()  # LeaveGroup: c1 takes over all four partitions
+    produce_all(b.bootstrap, "g-topic", [(None, b"more", None, i % 4) for i in range(40)])
+    more = poll_until([c1], lambda s: len(s[id(c1)]) >= 40)
+    assert len(more[id(c1)]) == 40, "survivor consumed the new messages on every partition, nothing twice"
+    assert {p for p, _ in more[id(c1)]} == {0, 1, 2, 3}
+    c1.close()
+
+
+def test_killed_member_is_expired_and_group_resumes_from_commits(make_broker):
+    import subprocess
+    import sys
+    b = make_broker(properties=GROUP_BROKER).start()
+    create_topic(b.bootstrap, "g-topic", partitions=2)
+    produce_all(b.bootstrap, "g-topic", [(None, str(i).encode(), None, i % 2) for i in range(200)])
+    # A member that commits the first 50 of each partition, then dies by SIGKILL.
+    script = f"""
+import time
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({{"bootstrap.servers": "{b.bootstrap}", "group.id": "g2", "auto.offset.reset": "earliest",
+              "enable.auto.commit": False, "session.timeout.ms": 6000}})
+c.subscribe(["g-topic"])
+seen = 0
+while seen < 200:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        seen += 1
+c.commit(offsets=[TopicPartition("g-topic", 0, 50), TopicPartition("g-topic", 1, 50)], asynchronous=False)
+print("ready", flush=True)
+time.sleep(600)
+"""
+    dead = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert dead.stdout.readline().strip() == "ready"
+    dead.kill()
+    dead.wait()
+    survivor = group_consumer(b.bootstrap, "g2")
+    seen = poll_until([survivor], lambda s: len(s[id(survivor)]) >= 100, timeout=25)
+    time.sleep(0.5)
+    seen_more = poll_until([survivor], lambda s: False, timeout=1)
+    survivor.close()
+    got = seen[id(survivor)] + seen_more[id(survivor)]
+    # The dead member's session expired; the survivor owns both partitions and resumes
+    # exactly at the committed offsets: nothing lost, nothing committed read twice.
+    for p in (0, 1):
+        assert sorted(o for q, o in got if q == p) == list(range(50, 100))
+def test_group_listing_description_and_delete_rules(make_broker):
+    from confluent_kafka.admin import AdminClient
+    b = make_broker(properties=GROUP_BROKER).start()
+    create_topic(b.bootstrap, "g-topic", partitions=2)
+    produce_all(b.bootstrap, "g-topic", [(None, b"x", None, 0)])
+    c = group_consumer(b.bootstrap, "g3", **{"client.id": "app-1"})
+    poll_until([c], lambda s: len(s[id(c)]) >= 1)
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    listed = admin.list_consumer_groups().result(10)
+    assert "g3" in [g.group_id for g in listed.valid]
+    desc = admin.describe_consumer_groups(["g3"])["g3"].result(10)
+    assert desc.state.name == "STABLE"
+    assert [(m.client_id, m.host) for m in desc.members] == [("app-1", "/127.0.0.1")]
+    res = admin.delete_consumer_groups(["g3"])["g3"]
+    try:
+        res.result(10)
+        raise AssertionError("deleting a group with members must fail")
+    except Exception as e:
+        assert "NON_EMPTY_GROUP" in str(e)
+    c.close()
+    time.sleep(0.3)
+    admin.delete_consumer_groups(["g3"])["g3"].result(10)
