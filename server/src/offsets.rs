@@ -64,6 +64,10 @@ impl OffsetsCache {
     pub fn group(&self, group: &str) -> Option<&BTreeMap<(String, i32), Committed>> {
         self.groups.get(group)
     }
+    /// Groups with committed offsets.
+    pub fn group_ids(&self) -> impl Iterator<Item = &String> {
+        self.groups.keys()
+    }
     pub fn put(&mut self, group: &str, topic: &str, partition: i32, c: Committed) {
         self.groups
             .entry(group.to_owned())
@@ -186,6 +190,20 @@ pub fn decode_value(b: &[u8]) -> Option<Committed> {
         metadata,
         commit_timestamp,
     })
+}
+
+/// Tombstones deleting a group's committed offsets (DeleteGroups / OffsetDelete).
+pub fn tombstone_batch(group: &str, partitions: &[(String, i32)], now_ms: i64) -> Bytes {
+    let records: Vec<NewRecord> = partitions
+        .iter()
+        .map(|(topic, partition)| NewRecord {
+            key: Some(encode_key(group, topic, *partition)),
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: now_ms,
+        })
+        .collect();
+    BatchBuilder::default().build(&records)
 }
 
 /// One uncompressed batch of offset-commit records.

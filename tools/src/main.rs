@@ -9,6 +9,7 @@
 
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// List, describe (with lag), delete consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Console producer: one message per stdin line.
     Produce(produce::ProduceArgs),
     /// Console consumer: prints messages to stdout.
@@ -55,6 +59,7 @@ fn main() {
         match cli.command {
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
+            Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
             Command::Bench(cmd) => bench::run(&cli.bootstrap, cmd).await,
         }

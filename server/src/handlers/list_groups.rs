@@ -24,8 +24,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let body: ListGroupsRequest = protocol::decode_body(req.body.clone(), v)?;
     let asks = (0..ctx.broker.shard_count()).map(|s| {
         ctx.on_shard(s, |c| async move {
-            c.groups
-                .borrow()
+            let groups = c.groups.borrow();
+            let mut listed: Vec<(String, String, String)> = groups
                 .groups()
                 .map(|(id, g)| {
                     (
@@ -34,7 +34,14 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                         g.state.name().to_owned(),
                     )
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            // Groups known only by their committed offsets are Empty, as in Kafka.
+            for id in c.offsets.borrow().group_ids() {
+                if groups.group(id).is_none() {
+                    listed.push((id.clone(), "consumer".to_owned(), "Empty".to_owned()));
+                }
+            }
+            listed
         })
     });
     let filter: Vec<String> = body
@@ -150,11 +157,7 @@ pub async fn delete(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let name = gid.0.as_str().to_owned();
         let r = ctx
             .on_coordinator(&name.clone(), move |c| async move {
-                let has_offsets = c.offsets.borrow().group(&name).is_some();
-                match c.groups.borrow_mut().delete(&name) {
-                    Err(ResponseError::GroupIdNotFound) if has_offsets => Ok(()),
-                    other => other,
-                }
+                delete_group(&c, &name).await
             })
             .await
             .unwrap_or_else(Err);
@@ -166,4 +169,35 @@ pub async fn delete(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     }
     let resp = DeleteGroupsResponse::default().with_results(results);
     protocol::single(ApiKey::DeleteGroups, v, req.correlation_id(), &resp)
+}
+
+/// Deletes a group without members: its offsets get tombstones in `__consumer_offsets`.
+async fn delete_group(c: &ShardCtx, name: &str) -> Result<(), ResponseError> {
+    let keys: Vec<(String, i32)> = c
+        .offsets
+        .borrow()
+        .group(name)
+        .map(|g| g.keys().cloned().collect())
+        .unwrap_or_default();
+    match c.groups.borrow_mut().delete(name) {
+        Err(ResponseError::GroupIdNotFound) if !keys.is_empty() => {}
+        other => other?,
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let partition = crate::offsets::partition_for(name);
+    let part = c
+        .partition(crate::offsets::OFFSETS_TOPIC, partition)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let now = crate::shard::now_ms();
+    let tombstones = crate::offsets::tombstone_batch(name, &keys, now);
+    part.append(tombstones, now)
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+    let mut cache = c.offsets.borrow_mut();
+    for (topic, p) in keys {
+        cache.remove(name, &topic, p);
+    }
+    Ok(())
 }
