@@ -93,12 +93,12 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Partition -> (member id, host, client id), from the members' consumer-protocol
+/// `(topic, partition) -> (member id, host, client id)`.
+type Owners = BTreeMap<(String, i32), (String, String, String)>;
+
+/// The group's state and who owns each partition, from the members' consumer-protocol
 /// assignments.
-fn owners(
-    c: &BaseConsumer,
-    group: &str,
-) -> anyhow::Result<(String, BTreeMap<(String, i32), (String, String, String)>)> {
+fn owners(c: &BaseConsumer, group: &str) -> anyhow::Result<(String, Owners)> {
     let list = c
         .fetch_group_list(Some(group), TIMEOUT)
         .context("describing the group")?;
