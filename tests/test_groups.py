@@ -108,3 +108,35 @@ def test_group_listing_description_and_delete_rules(make_broker):
     c.close()
     time.sleep(0.3)
     admin.delete_consumer_groups(["g3"])["g3"].result(10)
+
+
+def test_static_member_restart_does_not_rebalance(make_broker):
+    from confluent_kafka.admin import AdminClient
+    b = make_broker(properties=GROUP_BROKER).start()
+    create_topic(b.bootstrap, "g-topic", partitions=4)
+    produce_all(b.bootstrap, "g-topic", [(None, b"x", None, i % 4) for i in range(40)])
+    events = []
+
+    def static(instance):
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g-static", "group.instance.id": instance,
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 10000, "heartbeat.interval.ms": 300})
+        c.subscribe(["g-topic"], on_assign=lambda _c, ps: events.append((instance, "assign", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _c, ps: events.append((instance, "revoke", sorted(p.partition for p in ps))))
+        return c
+
+    a, b1 = static("inst-a"), static("inst-b")
+    poll_until([a, b1], lambda s: len(a.assignment()) == 2 and len(b1.assignment()) == 2, timeout=20)
+    before = (sorted(p.partition for p in a.assignment()), sorted(p.partition for p in b1.assignment()))
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    events.clear()
+    b1.close()  # a static member does not leave the group on close
+    b2 = static("inst-b")
+    poll_until([a, b2], lambda s: len(b2.assignment()) == 2, timeout=20)
+    assert sorted(p.partition for p in b2.assignment()) == before[1], "the same partitions came back"
+    assert sorted(p.partition for p in a.assignment()) == before[0]
+    assert not [e for e in events if e[0] == "inst-a"], f"the other member was not rebalanced: {events}"
+    desc = admin.describe_consumer_groups(["g-static"])["g-static"].result(10)
+    assert desc.state.name == "STABLE" and len(desc.members) == 2
+    assert sorted(m.group_instance_id for m in desc.members) == ["inst-a", "inst-b"]
+    a.close()
+    b2.close()

@@ -13,6 +13,11 @@
 //! was empty), dropping members that did not rejoin. The leader (first member) gets
 //! everyone's subscription metadata and sends the assignments in SyncGroup.
 //! Members are expired after `session.timeout.ms` without a heartbeat.
+//!
+//! Static membership (KIP-345): a member with a `group.instance.id` that rejoins with an
+//! empty member id replaces its previous incarnation (which is fenced with
+//! FENCED_INSTANCE_ID) and, if the group is Stable, keeps its assignment without a
+//! rebalance; static members skip the MEMBER_ID_REQUIRED round.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -221,8 +226,18 @@ impl GroupCoordinator {
                 &req.member_id,
             )));
         }
+        if let (Some(instance), Some(id)) = (&req.instance_id, &new_id)
+            && let Some(old) = group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_ref() == Some(instance))
+                .map(|m| m.id.clone())
+            && let Some(answer) = replace_static_member(group, &old, id.clone(), &req, now)
+        {
+            return answer;
+        }
         let member_id = match new_id {
-            Some(id) if req.require_known_member_id => {
+            Some(id) if req.require_known_member_id && req.instance_id.is_none() => {
                 group.pending_ids.insert(id.clone());
                 return Err(Box::new(JoinResult::error(
                     ResponseError::MemberIdRequired,
@@ -581,4 +596,69 @@ fn complete_join(group: &mut Group, now: Instant) {
             });
         }
     }
+}
+
+/// A static member's new incarnation takes over `old`'s place. `Some(answer)` when that
+/// ends the join (a Stable group: no rebalance); `None` to join normally.
+fn replace_static_member(
+    group: &mut Group,
+    old: &str,
+    new_id: String,
+    req: &JoinRequest,
+    now: Instant,
+) -> Option<Result<oneshot::Receiver<JoinResult>, Box<JoinResult>>> {
+    let mut m = group.members.remove(old)?;
+    if let Some(w) = m.join_waiter.take() {
+        let _ = w.send(JoinResult::error(ResponseError::FencedInstanceId, old));
+    }
+    if let Some(w) = m.sync_waiter.take() {
+        let _ = w.send(Err(ResponseError::FencedInstanceId));
+    }
+    let same_protocols = m.protocols == req.protocols;
+    m.id = new_id.clone();
+    m.client_id = req.client_id.clone();
+    m.client_host = req.client_host.clone();
+    m.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
+    m.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64);
+    m.protocols = req.protocols.clone();
+    m.last_heartbeat = now;
+    if group.leader.as_deref() == Some(old) {
+        group.leader = Some(new_id.clone());
+    }
+    group.members.insert(new_id.clone(), m);
+    tracing::info!(old, new = %new_id, "static member rejoined");
+    if group.state != GroupState::Stable || !same_protocols {
+        group.pending_ids.insert(new_id);
+        return None;
+    }
+    let (tx, rx) = oneshot::channel();
+    let leader = group.leader.clone().unwrap_or_default();
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let members = if leader == new_id {
+        group
+            .members
+            .values()
+            .map(|m| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (m.id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let _ = tx.send(JoinResult {
+        error: None,
+        generation: group.generation,
+        protocol_type: group.protocol_type.clone().unwrap_or_default(),
+        protocol,
+        leader,
+        member_id: new_id,
+        members,
+    });
+    Some(Ok(rx))
 }
