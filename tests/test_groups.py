@@ -140,3 +140,45 @@ def test_static_member_restart_does_not_rebalance(make_broker):
     assert sorted(m.group_instance_id for m in desc.members) == ["inst-a", "inst-b"]
     a.close()
     b2.close()
+
+
+def test_offset_delete(make_broker):
+    from kafka.admin import KafkaAdminClient
+    b = make_broker(properties=GROUP_BROKER).start()
+    create_topic(b.bootstrap, "g-topic", partitions=2)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g-del"})
+    from confluent_kafka import TopicPartition
+    c.commit(offsets=[TopicPartition("g-topic", 0, 5), TopicPartition("g-topic", 1, 7)], asynchronous=False)
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    result = admin.delete_group_offsets("g-del", [kafka.TopicPartition("g-topic", 0)])
+    assert all(err is None or getattr(err, "errno", 0) == 0 for err in result.values()), result
+    left = c.committed([TopicPartition("g-topic", 0), TopicPartition("g-topic", 1)], timeout=10)
+    assert [tp.offset for tp in left] == [-1001, 7]
+    # An active group's offsets are not deleted.
+    member = group_consumer(b.bootstrap, "g-del")
+    poll_until([member], lambda s: len(member.assignment()) > 0, timeout=15)
+    refused = admin.delete_group_offsets("g-del", [kafka.TopicPartition("g-topic", 1)])
+    # kafka-python reports error classes, not instances.
+    names = [getattr(err, "__name__", type(err).__name__) for err in refused.values()]
+    assert names == ["GroupSubscribedToTopicError"], refused
+    member.close()
+    admin.close()
+    c.close()
+
+
+def test_three_members_cooperative_sticky_and_kafka_python(make_broker):
+    b = make_broker(properties=GROUP_BROKER).start()
+    create_topic(b.bootstrap, "g-topic", partitions=6)
+    produce_all(b.bootstrap, "g-topic", [(None, str(i).encode(), None, i % 6) for i in range(600)])
+    coop = [group_consumer(b.bootstrap, "g-coop", **{"partition.assignment.strategy": "cooperative-sticky"}) for _ in range(3)]
+    seen = poll_until(coop, lambda s: sum(len(v) for v in s.values()) >= 600)
+    assert sum(len(v) for v in seen.values()) == 600
+    owned = [sorted(p.partition for p in c.assignment()) for c in coop]
+    assert sorted(sum(owned, [])) == list(range(6)) and all(len(o) == 2 for o in owned), owned
+    for c in coop:
+        c.close()
+    # kafka-python's group consumer (its own assignor and heartbeat thread).
+    kc = kafka.KafkaConsumer("g-topic", bootstrap_servers=b.bootstrap, group_id="g-kp", auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    assert len(list(kc)) == 600
+    kc.close()

@@ -28,6 +28,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
@@ -58,6 +59,7 @@ pub const HANDLERS: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
 ];
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
@@ -130,6 +132,7 @@ pub async fn dispatch(
         ApiKey::ListGroups => list_groups::handle(ctx, req).await.map(Some),
         ApiKey::DescribeGroups => list_groups::describe(ctx, req).await.map(Some),
         ApiKey::DeleteGroups => list_groups::delete(ctx, req).await.map(Some),
+        ApiKey::OffsetDelete => offset_delete::handle(ctx, req).await.map(Some),
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }
