@@ -71,3 +71,18 @@ def test_groups_are_independent_and_offsets_topic_is_protected(broker):
     assert "__consumer_offsets" in md.topics and len(md.topics["__consumer_offsets"].partitions) == 50
     with pytest.raises(KafkaException):
         admin.delete_topics(["__consumer_offsets"])["__consumer_offsets"].result(10)
+
+
+def test_offsets_of_groups_without_members_expire(make_broker):
+    b = make_broker(properties={"ringmq.offsets.retention.ms": "800",
+                                "offsets.retention.check.interval.ms": "200"}).start()
+    create_topic(b.bootstrap, "exp", partitions=1)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "old-group"})
+    c.commit(offsets=[TopicPartition("exp", 0, 3)], asynchronous=False)
+    assert c.committed([TopicPartition("exp", 0)], timeout=10)[0].offset == 3
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    assert "old-group" in [g.group_id for g in admin.list_consumer_groups().result(10).valid]
+    time.sleep(2)
+    assert c.committed([TopicPartition("exp", 0)], timeout=10)[0].offset == -1001  # no offset
+    assert "old-group" not in [g.group_id for g in admin.list_consumer_groups().result(10).valid]
+    c.close()

@@ -45,6 +45,11 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// `group.initial.rebalance.delay.ms` (Kafka's default 3000).
     pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.retention.minutes` (20,160 = 14 days), or `ringmq.offsets.retention.ms`
+    /// for finer control: committed offsets of groups without members expire after this.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms` (Kafka's default 600,000).
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -68,6 +73,8 @@ impl Default for BrokerConfig {
             cluster_id: "ringmq-cluster".into(),
             retention_check_interval_ms: 30_000,
             group_initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: 20_160 * 60_000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -193,6 +200,17 @@ impl BrokerConfig {
                     self.socket_request_max_bytes = v.parse().map_err(|_| bad("not an integer"))?
                 }
                 "cluster.id" => self.cluster_id = v.clone(),
+                "offsets.retention.minutes" => {
+                    let m: i64 = v.parse().map_err(|_| bad("not an integer"))?;
+                    self.offsets_retention_ms = m * 60_000;
+                }
+                "ringmq.offsets.retention.ms" => {
+                    self.offsets_retention_ms = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "offsets.retention.check.interval.ms" => {
+                    self.offsets_retention_check_interval_ms =
+                        v.parse().map_err(|_| bad("not an integer"))?
+                }
                 "group.initial.rebalance.delay.ms" => {
                     self.group_initial_rebalance_delay_ms =
                         v.parse().map_err(|_| bad("not an integer"))?

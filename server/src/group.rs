@@ -419,6 +419,12 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Forgets groups without members for which `keep` (they still have offsets) is false.
+    pub fn forget_empty(&mut self, keep: impl Fn(&str) -> bool) {
+        self.groups
+            .retain(|id, g| !g.members.is_empty() || keep(id));
+    }
+
     /// DeleteGroups: only groups without members.
     pub fn delete(&mut self, group_id: &str) -> Result<(), ResponseError> {
         match self.groups.get(group_id) {

@@ -204,6 +204,8 @@ pub fn run(
             }
         })
         .detach();
+        let c = Rc::clone(&ctx);
+        compio::runtime::spawn(offsets_expiry_loop(c)).detach();
         maintenance_loop(ctx).await;
     });
 }
@@ -343,5 +345,59 @@ impl ShardCtx {
         self.on_shard(owner, f)
             .await
             .map_err(|_| kafka_protocol::ResponseError::CoordinatorNotAvailable)
+    }
+}
+
+/// `offsets.retention.minutes`: committed offsets of groups without members expire
+/// (tombstones in `__consumer_offsets`); a group left with no members and no offsets is
+/// forgotten.
+async fn offsets_expiry_loop(ctx: Rc<ShardCtx>) {
+    let interval = Duration::from_millis(
+        ctx.broker
+            .config
+            .offsets_retention_check_interval_ms
+            .max(10),
+    );
+    loop {
+        compio::time::sleep(interval).await;
+        let now = now_ms();
+        let horizon = now.saturating_sub(ctx.broker.config.offsets_retention_ms);
+        let expired: Vec<(String, Vec<(String, i32)>)> = {
+            let cache = ctx.offsets.borrow();
+            let groups = ctx.groups.borrow();
+            cache
+                .group_ids()
+                .filter(|g| groups.group(g).is_none_or(|gr| gr.members.is_empty()))
+                .filter_map(|g| {
+                    let old: Vec<(String, i32)> = cache
+                        .group(g)?
+                        .iter()
+                        .filter(|(_, c)| c.commit_timestamp < horizon)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    (!old.is_empty()).then(|| (g.clone(), old))
+                })
+                .collect()
+        };
+        for (group, keys) in expired {
+            let partition = crate::offsets::partition_for(&group);
+            let Some(part) = ctx.partition(crate::offsets::OFFSETS_TOPIC, partition) else {
+                continue;
+            };
+            let tombstones = crate::offsets::tombstone_batch(&group, &keys, now);
+            if let Err(e) = part.append(tombstones, now).await {
+                tracing::warn!(%group, error = %e.message, "expiring offsets failed");
+                continue;
+            }
+            let mut cache = ctx.offsets.borrow_mut();
+            for (t, p) in &keys {
+                cache.remove(&group, t, *p);
+            }
+            tracing::info!(%group, partitions = keys.len(), "expired committed offsets (offsets.retention.minutes)");
+        }
+        let cache = ctx.offsets.borrow();
+        ctx.groups
+            .borrow_mut()
+            .forget_empty(|g| cache.group(g).is_some());
     }
 }
