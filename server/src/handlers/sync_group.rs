@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
-use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
@@ -48,6 +47,5 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .with_protocol_type(body.protocol_type.clone())
             .with_protocol_name(body.protocol_name.clone());
     }
-    let _ = StrBytes::from_static_str("");
     protocol::single(ApiKey::SyncGroup, v, req.correlation_id(), &resp)
 }
