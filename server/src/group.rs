@@ -565,19 +565,7 @@ fn complete_join(group: &mut Group, now: Instant) {
         group.state = GroupState::Empty;
         return;
     };
-    let all: Vec<(String, Option<String>, Bytes)> = group
-        .members
-        .values()
-        .map(|m| {
-            let meta = m
-                .protocols
-                .iter()
-                .find(|(n, _)| *n == protocol)
-                .map(|(_, b)| b.clone())
-                .unwrap_or_default();
-            (m.id.clone(), m.instance_id.clone(), meta)
-        })
-        .collect();
+    let all = member_list(group, &protocol);
     group.leader = Some(leader.clone());
     group.protocol = Some(protocol.clone());
     group.state = GroupState::CompletingRebalance;
@@ -641,19 +629,7 @@ fn replace_static_member(
     let leader = group.leader.clone().unwrap_or_default();
     let protocol = group.protocol.clone().unwrap_or_default();
     let members = if leader == new_id {
-        group
-            .members
-            .values()
-            .map(|m| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (m.id.clone(), m.instance_id.clone(), meta)
-            })
-            .collect()
+        member_list(group, &protocol)
     } else {
         Vec::new()
     };
@@ -667,4 +643,21 @@ fn replace_static_member(
         members,
     });
     Some(Ok(rx))
+}
+
+/// Every member with its subscription metadata for `protocol` (what the leader gets).
+fn member_list(group: &Group, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
+    group
+        .members
+        .values()
+        .map(|m| {
+            let meta = m
+                .protocols
+                .iter()
+                .find(|(n, _)| n == protocol)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            (m.id.clone(), m.instance_id.clone(), meta)
+        })
+        .collect()
 }
