@@ -93,6 +93,10 @@ pub struct LogConfig {
     /// `ringmq.writeback.bytes`: the flusher starts writeback (`sync_file_range`) each time
     /// this many bytes are dirty, so the kernel never throttles the appending thread.
     pub writeback_bytes: u64,
+    /// `ringmq.group.commit.window.us`: how long a group-commit leader waits for more
+    /// appenders before its fdatasync. 0 (the default) yields once to the shard's loop,
+    /// which already gathers every appender of that turn.
+    pub group_commit_window_us: u64,
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u32 = 500 * 1024 * 1024;
@@ -116,6 +120,7 @@ impl Default for LogConfig {
             flush_ms: i64::MAX,
             append_method: AppendMethod::Pwritev,
             writeback_bytes: 4 * 1024 * 1024,
+            group_commit_window_us: 0,
         }
     }
 }

@@ -185,7 +185,12 @@ impl LogHandle {
             .rounds_in_flight
             .set(self.inner.rounds_in_flight.get() + 1);
         let _guard = LeaderGuard(&self.inner);
-        YieldOnce(false).await;
+        let window = self.inner.log.borrow().config().group_commit_window_us;
+        if window == 0 {
+            YieldOnce(false).await;
+        } else {
+            compio::time::sleep(Duration::from_micros(window)).await;
+        }
         let (upto, files) = self.inner.log.borrow().sync_plan();
         self.inner
             .in_flight_upto

@@ -109,6 +109,11 @@ fn metrics_text(broker: &Broker) -> String {
             "Produce requests appended in one write together with others",
             m.produce_grouped_requests.load(Ordering::Relaxed),
         ),
+        (
+            "ringmq_connections_rejected_total",
+            "Connections closed on arrival by max.connections / max.connections.per.ip",
+            m.connections_rejected.load(Ordering::Relaxed),
+        ),
     ]);
     let mut out = String::new();
     for (name, help, value) in counters {
@@ -121,6 +126,10 @@ fn metrics_text(broker: &Broker) -> String {
         image.topics.len()
     ));
     out.push_str(&format!("# HELP current_partitions Partitions\n# TYPE current_partitions gauge\ncurrent_partitions {partitions}\n"));
+    let open = broker.connections.lock().map_or(0, |c| c.total);
+    out.push_str(&format!(
+        "# HELP current_connections Open client connections\n# TYPE current_connections gauge\ncurrent_connections {open}\n"
+    ));
     out.push_str(
         "# HELP broker_alive Broker is serving\n# TYPE broker_alive gauge\nbroker_alive 1\n",
     );

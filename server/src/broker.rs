@@ -30,6 +30,8 @@ pub struct Metrics {
     pub fetch_incremental_requests: AtomicU64,
     /// Produce requests written together with others of the same loop turn.
     pub produce_grouped_requests: AtomicU64,
+    /// Connections closed on arrival by `max.connections` / `max.connections.per.ip`.
+    pub connections_rejected: AtomicU64,
 }
 
 impl Metrics {
@@ -45,9 +47,66 @@ pub struct Broker {
     pub store: Mutex<MetadataStore>,
     pub inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
     pub metrics: Metrics,
+    /// Open client connections, in total and per client address (SPEC S5).
+    pub connections: Mutex<ConnectionCount>,
+}
+
+#[derive(Debug, Default)]
+pub struct ConnectionCount {
+    pub total: usize,
+    pub per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A connection's place under the limits; freed when dropped.
+pub struct ConnectionSlot {
+    broker: Arc<Broker>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.broker.connections.lock() {
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.per_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
 }
 
 impl Broker {
+    /// Admits a new connection from `ip` under `max.connections` and
+    /// `max.connections.per.ip`, or says which limit it would break. (Accept path only;
+    /// the lock is never taken on the data path.)
+    pub fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<ConnectionSlot, String> {
+        let mut c = self
+            .connections
+            .lock()
+            .map_err(|_| "connection table lock poisoned".to_owned())?;
+        if c.total >= self.config.max_connections {
+            return Err(format!(
+                "max.connections={} reached",
+                self.config.max_connections
+            ));
+        }
+        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.config.max_connections_per_ip {
+            return Err(format!(
+                "max.connections.per.ip={} reached for {ip}",
+                self.config.max_connections_per_ip
+            ));
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, from_ip + 1);
+        Ok(ConnectionSlot {
+            broker: Arc::clone(self),
+            ip,
+        })
+    }
+
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.load_full()
     }
@@ -145,6 +204,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         config,
         inboxes,
         metrics: Metrics::default(),
+        connections: Mutex::new(ConnectionCount::default()),
     });
     let ready = Arc::new(Barrier::new(shards + 1));
     let mut threads = Vec::new();

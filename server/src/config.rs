@@ -50,6 +50,31 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms` (Kafka's default 600,000).
     pub offsets_retention_check_interval_ms: u64,
+    /// `max.broker.partitions` (KIP-578's name): partitions this broker may host, internal
+    /// topics excluded; topic creation beyond it fails with POLICY_VIOLATION (SPEC T7).
+    /// Unlimited unless a core profile sets it.
+    pub max_broker_partitions: Option<u32>,
+    /// `max.connections`: client connections the broker holds at once; more are closed
+    /// as they arrive (SPEC S5).
+    pub max_connections: usize,
+    /// `max.connections.per.ip` (SPEC S5 default 1000).
+    pub max_connections_per_ip: usize,
+    /// `queued.max.request.bytes`: request bytes read but not yet answered, per broker
+    /// (split over the shards); past it a shard stops reading requests until responses
+    /// go out. -1 (the default) is no limit. Core profiles set 1/8 of the memory.
+    pub queued_max_request_bytes: i64,
+    /// Disk-profile settings: defaults for every log.
+    pub append_method: ringmq_engine::config::AppendMethod,
+    pub writeback_bytes: u64,
+    pub group_commit_window_us: u64,
+    /// `ringmq.read.ahead.bytes`: on fetch, ask the kernel to read this far beyond the
+    /// range sent (posix_fadvise WILLNEED); 0 leaves read-ahead to the kernel.
+    pub read_ahead_bytes: u64,
+    /// `ringmq.io.depth`: io_uring submission queue entries per shard.
+    pub io_depth: u32,
+    /// `ringmq.disk.write.mbps`: caps appended bytes per second (broker-wide, split over
+    /// shards) to emulate a slower disk class; 0 is no cap.
+    pub disk_write_mbps: u64,
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +100,16 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_ms: 20_160 * 60_000,
             offsets_retention_check_interval_ms: 600_000,
+            max_broker_partitions: None,
+            max_connections: i32::MAX as usize,
+            max_connections_per_ip: 1000,
+            queued_max_request_bytes: -1,
+            append_method: Default::default(),
+            writeback_bytes: LogConfig::default().writeback_bytes,
+            group_commit_window_us: 0,
+            read_ahead_bytes: 0,
+            io_depth: 1024,
+            disk_write_mbps: 0,
         }
     }
 }
@@ -219,6 +254,46 @@ impl BrokerConfig {
                     self.retention_check_interval_ms =
                         v.parse().map_err(|_| bad("not an integer"))?
                 }
+                "max.broker.partitions" => {
+                    let n: i64 = v.parse().map_err(|_| bad("not an integer"))?;
+                    self.max_broker_partitions = u32::try_from(n).ok();
+                }
+                "max.connections" => {
+                    self.max_connections = v.parse().map_err(|_| bad("not a count"))?
+                }
+                "max.connections.per.ip" => {
+                    let n: usize = v.parse().map_err(|_| bad("not a count"))?;
+                    if !(1..=20_000).contains(&n) {
+                        return Err(bad("must be in 1..20000"));
+                    }
+                    self.max_connections_per_ip = n;
+                }
+                "queued.max.request.bytes" => {
+                    self.queued_max_request_bytes = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "ringmq.append.method" => {
+                    self.append_method = ringmq_engine::config::AppendMethod::parse(v)
+                        .ok_or_else(|| bad("expected pwritev, io_uring or direct"))?
+                }
+                "ringmq.writeback.bytes" => {
+                    self.writeback_bytes = v.parse().map_err(|_| bad("not a byte count"))?
+                }
+                "ringmq.group.commit.window.us" => {
+                    self.group_commit_window_us = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "ringmq.read.ahead.bytes" => {
+                    self.read_ahead_bytes = v.parse().map_err(|_| bad("not a byte count"))?
+                }
+                "ringmq.io.depth" => {
+                    let n: u32 = v.parse().map_err(|_| bad("not an integer"))?;
+                    if !(8..=32_768).contains(&n) || !n.is_power_of_two() {
+                        return Err(bad("must be a power of two in 8..32768"));
+                    }
+                    self.io_depth = n;
+                }
+                "ringmq.disk.write.mbps" => {
+                    self.disk_write_mbps = v.parse().map_err(|_| bad("not an integer"))?
+                }
                 _ => return Err(format!("unknown configuration key {k}")),
             }
         }
@@ -254,6 +329,9 @@ impl BrokerConfig {
             segment_bytes: self.log_segment_bytes,
             retention_ms: self.log_retention_ms,
             max_message_bytes: self.message_max_bytes,
+            append_method: self.append_method,
+            writeback_bytes: self.writeback_bytes,
+            group_commit_window_us: self.group_commit_window_us,
             ..LogConfig::default()
         };
         for (k, v) in overrides {
@@ -283,5 +361,49 @@ mod tests {
         let mut bad = BTreeMap::new();
         bad.insert("num.partitons".to_string(), "3".to_string());
         assert!(c.apply_properties(&bad).unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn every_embedded_profile_applies() {
+        for p in ringmq_tuning::core_profiles().unwrap() {
+            let mut c = BrokerConfig::default();
+            c.apply_properties(&p.broker).unwrap();
+            assert_eq!(
+                c.max_broker_partitions,
+                Some(p.published.max_partitions_per_broker)
+            );
+            assert_eq!(
+                c.max_connections,
+                p.published.max_connections_per_broker as usize
+            );
+            assert_eq!(c.queued_max_request_bytes, (p.memory_gib << 30 >> 3) as i64);
+        }
+        for p in ringmq_tuning::disk_profiles().unwrap() {
+            let mut c = BrokerConfig::default();
+            c.apply_properties(&p.broker).unwrap();
+            let log = c.log_config(&BTreeMap::new()).unwrap();
+            assert_eq!(
+                log.writeback_bytes.to_string(),
+                p.broker["ringmq.writeback.bytes"]
+            );
+        }
+    }
+
+    #[test]
+    fn limit_keys_reject_bad_values() {
+        let mut c = BrokerConfig::default();
+        for (k, v) in [
+            ("max.connections.per.ip", "0"),
+            ("max.connections.per.ip", "20001"),
+            ("ringmq.io.depth", "1000"),
+            ("ringmq.append.method", "mmap"),
+            ("max.connections", "-1"),
+        ] {
+            let props = BTreeMap::from([(k.to_owned(), v.to_owned())]);
+            assert!(c.apply_properties(&props).is_err(), "{k}={v}");
+        }
+        let props = BTreeMap::from([("max.broker.partitions".to_owned(), "-1".to_owned())]);
+        c.apply_properties(&props).unwrap();
+        assert_eq!(c.max_broker_partitions, None);
     }
 }

@@ -60,9 +60,11 @@ async fn read_loop(
     let max = ctx.broker.config.socket_request_max_bytes;
     let mut seq = 0u64;
     loop {
+        ctx.wait_for_queue_room().await;
         let Some(frame) = read_frame(&mut reader, max).await? else {
             return Ok(());
         };
+        let frame_bytes = frame.len() as u64;
         let (header, api_key, body) = match protocol::decode_header(frame) {
             Ok(h) => h,
             Err(e) => {
@@ -78,8 +80,10 @@ async fn read_loop(
         in_flight.set(in_flight.get() + 1);
         let (ctx, tx, s, host) = (Rc::clone(ctx), tx.clone(), seq, format!("/{}", peer.ip()));
         seq += 1;
+        ctx.request_queued(frame_bytes);
         compio::runtime::spawn(async move {
             let outcome = handlers::dispatch(&ctx, header, api_key, body, host).await;
+            ctx.request_done(frame_bytes);
             let _ = tx.unbounded_send((s, outcome));
         })
         .detach();

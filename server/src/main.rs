@@ -10,6 +10,7 @@ mod admin_http;
 mod broker;
 mod config;
 mod connection;
+mod disk_throttle;
 mod group;
 mod handlers;
 mod metadata;
@@ -50,6 +51,19 @@ struct Args {
     /// Node id (node.id).
     #[arg(long, value_name = "ID")]
     node_id: Option<i32>,
+    /// Core profile: a flavor (kafka.2u4g ... kafka.16u32g, see tuning/) or a .toml path.
+    /// Sets shards and pinning (one per vCPU, capped at this host's cores) and the
+    /// flavor's partition, connection and memory limits. --config and flags override it.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+    /// Disk profile (evs-high-io, evs-ultra-high-io, local-nvme, page-cache, or a .toml
+    /// path written by `ringmq tune`): append method, group commit, writeback, read-ahead.
+    #[arg(long, value_name = "NAME|FILE")]
+    disk_profile: Option<String>,
+    /// Cap appends at the disk profile's published bandwidth, to emulate that disk class
+    /// on a faster device.
+    #[arg(long, requires = "disk_profile")]
+    emulate_disk: bool,
     /// Admin HTTP address (GET /metrics in Prometheus format), HOST:PORT. Off by default.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
@@ -58,6 +72,24 @@ struct Args {
 fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
     let mut c = config::BrokerConfig::default();
     let mut cores_set = false;
+    if let Some(name) = &args.profile {
+        let p = ringmq_tuning::core_profile(name)?;
+        let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+        c.shards = p.shards_on(host);
+        c.cores = (0..c.shards).collect();
+        c.apply_properties(&p.broker)
+            .map_err(|e| format!("core profile {}: {e}", p.name))?;
+        tracing::info!(profile = %p.name, vcpus = p.vcpus, shards = c.shards, "core profile");
+    }
+    if let Some(name) = &args.disk_profile {
+        let p = ringmq_tuning::disk_profile(name)?;
+        c.apply_properties(&p.broker)
+            .map_err(|e| format!("disk profile {}: {e}", p.name))?;
+        if args.emulate_disk {
+            c.disk_write_mbps = u64::from(p.class.bandwidth_mbps);
+        }
+        tracing::info!(profile = %p.name, emulate = args.emulate_disk, "disk profile");
+    }
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -119,6 +151,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

@@ -228,6 +228,7 @@ impl Partition {
         }
         let now_ms = accepted[0].0.now_ms;
         let records: Vec<Bytes> = accepted.iter().map(|(w, _, _)| w.records.clone()).collect();
+        crate::disk_throttle::acquire(records.iter().map(|r| r.len() as u64).sum()).await;
         match self
             .log
             .append_written(records, AppendOptions::client(now_ms))

@@ -34,6 +34,10 @@ pub struct ShardCtx {
     pub offsets: RefCell<crate::offsets::OffsetsCache>,
     /// Group membership of the same groups.
     pub groups: RefCell<crate::group::GroupCoordinator>,
+    /// Request bytes read on this shard and not yet handled (`queued.max.request.bytes`).
+    pub queued_request_bytes: std::cell::Cell<u64>,
+    /// Readers waiting for `queued_request_bytes` to drop under this shard's share.
+    pub queue_waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
 /// The shard went away (shutting down) before answering.
@@ -48,6 +52,40 @@ pub fn now_ms() -> i64 {
 }
 
 impl ShardCtx {
+    /// This shard's share of `queued.max.request.bytes` (None: no limit).
+    fn queue_budget(&self) -> Option<u64> {
+        let total = self.broker.config.queued_max_request_bytes;
+        (total > 0).then(|| (total as u64 / self.broker.shard_count() as u64).max(1))
+    }
+
+    /// Waits while this shard holds more unhandled request bytes than its budget.
+    pub async fn wait_for_queue_room(&self) {
+        let Some(budget) = self.queue_budget() else {
+            return;
+        };
+        while self.queued_request_bytes.get() >= budget {
+            let (tx, rx) = oneshot::channel();
+            self.queue_waiters.borrow_mut().push(tx);
+            let _ = rx.await;
+        }
+    }
+
+    /// Counts a request's bytes as queued until [`Self::request_done`].
+    pub fn request_queued(&self, bytes: u64) {
+        self.queued_request_bytes
+            .set(self.queued_request_bytes.get() + bytes);
+    }
+
+    pub fn request_done(&self, bytes: u64) {
+        let left = self.queued_request_bytes.get().saturating_sub(bytes);
+        self.queued_request_bytes.set(left);
+        if self.queue_budget().is_some_and(|b| left < b) {
+            for w in self.queue_waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
     /// Runs `f` on shard `shard` (directly when it is this one) and returns its result.
     pub async fn on_shard<R, F, Fut>(self: &Rc<Self>, shard: usize, f: F) -> Result<R, ShardGone>
     where
@@ -159,7 +197,12 @@ pub fn run(
     ready: Arc<Barrier>,
 ) {
     // Create the runtime before pinning: its threads inherit this thread's affinity.
-    let runtime = match compio::runtime::Runtime::new() {
+    let mut proactor = compio::driver::ProactorBuilder::new();
+    proactor.capacity(broker.config.io_depth);
+    let runtime = match compio::runtime::Runtime::builder()
+        .with_proactor(proactor)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(shard = id, error = %e, "cannot create the io_uring runtime");
@@ -171,6 +214,7 @@ pub fn run(
     {
         tracing::warn!(shard = id, core, "could not pin the shard to its core");
     }
+    crate::disk_throttle::install(broker.config.disk_write_mbps, broker.config.shards);
     let initial_delay = broker.config.group_initial_rebalance_delay_ms;
     let ctx = Rc::new(ShardCtx {
         id,
@@ -180,6 +224,8 @@ pub fn run(
         groups: RefCell::new(crate::group::GroupCoordinator::new(Duration::from_millis(
             initial_delay,
         ))),
+        queued_request_bytes: std::cell::Cell::new(0),
+        queue_waiters: RefCell::new(Vec::new()),
     });
     runtime.block_on(async move {
         let c = Rc::clone(&ctx);
@@ -235,13 +281,32 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
         }
     };
     let mut conn_id = 0u64;
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let slot = match ctx.broker.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        // Kafka closes such connections as they arrive; say why, at most
+                        // once a second per shard.
+                        crate::broker::Metrics::add(&ctx.broker.metrics.connections_rejected, 1);
+                        if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            last_warned = Some(std::time::Instant::now());
+                            tracing::warn!(shard = ctx.id, %peer, %reason, "connection refused");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                };
                 conn_id += 1;
                 crate::broker::Metrics::add(&ctx.broker.metrics.connections_accepted, 1);
                 let c = Rc::clone(&ctx);
-                compio::runtime::spawn(crate::connection::serve(c, stream, peer, conn_id)).detach();
+                compio::runtime::spawn(async move {
+                    crate::connection::serve(c, stream, peer, conn_id).await;
+                    drop(slot);
+                })
+                .detach();
             }
             Err(e) => {
                 tracing::warn!(shard = ctx.id, error = %e, "accept failed");

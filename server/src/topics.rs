@@ -74,6 +74,36 @@ pub fn lock_store(
         .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))
 }
 
+/// SPEC T7: refuses `adding` partitions when this broker would then host more than
+/// `max.broker.partitions` (internal topics do not count). Checked under the metadata
+/// lock, so concurrent creations cannot both slip under the limit.
+pub fn check_partition_limit(
+    ctx: &ShardCtx,
+    image: &crate::metadata::MetadataImage,
+    adding: i32,
+) -> Result<(), TopicError> {
+    let Some(limit) = ctx.broker.config.max_broker_partitions else {
+        return Ok(());
+    };
+    let in_use: usize = image
+        .topics
+        .values()
+        .filter(|t| !t.internal)
+        .map(|t| t.placement.len())
+        .sum();
+    if in_use + adding as usize > limit as usize {
+        return Err(err(
+            ResponseError::PolicyViolation,
+            format!(
+                "adding {adding} partitions would exceed this broker's partition limit: \
+                 {in_use} of max.broker.partitions={limit} are in use; delete topics or \
+                 use a larger flavor"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Brokers in the cluster (one node until the cluster issue).
 pub const BROKERS: i16 = 1;
 
@@ -112,6 +142,7 @@ pub async fn create(
                 format!("topic '{}' already exists", t.name),
             ));
         }
+        check_partition_limit(ctx, &store.image(), t.partitions)?;
         let placement = store
             .image()
             .place(t.partitions as usize, ctx.broker.shard_count());

@@ -65,6 +65,16 @@ pub async fn send_file_range(
     socket: &mut TcpStream,
     range: &FileRange,
 ) -> std::io::Result<()> {
+    let read_ahead = ctx.broker.config.read_ahead_bytes;
+    if read_ahead > 0 {
+        // Advice only: a failure changes nothing about what is sent.
+        let _ = rustix::fs::fadvise(
+            &*range.file,
+            u64::from(range.position.0) + u64::from(range.length),
+            std::num::NonZeroU64::new(read_ahead),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
     match splice_range(socket, range).await {
         Ok(()) => {
             Metrics::add(

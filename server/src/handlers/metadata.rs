@@ -118,6 +118,12 @@ async fn named_topic(
                 ),
             }
         }
+        // Clients retry Metadata every few hundred ms: a limit they hit is the client's
+        // business (it sees the error code), not a broker fault.
+        Err(e) if e.code == ResponseError::PolicyViolation => {
+            tracing::info!(topic = name, error = %e.message, "auto-creating topic refused");
+            error_entry(Some(name), Uuid::nil(), e.code)
+        }
         Err(e) => {
             tracing::warn!(topic = name, error = %e.message, "auto-creating topic failed");
             error_entry(Some(name), Uuid::nil(), e.code)
