@@ -142,7 +142,7 @@ pub async fn create(
                 format!("topic '{}' already exists", t.name),
             ));
         }
-        check_partition_limit(ctx, &store.image(), t.partitions)?;
+        check_partition_limit(ctx, store.image(), t.partitions)?;
         let placement = store
             .image()
             .place(t.partitions as usize, ctx.broker.shard_count());

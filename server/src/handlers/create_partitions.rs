@@ -75,7 +75,7 @@ async fn grow(
                 format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
             ));
         }
-        topics::check_partition_limit(ctx, &store.image(), count - current)?;
+        topics::check_partition_limit(ctx, store.image(), count - current)?;
         if validate_only {
             return Ok(());
         }
