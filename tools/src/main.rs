@@ -4,6 +4,9 @@
 //! - `ringmq topic create|list|describe|alter|delete`
 //! - `ringmq produce TOPIC` (console producer: stdin lines, optional key separator,
 //!   headers) and `ringmq consume TOPIC` (console consumer).
+//! - `ringmq group list|describe|delete|reset-offsets`
+//! - `ringmq bench produce|consume|e2e|mixed|flavor-table` (load tests, the flavor table)
+//! - `ringmq tune` (host probe, disk profile, system settings)
 //!
 //! Exit codes: 0 success, 1 the operation failed (one-line reason on stderr), 2 bad usage.
 
@@ -12,6 +15,7 @@ mod consume;
 mod group;
 mod produce;
 mod topic;
+mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -38,9 +42,12 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Console consumer: prints messages to stdout.
     Consume(consume::ConsumeArgs),
-    /// Load tests against any Kafka-compatible broker.
+    /// Load tests against any Kafka-compatible broker, and the flavor table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Probe the host (disk, fdatasync, loopback, cores), write a disk profile, check
+    /// system settings (applied only with --apply).
+    Tune(tune::TuneArgs),
 }
 
 fn main() {
@@ -62,6 +69,7 @@ fn main() {
             Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
             Command::Bench(cmd) => bench::run(&cli.bootstrap, cmd).await,
+            Command::Tune(args) => tune::run(args),
         }
     });
     if let Err(e) = result {
