@@ -130,13 +130,18 @@ impl Report {
     /// The human table.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let target = self
-            .target_msgs_per_s
-            .map_or("max".to_owned(), |r| format!("{r} msgs/s"));
+        let load = if self.produced.is_some() {
+            let target = self
+                .target_msgs_per_s
+                .map_or("max".to_owned(), |r| format!("{r} msgs/s"));
+            format!(", {} B messages, rate {target}", self.message_bytes)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{} against {} — topic {}, {} B messages, rate {target}, {:.1} s",
-            self.scenario, self.bootstrap, self.topic, self.message_bytes, self.seconds
+            "{} against {} — topic {}{load}, {:.1} s",
+            self.scenario, self.bootstrap, self.topic, self.seconds
         );
         let _ = writeln!(
             out,
@@ -152,11 +157,13 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "{:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "mean"
-        );
+        if self.produce_latency.is_some() || self.e2e_latency.is_some() {
+            let _ = writeln!(
+                out,
+                "{:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "mean"
+            );
+        }
         for (name, l) in [
             ("produce (send→ack)", &self.produce_latency),
             ("end-to-end", &self.e2e_latency),

@@ -78,6 +78,8 @@ struct WorkerStats {
     messages: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    /// A producer: ns from the run's start until its flush completed.
+    finished_ns: AtomicU64,
     /// (whole run, current interval)
     latency: Mutex<(Latency, Latency)>,
 }
@@ -201,7 +203,17 @@ fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
             Some(i) => {
                 let due = (sent as f64 * i) as u64;
                 if due > now_ns {
-                    producer.poll(Duration::from_nanos((due - now_ns).min(1_000_000)));
+                    // Ahead of schedule: serve delivery reports until the next message
+                    // is due. Sub-millisecond gaps park the thread (librdkafka's poll
+                    // timeout has millisecond resolution); at high rates a wake-up sends
+                    // every message that fell due meanwhile, as a burst.
+                    let gap = Duration::from_nanos(due - now_ns);
+                    producer.poll(Duration::ZERO);
+                    if gap >= Duration::from_millis(1) {
+                        producer.poll(Duration::from_millis(1));
+                    } else {
+                        std::thread::park_timeout(gap.max(Duration::from_micros(200)));
+                    }
                     continue;
                 }
                 due
@@ -227,6 +239,9 @@ fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
     producer
         .flush(Duration::from_secs(60))
         .context("flushing the producer")?;
+    job.stats
+        .finished_ns
+        .store(job.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -384,7 +399,9 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let (mut producer_stats, mut consumer_stats) = (Vec::new(), Vec::new());
-    let mut threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>> = Vec::new();
+    type Worker = std::thread::JoinHandle<anyhow::Result<()>>;
+    let mut threads: Vec<Worker> = Vec::new();
+    let mut producer_threads: Vec<Worker> = Vec::new();
     let mut assigned = Vec::new();
     // What consume-only runs read when no count is given: everything there now.
     let consume_target = match (&spec.produce, spec.messages) {
@@ -481,7 +498,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
                 stop: Arc::clone(&stop_producers),
                 stats,
             };
-            threads.push(std::thread::spawn(move || run_producer(job)));
+            producer_threads.push(std::thread::spawn(move || run_producer(job)));
         }
     }
     let producing = spec.produce.is_some();
@@ -546,9 +563,21 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
             stop_producers.store(true, Ordering::Relaxed);
         }
         let producer_errors = sum(&producer_stats, |s| &s.errors);
+        // Finished = every producer thread has flushed and exited, so `p` is final
+        // before the consumers are checked against it.
         let producers_finished = !producing
-            || stop_producers.load(Ordering::Relaxed)
-            || spec.messages.is_some_and(|m| p + producer_errors >= m);
+            || (producer_threads.iter().all(|t| t.is_finished())
+                && (stop_producers.load(Ordering::Relaxed)
+                    || spec.messages.is_some_and(|m| p + producer_errors >= m)));
+        let (p, pb) = if producers_finished && producing {
+            (
+                sum(&producer_stats, |s| &s.messages),
+                sum(&producer_stats, |s| &s.bytes),
+            )
+        } else {
+            (p, pb)
+        };
+        let _ = pb;
         if producing && producers_finished && producers_done_at.is_none() {
             producers_done_at = Some(Instant::now());
         }
@@ -568,7 +597,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
         if producers_finished && consumers_finished {
             break;
         }
-        if threads.iter().all(|t| t.is_finished()) {
+        if threads.iter().chain(&producer_threads).all(|t| t.is_finished()) {
             break;
         }
     }
@@ -578,7 +607,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
     if spec.progress && tty {
         eprintln!();
     }
-    for t in threads {
+    for t in producer_threads.into_iter().chain(threads) {
         match t.join() {
             Ok(r) => r?,
             Err(_) => anyhow::bail!("a bench thread panicked"),
@@ -586,7 +615,12 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
     }
     let cpu = cpu_seconds() - cpu_start;
     // Producers' throughput is over their own sending time, not the consumers' drain.
-    let produce_secs = producers_done_at.map_or(seconds, |d| d.duration_since(start).as_secs_f64());
+    let produce_secs = producer_stats
+        .iter()
+        .map(|s| s.finished_ns.load(Ordering::Relaxed))
+        .max()
+        .filter(|ns| *ns > 0)
+        .map_or(seconds, |ns| ns as f64 / 1e9);
     let produced = producing.then(|| {
         Flow::new(
             sum(&producer_stats, |s| &s.messages),
