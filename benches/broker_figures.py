@@ -55,18 +55,21 @@ def main():
         cfg = [a for k, v in conf.items() for a in ("-c", f"{k}={v}")]
         subprocess.run([*ringmq, "topic", "create", t, "-p", str(parts), *cfg], check=True, capture_output=True)
     rows = []
-    runs = [(["produce", "-t", "p1", "--acks", "1"], "produce p1 acks=1"),
-            (["produce", "-t", "p16", "--acks", "1"], "produce p16 acks=1"),
-            (["produce", "-t", "p1-sync", "--acks", "all"], "produce p1 acks=all sync-flush"),
-            (["produce", "-t", "p16-sync", "--acks", "all"], "produce p16 acks=all sync-flush"),
-            (["consume", "-t", "p1"], "consume p1"),
-            (["consume", "-t", "p16"], "consume p16")]
+    runs = [(["produce", "-t", "p1", "--acks", "1", "-q"], "produce p1 acks=1"),
+            (["produce", "-t", "p16", "--acks", "1", "-q"], "produce p16 acks=1"),
+            (["produce", "-t", "p1-sync", "--acks", "all", "-q"], "produce p1 acks=all sync-flush"),
+            (["produce", "-t", "p16-sync", "--acks", "all", "-q"], "produce p16 acks=all sync-flush"),
+            (["consume", "-t", "p1", "-q"], "consume p1"),
+            (["consume", "-t", "p16", "-q"], "consume p16")]
     for args, name in runs:
         cpu0 = cpu_seconds(broker.pid)
         t0 = os.times()
         out = subprocess.run([*ringmq, "bench", *args, "-n", str(N)], check=True, capture_output=True, text=True).stdout
         t1 = os.times()
-        r = json.loads(out.strip().splitlines()[-1])
+        rep = json.loads(out.strip().splitlines()[-1])
+        flow = rep["produced"] or rep["consumed"]
+        r = {"msgs_per_s": flow["msgs_per_s"], "MB_per_s": flow["mb_per_s"],
+             "p99_ms": (rep["produce_latency"] or {}).get("p99_ms")}
         gb = N * SIZE / 1e9
         r.update(test=name, broker_cpu_s_per_GB=(cpu_seconds(broker.pid) - cpu0) / gb,
                  client_cpu_s_per_GB=((t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)) / gb)

@@ -414,7 +414,12 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
         }
         _ => None,
     };
-    let warmup_unix_ns = unix_ns() + spec.warmup.as_nanos() as u64;
+    // Without a warmup, messages written before the run count too (their age at read).
+    let warmup_unix_ns = if spec.warmup.is_zero() {
+        0
+    } else {
+        unix_ns() + spec.warmup.as_nanos() as u64
+    };
     if let Some(c) = &spec.consume {
         let starts: Vec<(i32, i64)> = parts
             .iter()
@@ -597,7 +602,11 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
         if producers_finished && consumers_finished {
             break;
         }
-        if threads.iter().chain(&producer_threads).all(|t| t.is_finished()) {
+        if threads
+            .iter()
+            .chain(&producer_threads)
+            .all(|t| t.is_finished())
+        {
             break;
         }
     }
