@@ -215,7 +215,8 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             .config
             .cores
             .get(id % broker.config.cores.len().max(1))
-            .copied();
+            .copied()
+            .filter(|_| broker.config.pin_cores);
         let t = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || shard::run(id, core, broker, inbox, socks, ready))

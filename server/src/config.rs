@@ -24,6 +24,9 @@ pub struct BrokerConfig {
     pub shards: usize,
     /// `ringmq.cores`: cores to pin shards to, in order (default: all).
     pub cores: Vec<usize>,
+    /// `ringmq.pin.cores`: pin each shard to its core (default true). Off lets the
+    /// scheduler move shards, which helps when clients share the machine's cores.
+    pub pin_cores: bool,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// `num.partitions`.
@@ -88,6 +91,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./ringmq-data"),
             shards: cores.len(),
             cores,
+            pin_cores: true,
             auto_create_topics: true,
             num_partitions: 3,
             default_replication_factor: 3,
@@ -208,6 +212,9 @@ impl BrokerConfig {
                 }
                 "ringmq.shards" => self.shards = v.parse().map_err(|_| bad("not an integer"))?,
                 "ringmq.cores" => self.cores = parse_cores(v)?,
+                "ringmq.pin.cores" => {
+                    self.pin_cores = v.parse().map_err(|_| bad("not true/false"))?
+                }
                 "auto.create.topics.enable" => {
                     self.auto_create_topics = v.parse().map_err(|_| bad("not true/false"))?
                 }

@@ -194,14 +194,21 @@ fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
     payload.truncate(job.spec.size.max(HEADER_BYTES));
     let interval_ns = job.rate.map(|r| 1e9 / r.max(1e-3));
     let mut sent = 0u64;
+    // The clock is read once per wake-up, not per message: a burst of messages that fell
+    // due meanwhile goes out on one reading. Payload send times are the due times on the
+    // wall clock (what a consumer in another process compares against).
+    let unix_start = unix_ns().saturating_sub(job.start.elapsed().as_nanos() as u64);
+    let mut now_ns = 0u64;
     loop {
         if job.stop.load(Ordering::Relaxed) || job.messages.is_some_and(|m| sent >= m) {
             break;
         }
-        let now_ns = job.start.elapsed().as_nanos() as u64;
         let due_ns = match interval_ns {
             Some(i) => {
                 let due = (sent as f64 * i) as u64;
+                if due > now_ns {
+                    now_ns = job.start.elapsed().as_nanos() as u64;
+                }
                 if due > now_ns {
                     // Ahead of schedule: serve delivery reports until the next message
                     // is due. Sub-millisecond gaps park the thread (librdkafka's poll
@@ -218,9 +225,12 @@ fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
                 }
                 due
             }
-            None => now_ns,
+            None => {
+                now_ns = job.start.elapsed().as_nanos() as u64;
+                now_ns
+            }
         };
-        payload[8..16].copy_from_slice(&unix_ns().to_be_bytes());
+        payload[8..16].copy_from_slice(&(unix_start + due_ns).to_be_bytes());
         let record = BaseRecord::<(), [u8], usize>::with_opaque_to(&job.topic, due_ns as usize)
             .payload(&payload[..job.spec.size]);
         match producer.send(record) {
