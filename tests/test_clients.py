@@ -177,6 +177,38 @@ def test_zero_copy_fetch_is_proven_by_metrics(broker):
     assert after["ringmq_fetch_copied_bytes_total"] == 0
 
 
+def test_zero_copy_to_a_slow_reader_and_from_cold_pages(make_broker):
+    """A consumer with a 4 KiB receive buffer that takes 20 MB in one fetch: the broker's
+    socket fills again and again (splice waits for writability, never blocks the shard),
+    and after a restart the same bytes come from files not in the page cache yet."""
+    b = make_broker().start()
+    create_topic(b.bootstrap, "slow", partitions=1)
+    values = [bytes([i % 251]) * 4000 for i in range(5000)]
+    produce_all(b.bootstrap, "slow", [(None, v, None, 0) for v in values])
+
+    def read_slowly():
+        c = kafka.KafkaConsumer("slow", bootstrap_servers=b.bootstrap, auto_offset_reset="earliest",
+                                receive_buffer_bytes=4096, fetch_max_bytes=30 << 20,
+                                max_partition_fetch_bytes=30 << 20, consumer_timeout_ms=20000)
+        got = []
+        for m in c:
+            got.append(m.value)
+            if len(got) == 1:
+                time.sleep(0.5)  # let the broker's send buffer fill while we do not read
+            if len(got) == len(values):
+                break
+        c.close()
+        return got
+
+    assert read_slowly() == values
+    assert b.metrics()["ringmq_fetch_copied_bytes_total"] == 0
+    b.stop()
+    subprocess.run(["sh", "-c", "sync; echo 1 > /proc/sys/vm/drop_caches"], check=False)
+    b.start()
+    assert read_slowly() == values
+    assert b.metrics()["ringmq_fetch_copied_bytes_total"] == 0
+
+
 def test_incremental_fetch_sessions_with_kafka_python(broker):
     """kafka-python uses KIP-227 sessions: consume while producing in waves over 8
     partitions; every message arrives once, in order per partition."""

@@ -123,3 +123,29 @@ def test_emulated_disk_class_caps_the_write_rate(make_broker, tmp_path):
     secs = time.time() - start
     assert secs >= 2.5, f"60 MB in {secs:.2f} s is over the 20 MB/s cap"
     assert "emulate=true" in b.log_path.read_text()
+
+
+def test_request_queue_budget_applies_back_pressure_without_losing_writes(make_broker):
+    """queued.max.request.bytes (a profile's memory budget) far below what four producers
+    send at once: shards stop reading until requests are handled, nothing is lost."""
+    b = make_broker(properties={"queued.max.request.bytes": "65536"}).start()
+    create(admin(b), "bp", 4)
+    producers = [Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 20, "batch.size": 1 << 20})
+                 for _ in range(4)]
+    failures = []
+    for i in range(20_000):
+        p = producers[i % 4]
+        while True:
+            try:
+                p.produce("bp", b"y" * 1000, on_delivery=lambda err, msg: err and failures.append(err))
+                break
+            except BufferError:
+                p.poll(0.01)
+    for p in producers:
+        assert p.flush(60) == 0
+    assert not failures
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "x"})
+    assert sum(c.get_watermark_offsets(TopicPartition("bp", q), timeout=10)[1] for q in range(4)) == 20_000
+    c.close()
+    assert b.metrics()["ringmq_request_queue_waits_total"] > 0

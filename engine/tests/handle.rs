@@ -106,6 +106,43 @@ fn synchronous_flush_shares_fdatasyncs_between_concurrent_appenders() {
     });
 }
 
+/// `ringmq.group.commit.window.us`: appenders arriving one by one, 1 ms apart, each lead
+/// their own fdatasync without a window; a 30 ms window gathers them into a few.
+#[test]
+fn a_group_commit_window_gathers_appenders_that_arrive_apart() {
+    let syncs = |window_us: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            flush_messages: 1,
+            group_commit_window_us: window_us,
+            ..LogConfig::default()
+        };
+        run(async {
+            let handle = LogHandle::new(open(dir.path(), cfg));
+            let tasks = (0..8u64).map(|a| {
+                let h = handle.clone();
+                async move {
+                    compio::time::sleep(Duration::from_millis(a * 3)).await;
+                    let info = h
+                        .append(vec![batch(a, 1, 100, NOW)], AppendOptions::client(NOW))
+                        .await
+                        .unwrap();
+                    assert!(h.log().durable_offset() > info.last_offset);
+                }
+            });
+            join_all(tasks).await;
+            assert_eq!(handle.log().durable_offset(), Offset(8));
+            handle.sync_count()
+        })
+    };
+    let (without, with) = (syncs(0), syncs(30_000));
+    assert!(with <= 2, "{with} fdatasyncs with a 30 ms window");
+    assert!(
+        without > with,
+        "{without} without vs {with} with the window"
+    );
+}
+
 #[test]
 fn async_flush_acknowledges_before_durability_and_the_flusher_catches_up() {
     let dir = tempfile::tempdir().unwrap();

@@ -114,6 +114,11 @@ fn metrics_text(broker: &Broker) -> String {
             "Connections closed on arrival by max.connections / max.connections.per.ip",
             m.connections_rejected.load(Ordering::Relaxed),
         ),
+        (
+            "ringmq_request_queue_waits_total",
+            "Times a shard stopped reading requests at queued.max.request.bytes",
+            m.request_queue_waits.load(Ordering::Relaxed),
+        ),
     ]);
     let mut out = String::new();
     for (name, help, value) in counters {

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub produce_grouped_requests: AtomicU64,
     /// Connections closed on arrival by `max.connections` / `max.connections.per.ip`.
     pub connections_rejected: AtomicU64,
+    /// Times a shard stopped reading requests at `queued.max.request.bytes`.
+    pub request_queue_waits: AtomicU64,
 }
 
 impl Metrics {

@@ -32,6 +32,12 @@ type Outcome = Result<Option<Response>, CloseConnection>;
 
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
     let _ = stream.set_nodelay(true);
+    // Non-blocking, so zero-copy fetch can splice into it from the shard thread and wait
+    // on an io_uring poll when the send buffer is full; compio's io_uring reads and writes
+    // arm a poll on EAGAIN and behave as before.
+    if let Err(e) = socket2::SockRef::from(&stream).set_nonblocking(true) {
+        tracing::debug!(%peer, error = %e, "cannot make the socket non-blocking");
+    }
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded::<(u64, Outcome)>();
     let in_flight = Rc::new(Cell::new(0usize));

@@ -64,6 +64,7 @@ impl ShardCtx {
             return;
         };
         while self.queued_request_bytes.get() >= budget {
+            crate::broker::Metrics::add(&self.broker.metrics.request_queue_waits, 1);
             let (tx, rx) = oneshot::channel();
             self.queue_waiters.borrow_mut().push(tx);
             let _ = rx.await;

@@ -1,7 +1,8 @@
 //! Sending segment bytes to a socket (SPEC P2).
 //!
-//! Plaintext fetches move segment bytes file -> pipe -> socket with `splice(2)` through
-//! io_uring (compio's `Splice` op), so they never enter user space. Pipes come from a
+//! Plaintext fetches move segment bytes file -> pipe -> socket with `splice(2)`, so they
+//! never enter user space: inline on the shard thread when neither side can block
+//! (cached pages, a non-blocking socket), through io_uring otherwise. Pipes come from a
 //! per-shard pool: a send holds one pipe for its whole range (two sends sharing a pipe
 //! would interleave their bytes) and returns it when the pipe is empty again; a pipe left
 //! holding bytes by a failed send is closed instead. Bytes sent this way are counted in `fetch_zero_copy_bytes`; any
@@ -14,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use compio::BufResult;
-use compio::driver::op::{Splice, SpliceFlags};
+use compio::driver::op::{Interest, PollOnce, Splice, SpliceFlags};
 use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use ringmq_engine::{FileRange, UnifiedLog};
@@ -99,29 +100,61 @@ enum SpliceError {
     Partial(std::io::Error),
 }
 
+/// Whether the first and last bytes of `file[offset..offset + len]` are in the page cache
+/// (a one-byte `preadv2(RWF_NOWAIT)` each: it fails with EAGAIN instead of reading).
+fn cached(file: &std::fs::File, offset: u64, len: usize) -> bool {
+    let mut byte = [0u8; 1];
+    [offset, offset + len.saturating_sub(1) as u64]
+        .iter()
+        .all(|at| {
+            matches!(
+                rustix::io::preadv2(
+                    file,
+                    &mut [std::io::IoSliceMut::new(&mut byte)],
+                    *at,
+                    rustix::io::ReadWriteFlags::NOWAIT,
+                ),
+                Ok(1)
+            )
+        })
+}
+
+/// Moves `range` file -> pipe -> socket. Both legs run as plain `splice(2)` calls on the
+/// shard thread when they cannot block: file pages already in the page cache (the tail
+/// reads consumers do), and a non-blocking socket, waited on with an io_uring poll when
+/// its send buffer is full. io_uring's own splice op always runs on an io-wq worker
+/// thread (measured: ~9 % of all CPU samples at 280k msgs/s mixed), so it is used only
+/// to read pages that are not cached, which can block.
 async fn splice_range(socket: &TcpStream, range: &FileRange) -> Result<(), SpliceError> {
+    use rustix::pipe::{SpliceFlags as Flags, splice};
     let pipe = take_pipe().map_err(SpliceError::NothingSent)?;
-    let (pipe_r, pipe_w) = (Rc::clone(&pipe.0), Rc::clone(&pipe.1));
-    let sock = Rc::new(
-        socket
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(SpliceError::NothingSent)?,
-    );
-    let mut offset = range.position.as_u64() as i64;
+    let mut offset = range.position.as_u64();
     let mut left = range.length as usize;
     let mut sent_any = false;
     while left > 0 {
         let chunk = left.min(PIPE_BYTES);
-        let op = Splice::new(
-            Arc::clone(&range.file),
-            offset,
-            Rc::clone(&pipe_w),
-            -1,
-            chunk,
-            SpliceFlags::empty(),
-        );
-        let BufResult(res, _) = compio::runtime::submit(op).await;
+        let res = if cached(&range.file, offset, chunk) {
+            let mut at = offset;
+            splice(
+                &*range.file,
+                Some(&mut at),
+                &*pipe.1,
+                None,
+                chunk,
+                Flags::NONBLOCK,
+            )
+            .map_err(std::io::Error::from)
+        } else {
+            let op = Splice::new(
+                Arc::clone(&range.file),
+                offset as i64,
+                Rc::clone(&pipe.1),
+                -1,
+                chunk,
+                SpliceFlags::empty(),
+            );
+            compio::runtime::submit(op).await.0
+        };
         let mut in_pipe = match res {
             Ok(0) => {
                 let e = std::io::Error::new(
@@ -138,28 +171,33 @@ async fn splice_range(socket: &TcpStream, range: &FileRange) -> Result<(), Splic
             Err(e) if !sent_any => return Err(SpliceError::NothingSent(e)),
             Err(e) => return Err(SpliceError::Partial(e)),
         };
-        offset += in_pipe as i64;
+        offset += in_pipe as u64;
         left -= in_pipe;
         // From here on bytes are in the pipe: any failure leaves the stream unusable.
         sent_any = true;
         while in_pipe > 0 {
-            let op = Splice::new(
-                Rc::clone(&pipe_r),
-                -1,
-                Rc::clone(&sock),
-                -1,
-                in_pipe,
-                SpliceFlags::empty(),
-            );
-            let BufResult(res, _) = compio::runtime::submit(op).await;
-            let n = res.map_err(SpliceError::Partial)?;
-            if n == 0 {
-                return Err(SpliceError::Partial(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    "socket closed",
-                )));
+            match splice(&*pipe.0, None, socket, None, in_pipe, Flags::NONBLOCK) {
+                Ok(0) => {
+                    return Err(SpliceError::Partial(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "socket closed",
+                    )));
+                }
+                Ok(n) => in_pipe -= n,
+                Err(rustix::io::Errno::AGAIN) => {
+                    let fd = socket
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(SpliceError::Partial)?;
+                    let op = PollOnce::new(fd, Interest::Writable);
+                    compio::runtime::submit(op)
+                        .await
+                        .0
+                        .map_err(SpliceError::Partial)?;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(SpliceError::Partial(e.into())),
             }
-            in_pipe -= n;
         }
     }
     // Only an emptied pipe goes back to the pool (errors above drop it, closing it).

@@ -128,7 +128,9 @@ pub fn judge(rate: u64, r: &Report, p99_bound_ms: f64) -> (bool, String) {
     (true, format!("produce p99 {:.2} ms", l.p99_ms))
 }
 
-/// The doubling-then-bisection search, driven by `try_rate`.
+/// The doubling-then-bisection search, driven by `try_rate`. A rate counts as failed only
+/// when it fails twice in a row: one scheduling hiccup on a shared machine can push a
+/// single step's p99 over the bound, and a search that believed it would stop far too low.
 pub async fn search<F, Fut>(start: u64, max: u64, refine: u32, mut try_rate: F) -> Vec<(u64, bool)>
 where
     F: FnMut(u64) -> Fut,
@@ -139,8 +141,12 @@ where
     let mut rate = start.clamp(1, max);
     // Up while it holds; if the first rate fails, down until one holds.
     loop {
-        let ok = try_rate(rate).await;
+        let mut ok = try_rate(rate).await;
         tried.push((rate, ok));
+        if !ok {
+            ok = try_rate(rate).await;
+            tried.push((rate, ok));
+        }
         if ok {
             good = Some(rate);
             if bad.is_some() || rate >= max {
@@ -161,8 +167,12 @@ where
             if hi - lo <= lo / 50 {
                 break;
             }
-            let ok = try_rate(mid).await;
+            let mut ok = try_rate(mid).await;
             tried.push((mid, ok));
+            if !ok {
+                ok = try_rate(mid).await;
+                tried.push((mid, ok));
+            }
             if ok {
                 lo = mid;
             } else {
@@ -284,6 +294,18 @@ async fn measure(
     args: &FlavorArgs,
     shards: usize,
 ) -> anyhow::Result<Row> {
+    // A fresh broker's first seconds (segment files, page cache, client connections) are
+    // not what the search should judge: warm up at the starting rate first.
+    let warm = format!("flavor-{}-warmup", p.name);
+    let _ = step(
+        bootstrap,
+        &warm,
+        p.published.max_tps_per_broker.min(args.max_rate),
+        args,
+        Duration::from_secs(2),
+    )
+    .await;
+    delete_topic(bootstrap, &warm).await;
     let steps: std::cell::RefCell<Vec<Step>> = Default::default();
     let failure: std::cell::RefCell<Option<anyhow::Error>> = Default::default();
     let n = std::cell::Cell::new(0u32);
@@ -295,7 +317,7 @@ async fn measure(
         |rate| async move {
             n_ref.set(n_ref.get() + 1);
             let topic = format!("flavor-{}-{}", p.name, n_ref.get());
-            let r = step(bootstrap, &topic, rate, args).await;
+            let r = step(bootstrap, &topic, rate, args, args.step).await;
             delete_topic(bootstrap, &topic).await;
             match r {
                 Ok(report) => {
@@ -384,6 +406,7 @@ async fn step(
     topic: &str,
     rate: u64,
     args: &FlavorArgs,
+    duration: Duration,
 ) -> anyhow::Result<Report> {
     super::ensure_topic(bootstrap, topic, args.partitions).await?;
     let spec = RunSpec {
@@ -407,7 +430,7 @@ async fn step(
             config: Vec::new(),
         }),
         messages: None,
-        duration: Some(args.step),
+        duration: Some(duration),
         warmup: Duration::from_millis(500),
         progress: false,
         drain_timeout: Duration::from_secs(5),
@@ -518,8 +541,17 @@ pub async fn run(bootstrap: &str, args: FlavorArgs) -> anyhow::Result<()> {
         rows,
     };
     print!("{}", render(&table));
+    // stdout gets the rows; the --json file also has every step's full report.
     let json = serde_json::to_string(&table)?;
-    println!("{json}");
+    let mut summary = serde_json::to_value(&table)?;
+    if let Some(rows) = summary.get_mut("rows").and_then(|r| r.as_array_mut()) {
+        for row in rows {
+            if let Some(obj) = row.as_object_mut() {
+                obj.remove("steps");
+            }
+        }
+    }
+    println!("{summary}");
     if let Some(p) = &args.json {
         std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
     }
@@ -635,7 +667,11 @@ mod tests {
     fn search_doubles_then_bisects() {
         let tried = run_search(300_000, 30_000);
         let rates: Vec<u64> = tried.iter().map(|t| t.0).collect();
-        assert_eq!(&rates[..5], &[30_000, 60_000, 120_000, 240_000, 480_000]);
+        // Each failure is confirmed by a second try.
+        assert_eq!(
+            &rates[..6],
+            &[30_000, 60_000, 120_000, 240_000, 480_000, 480_000]
+        );
         // Bisection between 240k and 480k converges towards 300k.
         let best = tried.iter().filter(|t| t.1).map(|t| t.0).max().unwrap();
         assert!((270_000..=300_000).contains(&best), "{tried:?}");
@@ -645,12 +681,32 @@ mod tests {
     #[test]
     fn search_goes_down_when_the_first_rate_fails() {
         let tried = run_search(20_000, 100_000);
-        assert_eq!(tried[0], (100_000, false));
+        assert_eq!(tried[..2], [(100_000, false), (100_000, false)]);
         let best = tried.iter().filter(|t| t.1).map(|t| t.0).max().unwrap();
         assert!((12_500..=20_000).contains(&best), "{tried:?}");
         // Nothing sustainable: stops at the floor.
         let tried = run_search(0, 8000);
         assert!(tried.iter().all(|t| !t.1) && tried.last().unwrap().0 <= 1000);
+    }
+
+    #[test]
+    fn one_failed_step_is_retried_before_the_rate_counts_as_failed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut calls = 0;
+        // 30k fails once (a hiccup), then holds; capacity is 100k.
+        let tried = rt.block_on(search(30_000, 5_000_000, 0, |r| {
+            calls += 1;
+            let hiccup = calls == 1;
+            async move { !hiccup && r <= 100_000 }
+        }));
+        assert_eq!(
+            tried[..3],
+            [(30_000, false), (30_000, true), (60_000, true)]
+        );
+        let best = tried.iter().filter(|t| t.1).map(|t| t.0).max().unwrap();
+        assert_eq!(best, 60_000);
     }
 
     #[test]
