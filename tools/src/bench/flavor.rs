@@ -66,6 +66,10 @@ pub struct FlavorArgs {
     /// Producer linger.ms.
     #[arg(long, default_value_t = 1)]
     linger_ms: u32,
+    /// Producers only (no tail consumers): the write ceiling rather than the seeds'
+    /// read:write 1:1 rule.
+    #[arg(long)]
+    write_only: bool,
     /// Skip the host probe (disk, fdatasync, loopback).
     #[arg(long)]
     no_probe: bool,
@@ -98,9 +102,15 @@ pub struct Step {
 
 /// What a step must show to count as sustained.
 pub fn judge(rate: u64, r: &Report, p99_bound_ms: f64) -> (bool, String) {
-    let (Some(p), Some(c), Some(l)) = (&r.produced, &r.consumed, &r.produce_latency) else {
-        return (false, "no produce/consume figures".into());
+    let (Some(p), Some(l)) = (&r.produced, &r.produce_latency) else {
+        return (false, "no produce figures".into());
     };
+    // Write-only runs have no consumers to check.
+    let none = super::stats::Flow {
+        messages: p.messages,
+        ..Default::default()
+    };
+    let c = r.consumed.as_ref().unwrap_or(&none);
     if p.errors > 0 || c.errors > 0 {
         return (
             false,
@@ -209,6 +219,7 @@ pub struct Row {
 #[derive(Debug, Serialize)]
 struct FlavorTable {
     host_cores: usize,
+    write_only: bool,
     p99_bound_ms: f64,
     probe: Option<crate::tune::Probe>,
     rows: Vec<Row>,
@@ -423,7 +434,7 @@ async fn step(
                 ("batch.size".into(), "1048576".into()),
             ],
         }),
-        consume: Some(ConsumeSpec {
+        consume: (!args.write_only).then(|| ConsumeSpec {
             consumers: args.clients,
             group: None,
             start: StartAt::Latest,
@@ -536,6 +547,7 @@ pub async fn run(bootstrap: &str, args: FlavorArgs) -> anyhow::Result<()> {
     }
     let table = FlavorTable {
         host_cores,
+        write_only: args.write_only,
         p99_bound_ms: args.p99_ms,
         probe,
         rows,
@@ -563,9 +575,15 @@ fn render(t: &FlavorTable) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Flavor table for this machine ({} cores), 1 KB messages, read:write 1:1, one broker, \
+        "Flavor table for this machine ({} cores), 1 KB messages, {}, one broker, \
          produce p99 <= {} ms; seeds' published row in brackets",
-        t.host_cores, t.p99_bound_ms
+        t.host_cores,
+        if t.write_only {
+            "write only"
+        } else {
+            "read:write 1:1"
+        },
+        t.p99_bound_ms
     );
     if let Some(p) = &t.probe {
         let _ = writeln!(out, "host probe: {}", p.one_line());
@@ -649,6 +667,9 @@ mod tests {
         let (ok, why) = judge(1000, &report(1000.0, 2000, 4000), 10.0);
         assert!(!ok && why.contains("4000 of 5000"), "{why}");
         assert!(!judge(1000, &Report::default(), 10.0).0);
+        let mut write_only = report(1000.0, 2000, 0);
+        write_only.consumed = None;
+        assert!(judge(1000, &write_only, 10.0).0);
     }
 
     fn run_search(capacity: u64, start: u64) -> Vec<(u64, bool)> {
