@@ -149,3 +149,29 @@ def test_request_queue_budget_applies_back_pressure_without_losing_writes(make_b
     assert sum(c.get_watermark_offsets(TopicPartition("bp", q), timeout=10)[1] for q in range(4)) == 20_000
     c.close()
     assert b.metrics()["ringmq_request_queue_waits_total"] > 0
+
+
+def test_connections_are_spread_evenly_over_the_shards(make_broker):
+    """SO_REUSEPORT hashes connections to shards; the broker rebalances them on accept so
+    every shard serves as many as the others (a producer and a consumer do not end up on
+    one shard while the other idles). Each handed-over connection is fully served."""
+    import re
+    import urllib.request
+    b = make_broker(["--shards", "2"]).start()
+    time.sleep(0.2)
+    conns = [kafka_wire.connect(b.bootstrap) for _ in range(8)]
+    for i, s in enumerate(conns):
+        s.sendall(kafka_wire.frame(18, 0, 100 + i))
+        assert kafka_wire.read_frame(s)[:4] == (100 + i).to_bytes(4, "big")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=5).read().decode()
+    per_shard = [int(v) for v in re.findall(r'^ringmq_shard_connections\{shard="\d+"\} (\d+)$', text, re.M)]
+    assert per_shard == [4, 4], text
+    for s in conns[:6]:
+        s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=5).read().decode()
+        if "current_connections 2" in text:
+            break
+        time.sleep(0.05)
+    assert "current_connections 2" in text

@@ -131,6 +131,17 @@ fn metrics_text(broker: &Broker) -> String {
         image.topics.len()
     ));
     out.push_str(&format!("# HELP current_partitions Partitions\n# TYPE current_partitions gauge\ncurrent_partitions {partitions}\n"));
+    out.push_str("# HELP ringmq_shard_connections Client connections each shard serves\n# TYPE ringmq_shard_connections gauge\n");
+    let per_shard = broker
+        .connections
+        .lock()
+        .map(|c| c.per_shard.clone())
+        .unwrap_or_default();
+    for (shard, n) in per_shard.iter().enumerate() {
+        out.push_str(&format!(
+            "ringmq_shard_connections{{shard=\"{shard}\"}} {n}\n"
+        ));
+    }
     let open = broker.connections.lock().map_or(0, |c| c.total);
     out.push_str(&format!(
         "# HELP current_connections Open client connections\n# TYPE current_connections gauge\ncurrent_connections {open}\n"

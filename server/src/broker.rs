@@ -51,24 +51,33 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Open client connections, in total and per client address (SPEC S5).
     pub connections: Mutex<ConnectionCount>,
+    /// Connection ids, broker-wide (for logs).
+    pub next_connection_id: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 pub struct ConnectionCount {
     pub total: usize,
     pub per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+    /// Connections each shard serves.
+    pub per_shard: Vec<usize>,
 }
 
-/// A connection's place under the limits; freed when dropped.
+/// A connection's place under the limits and on a shard; freed when dropped.
 pub struct ConnectionSlot {
     broker: Arc<Broker>,
     ip: std::net::IpAddr,
+    /// The shard that serves it.
+    pub shard: usize,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         if let Ok(mut c) = self.broker.connections.lock() {
             c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.per_shard.get_mut(self.shard) {
+                *n = n.saturating_sub(1);
+            }
             if let Some(n) = c.per_ip.get_mut(&self.ip) {
                 *n -= 1;
                 if *n == 0 {
@@ -80,10 +89,24 @@ impl Drop for ConnectionSlot {
 }
 
 impl Broker {
+    /// A new connection's id (broker-wide, for logs).
+    pub fn connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Admits a new connection from `ip` under `max.connections` and
     /// `max.connections.per.ip`, or says which limit it would break. (Accept path only;
     /// the lock is never taken on the data path.)
-    pub fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<ConnectionSlot, String> {
+    ///
+    /// The connection is placed on the shard serving the fewest (`accepted_on` when it
+    /// ties): SO_REUSEPORT hashes connections to shards, so a producer and a consumer can
+    /// otherwise share one shard while another idles (measured 66 % vs 21 % busy at 260k
+    /// msgs/s mixed). Deciding under this lock keeps concurrent accepts exact.
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        accepted_on: usize,
+    ) -> Result<ConnectionSlot, String> {
         let mut c = self
             .connections
             .lock()
@@ -103,9 +126,16 @@ impl Broker {
         }
         c.total += 1;
         c.per_ip.insert(ip, from_ip + 1);
+        let shard = (0..c.per_shard.len())
+            .min_by_key(|s| (c.per_shard[*s], *s != accepted_on))
+            .unwrap_or(accepted_on);
+        if let Some(n) = c.per_shard.get_mut(shard) {
+            *n += 1;
+        }
         Ok(ConnectionSlot {
             broker: Arc::clone(self),
             ip,
+            shard,
         })
     }
 
@@ -206,7 +236,11 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         config,
         inboxes,
         metrics: Metrics::default(),
-        connections: Mutex::new(ConnectionCount::default()),
+        connections: Mutex::new(ConnectionCount {
+            per_shard: vec![0; shards],
+            ..ConnectionCount::default()
+        }),
+        next_connection_id: AtomicU64::new(0),
     });
     let ready = Arc::new(Barrier::new(shards + 1));
     let mut threads = Vec::new();

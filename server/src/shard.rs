@@ -281,12 +281,11 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
             return;
         }
     };
-    let mut conn_id = 0u64;
     let mut last_warned: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let slot = match ctx.broker.admit(peer.ip()) {
+                let slot = match ctx.broker.admit(peer.ip(), ctx.id) {
                     Ok(slot) => slot,
                     Err(reason) => {
                         // Kafka closes such connections as they arrive; say why, at most
@@ -300,14 +299,13 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
                         continue;
                     }
                 };
-                conn_id += 1;
                 crate::broker::Metrics::add(&ctx.broker.metrics.connections_accepted, 1);
-                let c = Rc::clone(&ctx);
-                compio::runtime::spawn(async move {
-                    crate::connection::serve(c, stream, peer, conn_id).await;
-                    drop(slot);
-                })
-                .detach();
+                let target = slot.shard;
+                if target == ctx.id {
+                    serve_here(&ctx, stream, peer, slot);
+                } else if let Err(e) = hand_over(&ctx, target, stream, peer, slot) {
+                    tracing::debug!(shard = ctx.id, %peer, error = %e, "hand-over failed");
+                }
             }
             Err(e) => {
                 tracing::warn!(shard = ctx.id, error = %e, "accept failed");
@@ -315,6 +313,44 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
             }
         }
     }
+}
+
+/// Serves a connection on this shard (its slot already counts it here).
+fn serve_here(
+    ctx: &Rc<ShardCtx>,
+    stream: compio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: crate::broker::ConnectionSlot,
+) {
+    let c = Rc::clone(ctx);
+    let id = ctx.broker.connection_id();
+    compio::runtime::spawn(async move {
+        crate::connection::serve(c, stream, peer, id).await;
+        drop(slot);
+    })
+    .detach();
+}
+
+/// Gives a connection accepted here to the shard [`Broker::admit`] placed it on: a
+/// duplicate of the socket crosses threads and this shard closes its own.
+fn hand_over(
+    ctx: &Rc<ShardCtx>,
+    target: usize,
+    stream: compio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: crate::broker::ConnectionSlot,
+) -> std::io::Result<()> {
+    let socket: std::net::TcpStream = socket2::SockRef::from(&stream).try_clone()?.into();
+    drop(stream);
+    let task: ShardTask = Box::new(
+        move |ctx: Rc<ShardCtx>| match compio::net::TcpStream::from_std(socket) {
+            Ok(stream) => serve_here(&ctx, stream, peer, slot),
+            Err(e) => tracing::debug!(shard = ctx.id, %peer, error = %e, "cannot adopt connection"),
+        },
+    );
+    ctx.broker.inboxes[target]
+        .unbounded_send(task)
+        .map_err(|_| std::io::Error::other("shard inbox closed"))
 }
 
 /// Retention and compaction for this shard's partitions every
