@@ -142,6 +142,20 @@ fn metrics_text(broker: &Broker) -> String {
             "ringmq_shard_connections{{shard=\"{shard}\"}} {n}\n"
         ));
     }
+    out.push_str("# HELP ringmq_produce_time_seconds Produce request handling time (read to response ready, durability included)\n# TYPE ringmq_produce_time_seconds histogram\n");
+    let mut cumulative = 0u64;
+    for (i, b) in m.produce_time_us.iter().enumerate() {
+        cumulative += b.load(Ordering::Relaxed);
+        let le = if i + 1 == m.produce_time_us.len() {
+            "+Inf".to_owned()
+        } else {
+            format!("{}", (1u64 << i) as f64 / 1e6)
+        };
+        out.push_str(&format!(
+            "ringmq_produce_time_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
+        ));
+    }
+    out.push_str(&format!("ringmq_produce_time_seconds_count {cumulative}\n"));
     let open = broker.connections.lock().map_or(0, |c| c.total);
     out.push_str(&format!(
         "# HELP current_connections Open client connections\n# TYPE current_connections gauge\ncurrent_connections {open}\n"

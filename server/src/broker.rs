@@ -34,9 +34,20 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// Times a shard stopped reading requests at `queued.max.request.bytes`.
     pub request_queue_waits: AtomicU64,
+    /// Produce requests by handling time (read → response ready, durability included):
+    /// bucket `i` counts those under 2^i µs, the last one the rest.
+    pub produce_time_us: [AtomicU64; LATENCY_BUCKETS],
 }
 
+/// Power-of-two latency buckets: 1 µs .. 2^23 µs (8.4 s), then everything slower.
+pub const LATENCY_BUCKETS: usize = 25;
+
 impl Metrics {
+    /// Counts one produce request that took `us` microseconds.
+    pub fn record_produce_time(&self, us: u64) {
+        let bucket = (64 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.produce_time_us[bucket].fetch_add(1, Ordering::Relaxed);
+    }
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
