@@ -151,13 +151,7 @@ where
     let mut rate = start.clamp(1, max);
     // Up while it holds; if the first rate fails, down until one holds.
     loop {
-        let mut ok = try_rate(rate).await;
-        tried.push((rate, ok));
-        if !ok {
-            ok = try_rate(rate).await;
-            tried.push((rate, ok));
-        }
-        if ok {
+        if confirmed(&mut try_rate, rate, &mut tried).await {
             good = Some(rate);
             if bad.is_some() || rate >= max {
                 break;
@@ -177,21 +171,30 @@ where
             if hi - lo <= lo / 50 {
                 break;
             }
-            let mut ok = try_rate(mid).await;
-            tried.push((mid, ok));
-            if !ok {
-                ok = try_rate(mid).await;
-                tried.push((mid, ok));
-            }
-            if ok {
+            if confirmed(&mut try_rate, mid, &mut tried).await {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
-        let _ = (lo, hi);
     }
     tried
+}
+
+/// Tries `rate`, and once more if it failed; records every try.
+async fn confirmed<F, Fut>(try_rate: &mut F, rate: u64, tried: &mut Vec<(u64, bool)>) -> bool
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..2 {
+        let ok = try_rate(rate).await;
+        tried.push((rate, ok));
+        if ok {
+            return true;
+        }
+    }
+    false
 }
 
 #[derive(Debug, Clone, Serialize)]
