@@ -175,3 +175,23 @@ def test_connections_are_spread_evenly_over_the_shards(make_broker):
             break
         time.sleep(0.05)
     assert "current_connections 2" in text
+
+
+def test_idle_connections_are_closed_and_busy_ones_kept(make_broker):
+    """connections.max.idle.ms (SPEC S5): a connection that sends nothing for that long is
+    closed; one that keeps sending requests stays open past it."""
+    b = make_broker(properties={"connections.max.idle.ms": "700"}).start()
+    idle = kafka_wire.connect(b.bootstrap, timeout=5)
+    busy = kafka_wire.connect(b.bootstrap, timeout=5)
+    start = time.time()
+    for i in range(10):  # 2 s of requests every 200 ms
+        busy.sendall(kafka_wire.frame(18, 0, i))
+        assert kafka_wire.read_frame(busy)[:4] == i.to_bytes(4, "big")
+        time.sleep(0.2)
+    assert time.time() - start > 1.5
+    assert kafka_wire.closed_by_broker(idle)
+    busy.sendall(kafka_wire.frame(18, 0, 99))
+    assert kafka_wire.read_frame(busy)[:4] == (99).to_bytes(4, "big")
+    r = subprocess.run([str(RINGMQD), "--config", "/dev/stdin"], input="connections.max.idle.ms=0\n",
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "connections.max.idle.ms" in r.stderr

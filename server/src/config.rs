@@ -62,6 +62,9 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `max.connections.per.ip` (SPEC S5 default 1000).
     pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms` (SPEC S5, Kafka's default 600,000): a connection that
+    /// sends nothing for this long is closed.
+    pub connections_max_idle_ms: u64,
     /// `queued.max.request.bytes`: request bytes read but not yet answered, per broker
     /// (split over the shards); past it a shard stops reading requests until responses
     /// go out. -1 (the default) is no limit. Core profiles set 1/8 of the memory.
@@ -107,6 +110,7 @@ impl Default for BrokerConfig {
             max_broker_partitions: None,
             max_connections: i32::MAX as usize,
             max_connections_per_ip: 1000,
+            connections_max_idle_ms: 600_000,
             queued_max_request_bytes: -1,
             append_method: Default::default(),
             writeback_bytes: LogConfig::default().writeback_bytes,
@@ -274,6 +278,13 @@ impl BrokerConfig {
                         return Err(bad("must be in 1..20000"));
                     }
                     self.max_connections_per_ip = n;
+                }
+                "connections.max.idle.ms" => {
+                    let ms: u64 = v.parse().map_err(|_| bad("not a duration in ms"))?;
+                    if ms == 0 {
+                        return Err(bad("must be positive"));
+                    }
+                    self.connections_max_idle_ms = ms;
                 }
                 "queued.max.request.bytes" => {
                     self.queued_max_request_bytes = v.parse().map_err(|_| bad("not an integer"))?

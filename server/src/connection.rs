@@ -65,9 +65,17 @@ async fn read_loop(
 ) -> Result<(), String> {
     let max = ctx.broker.config.socket_request_max_bytes;
     let mut seq = 0u64;
+    let idle = std::time::Duration::from_millis(ctx.broker.config.connections_max_idle_ms);
     loop {
         ctx.wait_for_queue_room().await;
-        let Some(frame) = read_frame(&mut reader, max).await? else {
+        // connections.max.idle.ms: a client that sends nothing for that long is gone.
+        // (A request in flight cannot outlast it: fetch waits are bounded by the client's
+        // fetch.max.wait.ms, far below Kafka's 10-minute default.)
+        let Ok(frame) = compio::time::timeout(idle, read_frame(&mut reader, max)).await else {
+            tracing::debug!(shard = ctx.id, %peer, ?idle, "closing idle connection");
+            return Ok(());
+        };
+        let Some(frame) = frame? else {
             return Ok(());
         };
         let frame_bytes = frame.len() as u64;
