@@ -55,11 +55,11 @@ pub struct FlavorArgs {
     #[arg(long, default_value_t = 5_000_000)]
     max_rate: u64,
     /// Partitions of the bench topic.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
     /// Producer and consumer clients.
-    #[arg(long, default_value_t = 1)]
-    clients: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    clients: u64,
     /// Producer acks (the seeds' figures are for acks=all, 3 replicas).
     #[arg(long, default_value = "all", value_parser = ["0", "1", "all"])]
     acks: String,
@@ -430,7 +430,7 @@ async fn step(
         produce: Some(ProduceSpec {
             size: 1024,
             rate: Some(rate),
-            producers: args.clients,
+            producers: args.clients as usize,
             config: vec![
                 ("acks".into(), args.acks.clone()),
                 ("linger.ms".into(), args.linger_ms.to_string()),
@@ -438,7 +438,7 @@ async fn step(
             ],
         }),
         consume: (!args.write_only).then(|| ConsumeSpec {
-            consumers: args.clients,
+            consumers: args.clients as usize,
             group: None,
             start: StartAt::Latest,
             config: Vec::new(),

@@ -434,6 +434,8 @@ mod tests {
                 "KEY=VALUE",
             ),
             (&["flavor-table", "--p99-ms", "0"][..], "p99"),
+            (&["flavor-table", "--clients", "0"][..], "0"),
+            (&["flavor-table", "--partitions", "0"][..], "0"),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(words), "{args:?}: {e}");
