@@ -126,22 +126,41 @@ fn metrics_text(broker: &Broker) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
-    out.push_str(&format!(
-        "# HELP current_topics Topics\n# TYPE current_topics gauge\ncurrent_topics {}\n",
-        image.topics.len()
-    ));
-    out.push_str(&format!("# HELP current_partitions Partitions\n# TYPE current_partitions gauge\ncurrent_partitions {partitions}\n"));
-    out.push_str("# HELP ringmq_shard_connections Client connections each shard serves\n# TYPE ringmq_shard_connections gauge\n");
-    let per_shard = broker
+    let (open, per_shard) = broker
         .connections
         .lock()
-        .map(|c| c.per_shard.clone())
+        .map(|c| (c.total, c.per_shard.clone()))
         .unwrap_or_default();
-    for (shard, n) in per_shard.iter().enumerate() {
-        out.push_str(&format!(
-            "ringmq_shard_connections{{shard=\"{shard}\"}} {n}\n"
-        ));
-    }
+    gauge(
+        &mut out,
+        "current_topics",
+        "Topics",
+        &[("", image.topics.len() as u64)],
+    );
+    gauge(
+        &mut out,
+        "current_partitions",
+        "Partitions",
+        &[("", partitions as u64)],
+    );
+    gauge(
+        &mut out,
+        "current_connections",
+        "Open client connections",
+        &[("", open as u64)],
+    );
+    let shards: Vec<(String, u64)> = per_shard
+        .iter()
+        .enumerate()
+        .map(|(s, n)| (format!("{{shard=\"{s}\"}}"), *n as u64))
+        .collect();
+    let shards: Vec<(&str, u64)> = shards.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    gauge(
+        &mut out,
+        "ringmq_shard_connections",
+        "Client connections each shard serves",
+        &shards,
+    );
     out.push_str("# HELP ringmq_produce_time_seconds Produce request handling time (read to response ready, durability included)\n# TYPE ringmq_produce_time_seconds histogram\n");
     let mut cumulative = 0u64;
     for (i, b) in m.produce_time_us.iter().enumerate() {
@@ -156,12 +175,14 @@ fn metrics_text(broker: &Broker) -> String {
         ));
     }
     out.push_str(&format!("ringmq_produce_time_seconds_count {cumulative}\n"));
-    let open = broker.connections.lock().map_or(0, |c| c.total);
-    out.push_str(&format!(
-        "# HELP current_connections Open client connections\n# TYPE current_connections gauge\ncurrent_connections {open}\n"
-    ));
-    out.push_str(
-        "# HELP broker_alive Broker is serving\n# TYPE broker_alive gauge\nbroker_alive 1\n",
-    );
+    gauge(&mut out, "broker_alive", "Broker is serving", &[("", 1)]);
     out
+}
+
+/// Appends a gauge with one sample per `(labels, value)`; labels are `{k="v"}` or empty.
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    for (labels, value) in samples {
+        out.push_str(&format!("{name}{labels} {value}\n"));
+    }
 }

@@ -95,10 +95,11 @@ async fn read_loop(
         let (ctx, tx, s, host) = (Rc::clone(ctx), tx.clone(), seq, format!("/{}", peer.ip()));
         seq += 1;
         ctx.request_queued(frame_bytes);
-        let started = std::time::Instant::now();
+        let started =
+            (api_key == kafka_protocol::messages::ApiKey::Produce).then(std::time::Instant::now);
         compio::runtime::spawn(async move {
             let outcome = handlers::dispatch(&ctx, header, api_key, body, host).await;
-            if api_key == kafka_protocol::messages::ApiKey::Produce {
+            if let Some(started) = started {
                 ctx.broker
                     .metrics
                     .record_produce_time(started.elapsed().as_micros() as u64);

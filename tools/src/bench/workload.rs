@@ -324,14 +324,15 @@ fn run_consumer(job: ConsumerJob) -> anyhow::Result<()> {
             }
             Err(e) => {
                 job.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing_free_warn(&format!("consumer error: {e}"));
+                warn(&format!("consumer error: {e}"));
             }
         }
     }
     Ok(())
 }
 
-fn tracing_free_warn(msg: &str) {
+/// Client-side problems go to stderr (the CLI has no log subscriber).
+fn warn(msg: &str) {
     eprintln!("ringmq bench: {msg}");
 }
 
@@ -584,15 +585,12 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
             || (producer_threads.iter().all(|t| t.is_finished())
                 && (stop_producers.load(Ordering::Relaxed)
                     || spec.messages.is_some_and(|m| p + producer_errors >= m)));
-        let (p, pb) = if producers_finished && producing {
-            (
-                sum(&producer_stats, |s| &s.messages),
-                sum(&producer_stats, |s| &s.bytes),
-            )
+        // The threads have exited: their final deliveries are in now.
+        let p = if producers_finished && producing {
+            sum(&producer_stats, |s| &s.messages)
         } else {
-            (p, pb)
+            p
         };
-        let _ = pb;
         if producing && producers_finished && producers_done_at.is_none() {
             producers_done_at = Some(Instant::now());
         }
