@@ -275,6 +275,7 @@ impl Partition {
         if let Some(dup) = self.check_request(&records)? {
             return Ok(self.duplicate_info(dup));
         }
+        crate::disk_throttle::acquire(records.len() as u64).await;
         let info = self
             .log
             .append_written(vec![records.clone()], AppendOptions::client(now_ms))

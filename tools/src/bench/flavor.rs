@@ -272,7 +272,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 anyhow::bail!("ringmqd did not listen within 30 s");
             }
-            std::thread::yield_now();
+            std::thread::park_timeout(Duration::from_millis(20));
         }
         Ok(d)
     }
