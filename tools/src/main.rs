@@ -19,6 +19,11 @@ mod tune;
 
 use clap::{Parser, Subcommand};
 
+/// The bench moves megabyte batches and fetch responses: glibc would map and unmap (and
+/// the kernel zero) fresh pages for each; mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Operate ringmq (or any Kafka-compatible broker).
 #[derive(Debug, Parser)]
 #[command(name = "ringmq", version, about)]

@@ -63,6 +63,9 @@ pub struct FlavorArgs {
     /// Producer acks (the seeds' figures are for acks=all, 3 replicas).
     #[arg(long, default_value = "all", value_parser = ["0", "1", "all"])]
     acks: String,
+    /// Client library for the traffic (see `ringmq bench mixed --help`).
+    #[arg(long, value_enum, default_value = "rdkafka")]
+    client: workload::Client,
     /// Producer linger.ms.
     #[arg(long, default_value_t = 1)]
     linger_ms: u32,
@@ -425,6 +428,7 @@ async fn step(
     super::ensure_topic(bootstrap, topic, args.partitions).await?;
     let spec = RunSpec {
         scenario: "mixed".into(),
+        client: args.client,
         bootstrap: bootstrap.into(),
         topic: topic.into(),
         produce: Some(ProduceSpec {

@@ -7,6 +7,7 @@
 //! and optionally a CSV time series and an HTML plot.
 
 mod flavor;
+mod native;
 pub mod stats;
 pub mod workload;
 
@@ -21,7 +22,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use stats::Report;
-use workload::{ConsumeSpec, ProduceSpec, RunSpec, StartAt};
+use workload::{Client, ConsumeSpec, ProduceSpec, RunSpec, StartAt};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -99,6 +100,16 @@ pub struct ConsumerArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Client library for the traffic: rdkafka (librdkafka: every setting, compression,
+    /// groups) or native (the bench's own Produce/Fetch client: uncompressed, assigned
+    /// partitions, a fraction of librdkafka's CPU, so more of a shared machine is left
+    /// to the broker).
+    #[arg(long, value_enum, default_value = "rdkafka")]
+    pub client: Client,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// Write the report as JSON to this file (it is also the last line on stdout).
     #[arg(long, value_name = "FILE")]
@@ -117,6 +128,8 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
     #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
     topic: TopicArgs,
     #[command(flatten)]
     length: LengthArgs,
@@ -128,6 +141,8 @@ pub struct ProduceArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(flatten)]
     topic: TopicArgs,
     #[command(flatten)]
@@ -143,6 +158,8 @@ pub struct ConsumeArgs {
 
 #[derive(Debug, Args)]
 pub struct MixedArgs {
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(flatten)]
     topic: TopicArgs,
     #[command(flatten)]
@@ -263,6 +280,7 @@ pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<()> {
             let (messages, duration) = length(&a.length, Some(1_000_000));
             let spec = RunSpec {
                 scenario: "produce".into(),
+                client: a.client.client,
                 bootstrap: bootstrap.into(),
                 topic: a.topic.topic.clone(),
                 produce: Some(a.producer.spec(None)),
@@ -289,6 +307,7 @@ pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<()> {
             }
             let spec = RunSpec {
                 scenario: "consume".into(),
+                client: a.client.client,
                 bootstrap: bootstrap.into(),
                 topic: a.topic.topic.clone(),
                 produce: None,
@@ -326,6 +345,7 @@ async fn mixed(
     }
     let spec = RunSpec {
         scenario: scenario.into(),
+        client: a.client.client,
         bootstrap: bootstrap.into(),
         topic: a.topic.topic.clone(),
         produce: Some(a.producer.spec(default_rate)),

@@ -110,6 +110,8 @@ impl Flow {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub scenario: String,
+    /// The client library: "rdkafka" or "native".
+    pub client: String,
     pub bootstrap: String,
     pub topic: String,
     pub message_bytes: usize,
@@ -140,8 +142,8 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "{} against {} — topic {}{load}, {:.1} s",
-            self.scenario, self.bootstrap, self.topic, self.seconds
+            "{} ({} client) against {} — topic {}{load}, {:.1} s",
+            self.scenario, self.client, self.bootstrap, self.topic, self.seconds
         );
         let _ = writeln!(
             out,
@@ -389,6 +391,7 @@ mod tests {
         (1..=100).for_each(|i| l.record_us(i * 100));
         Report {
             scenario: "mixed".into(),
+            client: "native".into(),
             bootstrap: "127.0.0.1:9092".into(),
             topic: "t<&>".into(),
             message_bytes: 1024,

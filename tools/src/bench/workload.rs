@@ -54,9 +54,21 @@ pub struct ConsumeSpec {
     pub config: Vec<(String, String)>,
 }
 
+/// The client library that carries the bench's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// librdkafka (through the rdkafka crate): any setting, compression, groups.
+    Rdkafka,
+    /// The bench's own Produce/Fetch client: uncompressed, assigned partitions, and far
+    /// less CPU per message (see `native`).
+    Native,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub scenario: String,
+    pub client: Client,
     pub bootstrap: String,
     pub topic: String,
     pub produce: Option<ProduceSpec>,
@@ -74,12 +86,12 @@ pub struct RunSpec {
 
 /// Counters and histograms one worker thread updates and the sampler reads.
 #[derive(Default)]
-struct WorkerStats {
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
+pub(super) struct WorkerStats {
+    pub(super) messages: AtomicU64,
+    pub(super) bytes: AtomicU64,
+    pub(super) errors: AtomicU64,
     /// A producer: ns from the run's start until its flush completed.
-    finished_ns: AtomicU64,
+    pub(super) finished_ns: AtomicU64,
     /// (whole run, current interval)
     latency: Mutex<(Latency, Latency)>,
 }
@@ -89,6 +101,15 @@ impl WorkerStats {
         if let Ok(mut l) = self.latency.lock() {
             l.0.record_us(us);
             l.1.record_us(us);
+        }
+    }
+    /// Records many latencies under one lock.
+    pub(super) fn record_all(&self, us: impl Iterator<Item = u64>) {
+        if let Ok(mut l) = self.latency.lock() {
+            for v in us {
+                l.0.record_us(v);
+                l.1.record_us(v);
+            }
         }
     }
     fn take_interval(&self) -> Latency {
@@ -158,18 +179,18 @@ pub fn shares(total: u64, n: usize) -> Vec<u64> {
         .collect()
 }
 
-struct ProducerJob {
-    spec: ProduceSpec,
+pub(super) struct ProducerJob {
+    pub(super) spec: ProduceSpec,
     bootstrap: String,
-    topic: String,
+    pub(super) topic: String,
     /// This producer's message count (None: until `stop`).
-    messages: Option<u64>,
+    pub(super) messages: Option<u64>,
     /// This producer's share of the rate.
-    rate: Option<f64>,
-    start: Instant,
-    warmup: Duration,
-    stop: Arc<AtomicBool>,
-    stats: Arc<WorkerStats>,
+    pub(super) rate: Option<f64>,
+    pub(super) start: Instant,
+    pub(super) warmup: Duration,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) stats: Arc<WorkerStats>,
 }
 
 fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
@@ -255,17 +276,17 @@ fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct ConsumerJob {
-    spec: ConsumeSpec,
+pub(super) struct ConsumerJob {
+    pub(super) spec: ConsumeSpec,
     bootstrap: String,
-    topic: String,
+    pub(super) topic: String,
     /// Explicit (partition, offset) assignment; empty with a group.
-    assignment: Vec<(i32, i64)>,
-    warmup_unix_ns: u64,
-    stop: Arc<AtomicBool>,
-    stats: Arc<WorkerStats>,
+    pub(super) assignment: Vec<(i32, i64)>,
+    pub(super) warmup_unix_ns: u64,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) stats: Arc<WorkerStats>,
     /// Partitions this consumer holds (for the group: once assigned).
-    assigned: Arc<AtomicUsize>,
+    pub(super) assigned: Arc<AtomicUsize>,
 }
 
 fn run_consumer(job: ConsumerJob) -> anyhow::Result<()> {
@@ -332,12 +353,22 @@ fn run_consumer(job: ConsumerJob) -> anyhow::Result<()> {
 }
 
 /// Client-side problems go to stderr (the CLI has no log subscriber).
-fn warn(msg: &str) {
+pub(super) fn warn(msg: &str) {
     eprintln!("ringmq bench: {msg}");
 }
 
-/// Partition ids and their (low, high) watermarks.
-fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+/// One partition of the bench topic when the run starts.
+#[derive(Debug, Clone)]
+struct PartitionState {
+    id: i32,
+    low: i64,
+    high: i64,
+    /// The leader's HOST:PORT.
+    leader: String,
+}
+
+/// The topic's partitions: watermarks and leaders.
+fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PartitionState>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -355,12 +386,23 @@ fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64
     }
     let mut out = Vec::new();
     for p in t.partitions() {
-        let (lo, hi) = c
+        let (low, high) = c
             .fetch_watermarks(topic, p.id(), Duration::from_secs(15))
             .with_context(|| format!("watermarks of partition {}", p.id()))?;
-        out.push((p.id(), lo, hi));
+        let leader = md
+            .brokers()
+            .iter()
+            .find(|b| b.id() == p.leader())
+            .map(|b| format!("{}:{}", b.host(), b.port()))
+            .with_context(|| format!("partition {} has no leader", p.id()))?;
+        out.push(PartitionState {
+            id: p.id(),
+            low,
+            high,
+            leader,
+        });
     }
-    out.sort();
+    out.sort_by_key(|p| p.id);
     Ok(out)
 }
 
@@ -407,6 +449,24 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
         let (b, t) = (spec.bootstrap.clone(), spec.topic.clone());
         tokio::task::spawn_blocking(move || watermarks(&b, &t)).await??
     };
+    let leaders: Vec<(i32, String)> = parts.iter().map(|p| (p.id, p.leader.clone())).collect();
+    let client = spec.client;
+    if client == Client::Native {
+        // Refuse what the native client cannot do before any thread starts.
+        if let Some(p) = &spec.produce {
+            super::native::ProducerSettings::from_config(&p.config)?;
+        }
+        if let Some(c) = &spec.consume {
+            anyhow::ensure!(
+                c.group.is_none(),
+                "the native client assigns partitions; use --client rdkafka with --group"
+            );
+            anyhow::ensure!(
+                c.config.is_empty(),
+                "the native client takes no consumer properties (use --client rdkafka)"
+            );
+        }
+    }
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let (mut producer_stats, mut consumer_stats) = (Vec::new(), Vec::new());
@@ -420,7 +480,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
         (None, None) if spec.duration.is_none() => {
             let (start, end): (i64, i64) = parts
                 .iter()
-                .fold((0, 0), |(s, e), (_, lo, hi)| (s + lo, e + hi));
+                .fold((0, 0), |(s, e), p| (s + p.low, e + p.high));
             Some((end - start).max(0) as u64)
         }
         _ => None,
@@ -434,12 +494,12 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
     if let Some(c) = &spec.consume {
         let starts: Vec<(i32, i64)> = parts
             .iter()
-            .map(|(p, lo, hi)| {
+            .map(|p| {
                 (
-                    *p,
+                    p.id,
                     match c.start {
-                        StartAt::Earliest => *lo,
-                        StartAt::Latest => *hi,
+                        StartAt::Earliest => p.low,
+                        StartAt::Latest => p.high,
                     },
                 )
             })
@@ -478,7 +538,11 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
                 stats,
                 assigned: held,
             };
-            threads.push(std::thread::spawn(move || run_consumer(job)));
+            let leaders = leaders.clone();
+            threads.push(std::thread::spawn(move || match client {
+                Client::Rdkafka => run_consumer(job),
+                Client::Native => super::native::run_consumer(job, &leaders),
+            }));
         }
         // Producers start once every partition has a consumer.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -514,7 +578,11 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
                 stop: Arc::clone(&stop_producers),
                 stats,
             };
-            producer_threads.push(std::thread::spawn(move || run_producer(job)));
+            let leaders = leaders.clone();
+            producer_threads.push(std::thread::spawn(move || match client {
+                Client::Rdkafka => run_producer(job),
+                Client::Native => super::native::run_producer(job, &leaders),
+            }));
         }
     }
     let producing = spec.produce.is_some();
@@ -662,6 +730,11 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
     }
     Ok(Report {
         scenario: spec.scenario.clone(),
+        client: match spec.client {
+            Client::Rdkafka => "rdkafka",
+            Client::Native => "native",
+        }
+        .into(),
         bootstrap: spec.bootstrap.clone(),
         topic: spec.topic.clone(),
         message_bytes: spec.produce.as_ref().map_or(0, |p| p.size),
