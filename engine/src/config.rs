@@ -97,6 +97,11 @@ pub struct LogConfig {
     /// appenders before its fdatasync. 0 (the default) yields once to the shard's loop,
     /// which already gathers every appender of that turn.
     pub group_commit_window_us: u64,
+    /// `ringmq.cache.retain.bytes`: once written back, data more than this far behind the
+    /// writeback mark is dropped from the page cache (drop-behind), so appends reuse
+    /// recently freed pages instead of taking fresh ones. None (the default, -1) leaves
+    /// the page cache to the kernel, as Kafka does.
+    pub cache_retain_bytes: Option<u64>,
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u32 = 500 * 1024 * 1024;
@@ -121,6 +126,7 @@ impl Default for LogConfig {
             append_method: AppendMethod::Pwritev,
             writeback_bytes: 4 * 1024 * 1024,
             group_commit_window_us: 0,
+            cache_retain_bytes: None,
         }
     }
 }

@@ -158,6 +158,8 @@ pub struct UnifiedLog {
     pub(crate) first_unflushed_ms: Option<i64>,
     /// Writeback (sync_file_range) has been started up to here: (segment base, position).
     pub(crate) writeback_mark: (Offset, u32),
+    /// (segment base, position): the page cache is dropped below this (drop-behind).
+    pub(crate) evict_mark: (Offset, u32),
 }
 
 impl UnifiedLog {
@@ -200,6 +202,7 @@ impl UnifiedLog {
             unflushed_messages: 0,
             first_unflushed_ms: None,
             writeback_mark: (Offset(0), 0),
+            evict_mark: (Offset(0), 0),
         };
         let leo = log.log_end_offset();
         log.recovery_point = leo;
@@ -208,6 +211,7 @@ impl UnifiedLog {
             log.active_segment().base_offset,
             log.active_segment().size(),
         );
+        log.evict_mark = log.writeback_mark;
         log.check_invariants();
         log
     }
@@ -784,7 +788,9 @@ impl UnifiedLog {
         self.durable_offset = self.durable_offset.min(leo);
         self.cleaner_checkpoint = self.cleaner_checkpoint.min(leo);
         let active = self.active_segment();
-        self.writeback_mark = (active.base_offset, self.writeback_mark.1.min(active.size()));
+        let active_base = active.base_offset;
+        self.writeback_mark = (active_base, self.writeback_mark.1.min(active.size()));
+        self.evict_mark = (active_base, self.evict_mark.1.min(self.writeback_mark.1));
         if self.leader_epochs.truncate_from_end(leo)
             && let Err(e) = self.leader_epochs.persist()
         {

@@ -181,3 +181,86 @@ fn async_flush_acknowledges_before_durability_and_the_flusher_catches_up() {
             .unwrap();
     assert_eq!(ckpt, "0\n1\norders 0 400\n");
 }
+
+/// Whether the byte at `pos` of `path` is in the page cache (a RWF_NOWAIT read of an
+/// uncached page fails with EAGAIN instead of going to the disk).
+fn cached(path: &std::path::Path, pos: u64) -> bool {
+    let f = std::fs::File::open(path).unwrap();
+    let mut b = [0u8; 1];
+    match rustix::io::preadv2(
+        &f,
+        &mut [std::io::IoSliceMut::new(&mut b)],
+        pos,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) => n == 1,
+        Err(rustix::io::Errno::AGAIN) => false,
+        Err(e) => panic!("preadv2: {e}"),
+    }
+}
+
+#[test]
+fn drop_behind_evicts_written_back_data_and_keeps_the_tail() {
+    // On disk, not tmpfs: shmem pages cannot be dropped.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1024 * 1024,
+        writeback_bytes: 64 * 1024,
+        cache_retain_bytes: Some(256 * 1024),
+        ..LogConfig::default()
+    };
+    let expected = run(async {
+        let handle = LogHandle::new(open(dir.path(), cfg));
+        let mut expected = Vec::new();
+        for i in 0..300 {
+            let b = batch(i, 10, 1000, NOW);
+            let info = handle
+                .append(vec![b.clone()], AppendOptions::client(NOW))
+                .await
+                .unwrap();
+            expected.push((info.first_offset, b));
+        }
+        let flusher = handle.clone();
+        let task = compio::runtime::spawn(async move {
+            flusher.run_flusher(Duration::from_millis(5), || NOW).await
+        });
+        compio::time::sleep(Duration::from_millis(300)).await;
+        drop(task);
+        expected
+    });
+    let mut segments: Vec<_> = std::fs::read_dir(log_dir(dir.path()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // The rolled segments are dropped to their end; the active one up to 256 KiB (plus
+    // at most one writeback step) behind its written-back end.
+    for s in &segments[..segments.len() - 1] {
+        let len = std::fs::metadata(s).unwrap().len();
+        assert!(
+            !cached(s, 0) && !cached(s, len - 1),
+            "{} still cached",
+            s.display()
+        );
+    }
+    let active = segments.last().unwrap();
+    let len = std::fs::metadata(active).unwrap().len();
+    assert!(len > 512 * 1024, "active segment {len} bytes");
+    assert!(
+        !cached(active, 0),
+        "the active segment's head is still cached"
+    );
+    assert!(cached(active, len - 1), "the tail was dropped");
+    // Dropped pages read back from the disk unchanged.
+    let log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 1024 * 1024,
+            ..LogConfig::default()
+        },
+    );
+    let want: Vec<_> = expected.iter().map(|(o, b)| (*o, stamped(b, *o))).collect();
+    assert!(read_all(&log, Offset(0)) == want, "data changed");
+}
