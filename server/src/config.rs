@@ -76,6 +76,10 @@ pub struct BrokerConfig {
     /// `ringmq.read.ahead.bytes`: on fetch, ask the kernel to read this far beyond the
     /// range sent (posix_fadvise WILLNEED); 0 leaves read-ahead to the kernel.
     pub read_ahead_bytes: u64,
+    /// `ringmq.cache.retain.bytes`: drop-behind; written-back data further than this
+    /// behind each log's writeback mark leaves the page cache. -1 (the default) leaves
+    /// the page cache to the kernel.
+    pub cache_retain_bytes: i64,
     /// `ringmq.io.depth`: io_uring submission queue entries per shard.
     pub io_depth: u32,
     /// `ringmq.disk.write.mbps`: caps appended bytes per second (broker-wide, split over
@@ -116,6 +120,7 @@ impl Default for BrokerConfig {
             writeback_bytes: LogConfig::default().writeback_bytes,
             group_commit_window_us: 0,
             read_ahead_bytes: 0,
+            cache_retain_bytes: -1,
             io_depth: 1024,
             disk_write_mbps: 0,
         }
@@ -299,6 +304,13 @@ impl BrokerConfig {
                 "ringmq.group.commit.window.us" => {
                     self.group_commit_window_us = v.parse().map_err(|_| bad("not an integer"))?
                 }
+                "ringmq.cache.retain.bytes" => {
+                    let n: i64 = v.parse().map_err(|_| bad("not a byte count or -1"))?;
+                    if n < -1 {
+                        return Err(bad("must be -1 (off) or a byte count"));
+                    }
+                    self.cache_retain_bytes = n;
+                }
                 "ringmq.read.ahead.bytes" => {
                     self.read_ahead_bytes = v.parse().map_err(|_| bad("not a byte count"))?
                 }
@@ -350,6 +362,7 @@ impl BrokerConfig {
             append_method: self.append_method,
             writeback_bytes: self.writeback_bytes,
             group_commit_window_us: self.group_commit_window_us,
+            cache_retain_bytes: u64::try_from(self.cache_retain_bytes).ok(),
             ..LogConfig::default()
         };
         for (k, v) in overrides {
@@ -404,6 +417,8 @@ mod tests {
                 log.writeback_bytes.to_string(),
                 p.broker["ringmq.writeback.bytes"]
             );
+            let retain: i64 = p.broker["ringmq.cache.retain.bytes"].parse().unwrap();
+            assert_eq!(log.cache_retain_bytes, u64::try_from(retain).ok());
         }
     }
 
