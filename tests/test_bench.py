@@ -3,6 +3,7 @@ short, and its report is checked against what the broker actually holds."""
 import csv
 import json
 import subprocess
+import time
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -76,6 +77,61 @@ def test_mixed_with_a_consumer_group(broker):
     assert r["produced"]["messages"] == 30000
     assert r["consumed"]["messages"] == 30000
     assert r["produce_latency"] and r["e2e_latency"]
+
+
+def test_native_client_writes_real_kafka_data(broker):
+    """The bench's own client: its hand-built Produce frames become records any Kafka
+    client reads back, counts match the broker's offsets, and its consumer times them."""
+    r = report(bench(broker.bootstrap, "produce", "--client", "native", "-t", "nat", "--partitions", "3",
+                     "-n", "20000", "-s", "300", "--producers", "2", "--linger-ms", "2"))
+    assert r["client"] == "native"
+    assert r["produced"]["messages"] == 20000 and r["produced"]["errors"] == 0
+    assert r["produced"]["bytes"] == 20000 * 300
+    assert r["produce_latency"]["count"] == 20000
+    assert end_offsets(broker.bootstrap, "nat", 3) == 20000
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "nat-check",
+                  "auto.offset.reset": "earliest", "check.crcs": True})
+    c.assign([TopicPartition("nat", p, 0) for p in range(3)])
+    seen = 0
+    while seen < 20000:
+        m = c.poll(10)
+        assert m is not None and m.error() is None, m and m.error()
+        assert len(m.value()) == 300 and m.value()[:8] == b"RINGMQB1" and m.key() is None
+        seen += 1
+    c.close()
+    r = report(bench(broker.bootstrap, "consume", "--client", "native", "-t", "nat", "--consumers", "2"))
+    assert r["consumed"]["messages"] == 20000 and r["consumed"]["bytes"] == 20000 * 300
+    assert r["e2e_latency"]["count"] == 20000
+    # acks=0: no responses, yet everything lands.
+    r = report(bench(broker.bootstrap, "produce", "--client", "native", "-t", "nat", "--partitions", "3",
+                     "-n", "5000", "-s", "100", "--acks", "0"))
+    assert r["produced"]["messages"] == 5000
+    for _ in range(50):
+        if end_offsets(broker.bootstrap, "nat", 3) == 25000:
+            break
+        time.sleep(0.1)
+    assert end_offsets(broker.bootstrap, "nat", 3) == 25000
+    # Paced mixed traffic: every message produced is consumed from the tail.
+    r = report(bench(broker.bootstrap, "mixed", "--client", "native", "-t", "nat-mix", "--partitions", "4",
+                     "--rate", "20000", "-d", "2", "--consumers", "2", "-q"))
+    assert r["produced"]["messages"] > 30000
+    assert r["consumed"]["messages"] == r["produced"]["messages"]
+    assert r["e2e_latency"]["count"] > 0
+
+
+def test_native_client_reports_broker_errors_and_refuses_what_it_cannot_do(broker):
+    # A record over message.max.bytes: the broker answers MESSAGE_TOO_LARGE (10) and the
+    # bench counts the errors instead of hanging or crashing.
+    r = bench(broker.bootstrap, "produce", "--client", "native", "-t", "nat-big", "-n", "3",
+              "-s", "11000000")
+    assert r.returncode == 0, r.stderr
+    assert report(r)["produced"]["errors"] == 3 and report(r)["produced"]["messages"] == 0
+    assert "Kafka error code 10" in r.stderr
+    for args, why in ((["produce", "--compression", "lz4"], "uncompressed"),
+                      (["mixed", "--group", "g", "-n", "10"], "--group"),
+                      (["produce", "--producer-property", "enable.idempotence=true"], "enable.idempotence")):
+        r = bench(broker.bootstrap, *args, "--client", "native", "-t", "nat-refuse", check=False)
+        assert r.returncode == 1 and why in r.stderr, (args, r.stderr)
 
 
 def test_bad_arguments_and_unreachable_brokers(broker):

@@ -671,7 +671,6 @@ pub(super) fn run_consumer(job: ConsumerJob, leaders: &[(i32, String)]) -> anyho
         lead.push(leader_of(*p)?);
     }
     let (addrs, conn_of) = by_leader(lead.into_iter());
-    job.assigned.store(job.assignment.len(), Ordering::Relaxed);
     std::thread::scope(|s| {
         let threads: Vec<_> = addrs
             .iter()
@@ -703,6 +702,8 @@ fn fetch_loop(
 ) -> anyhow::Result<()> {
     let mut wire = Wire::connect(addr)?;
     let version = wire.negotiate(ApiKey::Fetch, FETCH_VERSIONS)?;
+    // Producers start once every partition is held: here, once its leader answered.
+    job.assigned.fetch_add(partitions.len(), Ordering::Relaxed);
     let topic = TopicName(StrBytes::from_string(job.topic.clone()));
     let mut latencies = Vec::new();
     while !job.stop.load(Ordering::Relaxed) {
