@@ -414,6 +414,7 @@ pub(super) fn run_producer(job: ProducerJob, partitions: &[(i32, String)]) -> an
                 version,
                 in_flight: Arc::clone(&in_flight),
                 producer: me.clone(),
+                max_in_flight: settings.max_in_flight,
                 stats: Arc::clone(&job.stats),
                 start: job.start,
                 warmup_ns,
@@ -497,11 +498,17 @@ pub(super) fn run_producer(job: ProducerJob, partitions: &[(i32, String)]) -> an
         } else if stopping {
             break;
         }
-        // Sleep until the next message is due or the open batch's linger ends; a reader
-        // that frees an in-flight slot unparks this thread.
+        // Sleep until the open batch must go: its linger ends, or the messages due by
+        // then would fill it. Messages that fall due meanwhile are appended at the next
+        // wake-up, not one by one (each is timed from when it was due). With no batch
+        // open, sleep until the next message is due. A reader that frees an in-flight
+        // slot this thread waits for unparks it.
         let mut wake = u64::MAX;
         if let (Some(i), false) = (interval_ns, stopping) {
-            wake = wake.min((seq as f64 * i) as u64);
+            let room = open.as_ref().map_or(0, |b| {
+                settings.batch_bytes.saturating_sub(b.batch_bytes()) / record_bytes
+            });
+            wake = wake.min(((seq + room as u64) as f64 * i) as u64);
         }
         if let Some(b) = &open {
             wake = wake.min(b.due_ns[0] + linger_ns);
@@ -577,8 +584,9 @@ fn send_batch(
 struct AckReader {
     version: i16,
     in_flight: Arc<AtomicUsize>,
-    /// Woken when an in-flight slot frees.
+    /// Woken when an in-flight slot frees while all were taken.
     producer: std::thread::Thread,
+    max_in_flight: usize,
     stats: Arc<WorkerStats>,
     start: std::time::Instant,
     warmup_ns: u64,
@@ -642,8 +650,9 @@ fn take_acks(
                 );
             }
         }
-        in_flight.fetch_sub(1, Ordering::Relaxed);
-        producer.unpark();
+        if in_flight.fetch_sub(1, Ordering::Relaxed) >= a.max_in_flight {
+            producer.unpark();
+        }
     }
     Ok(())
 }
