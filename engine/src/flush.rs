@@ -62,27 +62,29 @@ impl WritebackJob {
     pub fn run(self) -> Result<WritebackDone, LogOpError> {
         match self {
             WritebackJob::StartWriteback { file, from, len } => {
-                start_writeback(&file, from, len).map_err(|source| {
-                    LogOpError::Io(crate::error::IoContext {
-                        context: "sync_file_range".into(),
-                        source,
-                    })
-                })?;
+                start_writeback(&file, from, len).map_err(io_error("sync_file_range"))?;
                 Ok(WritebackDone::Started { bytes: len })
             }
             WritebackJob::Flush(job) => job.run().map(WritebackDone::Flushed),
             WritebackJob::Evict { file, from, len } => {
-                evict(&file, from, len).map_err(|source| {
-                    LogOpError::Io(crate::error::IoContext {
-                        context: "dropping written-back pages".into(),
-                        source,
-                    })
-                })?;
+                evict(&file, from, len).map_err(io_error("dropping written-back pages"))?;
                 Ok(WritebackDone::Evicted { bytes: len })
             }
         }
     }
 }
+
+fn io_error(context: &'static str) -> impl FnOnce(io::Error) -> LogOpError {
+    move |source| {
+        LogOpError::Io(crate::error::IoContext {
+            context: context.into(),
+            source,
+        })
+    }
+}
+
+/// (file, from, len): a byte range of a segment file.
+type FileRange = (Arc<File>, u64, u64);
 
 fn start_writeback(file: &File, from: u64, len: u64) -> io::Result<()> {
     sync_file_range(file, from, len, libc::SYNC_FILE_RANGE_WRITE)
@@ -150,20 +152,9 @@ impl UnifiedLog {
         let (base, pos) = self.evict_mark;
         let (wb_base, wb_pos) = self.writeback_mark;
         if base != wb_base {
-            let next = self
-                .segments
-                .range(base.plus(1)..)
-                .next()
-                .map_or(wb_base, |(b, _)| *b);
-            self.evict_mark = (next, 0);
-            // A segment deleted meanwhile has nothing left to drop.
-            let seg = self.segments.get(&base)?;
-            let len = seg.size().saturating_sub(pos);
-            return (len > 0).then(|| WritebackJob::Evict {
-                file: Arc::clone(seg.file()),
-                from: u64::from(pos),
-                len: u64::from(len),
-            });
+            let (next, rest) = self.rest_of_segment((base, pos), wb_base);
+            self.evict_mark = next;
+            return rest.map(|(file, from, len)| WritebackJob::Evict { file, from, len });
         }
         let upto = u64::from(wb_pos).saturating_sub(retain);
         if upto < u64::from(pos) + self.config.writeback_bytes.max(1) {
@@ -176,6 +167,26 @@ impl UnifiedLog {
             from: u64::from(pos),
             len: upto - u64::from(pos),
         })
+    }
+
+    /// For a mark `(base, pos)` in a segment it is leaving: the mark's next place (the
+    /// start of the following segment, or of `last`) and the rest of `base` from `pos`,
+    /// as (file, from, len); None when that is empty or the segment was deleted.
+    fn rest_of_segment(
+        &self,
+        (base, pos): (Offset, u32),
+        last: Offset,
+    ) -> ((Offset, u32), Option<FileRange>) {
+        let next = self
+            .segments
+            .range(base.plus(1)..)
+            .next()
+            .map_or(last, |(b, _)| *b);
+        let rest = self.segments.get(&base).and_then(|seg| {
+            let len = seg.size().saturating_sub(pos);
+            (len > 0).then(|| (Arc::clone(seg.file()), u64::from(pos), u64::from(len)))
+        });
+        ((next, 0), rest)
     }
 
     fn flush_due(&self, now_ms: i64) -> bool {
@@ -193,19 +204,9 @@ impl UnifiedLog {
         let active_base = self.active_segment().base_offset;
         if mark_base != active_base {
             // The marked segment rolled (or went away): finish it, then move on.
-            let next_base = self
-                .segments
-                .range(mark_base.plus(1)..)
-                .next()
-                .map_or(active_base, |(b, _)| *b);
-            self.writeback_mark = (next_base, 0);
-            let seg = self.segments.get(&mark_base)?;
-            let len = seg.size().saturating_sub(mark_pos);
-            return (len > 0).then(|| WritebackJob::StartWriteback {
-                file: Arc::clone(seg.file()),
-                from: u64::from(mark_pos),
-                len: u64::from(len),
-            });
+            let (next, rest) = self.rest_of_segment((mark_base, mark_pos), active_base);
+            self.writeback_mark = next;
+            return rest.map(|(file, from, len)| WritebackJob::StartWriteback { file, from, len });
         }
         let active = self.active_segment();
         let dirty = u64::from(active.size().saturating_sub(mark_pos));
