@@ -15,10 +15,12 @@
 //! Setup (metadata, watermarks, topic creation) stays on librdkafka: only the traffic
 //! whose cost is being measured goes through this module.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -131,7 +133,7 @@ impl Wire {
 /// `read_to_end` receives straight into spare capacity (nothing is zeroed first), and
 /// [`reclaim`] takes the allocation back for the next frame, so a megabyte fetch does
 /// not fault in fresh pages every time.
-fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Bytes> {
+fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> anyhow::Result<Bytes> {
     let mut size = [0u8; 4];
     stream
         .read_exact(&mut size)
@@ -144,7 +146,8 @@ fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Bytes
     let size = size as usize;
     buf.clear();
     buf.reserve(size);
-    let got = (&mut *stream)
+    let got = stream
+        .by_ref()
         .take(size as u64)
         .read_to_end(buf)
         .context("reading a response body")?;
@@ -232,8 +235,10 @@ struct ProducerConn {
     wire: Wire,
     version: i16,
     in_flight: Arc<AtomicUsize>,
-    /// None with acks=0 (Kafka sends no response).
-    acks_tx: Option<mpsc::Sender<InFlight>>,
+    /// Requests awaiting their response, oldest first; None with acks=0 (Kafka sends
+    /// no response to those). The reader pops one per response, so it only ever blocks
+    /// on the socket.
+    acks: Option<Arc<AckQueue>>,
     reader: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -405,10 +410,11 @@ pub(super) fn run_producer(job: ProducerJob, partitions: &[(i32, String)]) -> an
         let mut wire = Wire::connect(addr)?;
         let version = wire.negotiate(ApiKey::Produce, PRODUCE_VERSIONS)?;
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let (acks_tx, reader) = if settings.acks == 0 {
+        let (acks, reader) = if settings.acks == 0 {
             (None, None)
         } else {
-            let (tx, rx) = mpsc::channel();
+            let queue = Arc::new(AckQueue::default());
+            let rx = Arc::clone(&queue);
             let stream = wire.stream.try_clone()?;
             let reader = AckReader {
                 version,
@@ -426,13 +432,13 @@ pub(super) fn run_producer(job: ProducerJob, partitions: &[(i32, String)]) -> an
                 reader.producer.unpark();
                 r
             });
-            (Some(tx), Some(reader))
+            (Some(queue), Some(reader))
         };
         conns.push(ProducerConn {
             wire,
             version,
             in_flight,
-            acks_tx,
+            acks,
             reader,
         });
     }
@@ -516,11 +522,19 @@ pub(super) fn run_producer(job: ProducerJob, partitions: &[(i32, String)]) -> an
         let gap = Duration::from_nanos(wake.saturating_sub(now).min(1_000_000));
         std::thread::park_timeout(gap.max(Duration::from_micros(200)));
     }
-    // Wait for the outstanding acks: closing the channel ends each reader once the
-    // requests sent before it are answered.
+    // Wait for the outstanding acks, then shut the read side so each reader, blocked
+    // on a socket with nothing more to come, sees the end.
     let mut result = Ok(());
     for c in &mut conns {
-        c.acks_tx = None;
+        if let Some(q) = &c.acks {
+            q.closed.store(true, Ordering::Release);
+        }
+        while c.in_flight.load(Ordering::Acquire) > 0
+            && c.reader.as_ref().is_some_and(|r| !r.is_finished())
+        {
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+        let _ = c.wire.stream.shutdown(std::net::Shutdown::Read);
         if let Some(r) = c.reader.take() {
             let r = r
                 .join()
@@ -548,15 +562,18 @@ fn send_batch(
     b.finish(correlation);
     let due_ns = std::mem::take(&mut b.due_ns);
     let n = due_ns.len() as u64;
-    if let Some(tx) = &conn.acks_tx {
+    if let Some(queue) = &conn.acks {
         // The reader must know of the request before its response can arrive.
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        tx.send(InFlight {
-            correlation,
-            due_ns,
-            bytes: b.value_bytes,
-        })
-        .map_err(|_| anyhow::anyhow!("the connection's reader stopped"))?;
+        queue
+            .pending
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the connection's reader panicked"))?
+            .push_back(InFlight {
+                correlation,
+                due_ns,
+                bytes: b.value_bytes,
+            });
         conn.wire
             .stream
             .write_all(&b.frame)
@@ -592,12 +609,19 @@ struct AckReader {
     warmup_ns: u64,
 }
 
+/// The requests of a producer connection that await a response.
+#[derive(Default)]
+struct AckQueue {
+    pending: Mutex<VecDeque<InFlight>>,
+    /// Set by the producer when it sends no more; the reader then ends once every
+    /// request is answered (the producer shuts the socket's read side to wake it).
+    closed: AtomicBool,
+}
+
 /// A producer connection's reader: matches responses to requests and times messages.
-fn take_acks(
-    mut stream: TcpStream,
-    requests: mpsc::Receiver<InFlight>,
-    a: &AckReader,
-) -> anyhow::Result<()> {
+fn take_acks(stream: TcpStream, requests: Arc<AckQueue>, a: &AckReader) -> anyhow::Result<()> {
+    // Produce responses are small: one receive usually holds the size and the body.
+    let mut stream = std::io::BufReader::with_capacity(64 << 10, stream);
     let (version, in_flight, producer, stats, start, warmup_ns) = (
         a.version,
         &a.in_flight,
@@ -608,8 +632,23 @@ fn take_acks(
     );
     let mut warned = false;
     let mut rx = Vec::new();
-    while let Ok(req) = requests.recv() {
-        let frame = read_frame(&mut stream, &mut rx)?;
+    loop {
+        let done =
+            || requests.closed.load(Ordering::Acquire) && in_flight.load(Ordering::Acquire) == 0;
+        if done() {
+            return Ok(());
+        }
+        let frame = match read_frame(&mut stream, &mut rx) {
+            Ok(f) => f,
+            Err(_) if done() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let req = requests
+            .pending
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the producer panicked"))?
+            .pop_front()
+            .context("a produce response with no request outstanding")?;
         let (correlation, resp) = decode::<ProduceRequest>(frame.clone(), version)?;
         anyhow::ensure!(
             correlation == req.correlation,
@@ -650,11 +689,10 @@ fn take_acks(
                 );
             }
         }
-        if in_flight.fetch_sub(1, Ordering::Relaxed) >= a.max_in_flight {
+        if in_flight.fetch_sub(1, Ordering::AcqRel) >= a.max_in_flight {
             producer.unpark();
         }
     }
-    Ok(())
 }
 
 /// Runs one consumer over its assignment; `leaders` gives each assigned partition's
