@@ -296,13 +296,15 @@ fn run_consumer(job: ConsumerJob) -> anyhow::Result<()> {
         .group
         .clone()
         .unwrap_or_else(|| format!("ringmq-bench-{}", std::process::id()));
+    // Fetch sizes are the clients' defaults, as for the native consumer (see
+    // `native::PARTITION_FETCH_BYTES`); --consumer-property overrides them.
     cfg.set("bootstrap.servers", &job.bootstrap)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760");
+        .set("max.partition.fetch.bytes", "1048576");
     for (k, v) in &job.spec.config {
         cfg.set(k, v);
     }
