@@ -518,24 +518,82 @@ impl BatchBuilder {
         encoded_records: &[u8],
     ) -> Bytes {
         let mut b = BytesMut::with_capacity(BATCH_HEADER_SIZE + encoded_records.len());
-        b.put_i64(self.base_offset.0);
-        b.put_i32((BATCH_HEADER_SIZE - LOG_OVERHEAD + encoded_records.len()) as i32);
-        b.put_i32(self.partition_leader_epoch);
-        b.put_i8(MAGIC_V2);
-        b.put_u32(0);
-        b.put_i16(self.attributes);
-        b.put_i32(last_offset_delta);
-        b.put_i64(base_timestamp);
-        b.put_i64(max_timestamp);
-        b.put_i64(self.producer_id);
-        b.put_i16(self.producer_epoch);
-        b.put_i32(self.base_sequence);
-        b.put_i32(records_count);
+        self.put_header(&mut b);
         b.extend_from_slice(encoded_records);
-        let crc = compute_crc(&b);
-        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        seal(
+            &mut b,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            records_count,
+        );
         b.freeze()
     }
+
+    /// Appends this builder's batch header with the length, offset delta, timestamps,
+    /// count and CRC left zero: encoded records follow it in `out`, then [`seal`] fills
+    /// them in. Lets a batch be built in place inside a larger buffer (a Produce request).
+    pub fn put_header(&self, out: &mut BytesMut) {
+        out.put_i64(self.base_offset.0);
+        out.put_i32(0); // batch length
+        out.put_i32(self.partition_leader_epoch);
+        out.put_i8(MAGIC_V2);
+        out.put_u32(0); // crc
+        out.put_i16(self.attributes);
+        out.put_i32(0); // last offset delta
+        out.put_i64(0); // base timestamp
+        out.put_i64(0); // max timestamp
+        out.put_i64(self.producer_id);
+        out.put_i16(self.producer_epoch);
+        out.put_i32(self.base_sequence);
+        out.put_i32(0); // records count
+    }
+}
+
+/// Completes `batch` (a header from [`BatchBuilder::put_header`] followed by its encoded
+/// records, nothing after them): writes its length, offset delta, timestamps and record
+/// count, then the CRC.
+pub fn seal(
+    batch: &mut [u8],
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    records_count: i32,
+) {
+    let length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+    batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+        .copy_from_slice(&last_offset_delta.to_be_bytes());
+    batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&base_timestamp.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    batch[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&records_count.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Appends the start of a record with no key and no headers whose value is
+/// `value_len` bytes: its length, attributes, deltas, the null key and the value's
+/// length. The caller appends the value, then [`put_varlong`]`(0)` for the header count.
+pub fn put_record_prefix(out: &mut BytesMut, offset_delta: i32, ts_delta: i64, value_len: usize) {
+    let body_len = 1
+        + varlong_len(ts_delta)
+        + varlong_len(i64::from(offset_delta))
+        + varlong_len(-1)
+        + varlong_len(value_len as i64)
+        + value_len
+        + varlong_len(0);
+    put_varlong(out, body_len as i64);
+    out.put_i8(0);
+    put_varlong(out, ts_delta);
+    put_varlong(out, i64::from(offset_delta));
+    put_varlong(out, -1);
+    put_varlong(out, value_len as i64);
+}
+
+/// Bytes [`put_varlong`] writes for `v`.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn encode_record(out: &mut BytesMut, offset_delta: i32, ts_delta: i64, r: &NewRecord) {
@@ -575,6 +633,56 @@ mod tests {
             headers: vec![("h".into(), Some(Bytes::from_static(b"v")))],
             timestamp_ms: ts,
         }
+    }
+
+    #[test]
+    fn varlong_lengths_match_the_encoding() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i64::from(i32::MAX),
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut b = BytesMut::new();
+            put_varlong(&mut b, v);
+            assert_eq!(varlong_len(v), b.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_batch_built_in_place_equals_the_assembled_one() {
+        let values: Vec<Vec<u8>> = vec![b"x".to_vec(), vec![7; 300], vec![]];
+        // Through build(): keyless, headerless records.
+        let records: Vec<NewRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                key: None,
+                value: Some(Bytes::copy_from_slice(v)),
+                headers: Vec::new(),
+                timestamp_ms: 1000 + i as i64,
+            })
+            .collect();
+        let built = BatchBuilder::default().build(&records);
+        // In place, after some unrelated leading bytes, as a request would hold it.
+        let mut out = BytesMut::from(&b"prefix"[..]);
+        BatchBuilder::default().put_header(&mut out);
+        for (i, v) in values.iter().enumerate() {
+            put_record_prefix(&mut out, i as i32, i as i64, v.len());
+            out.extend_from_slice(v);
+            put_varlong(&mut out, 0);
+        }
+        seal(&mut out[6..], 2, 1000, 1002, 3);
+        assert_eq!(&out[6..], &built[..]);
+        validate_batch(&out[6..]).unwrap();
     }
 
     #[test]

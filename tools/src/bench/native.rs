@@ -1,8 +1,10 @@
 //! The bench's own Kafka client (`--client native`): the Produce and Fetch hot paths
 //! written for load generation, so that on a machine shared with the broker the client
-//! takes as little CPU as possible. Requests and responses are encoded by
-//! `kafka-protocol`, record batches are built and read with the engine's batch code, and
-//! each connection is plain blocking TCP with pipelined requests.
+//! takes as little CPU as possible. Each connection is plain blocking TCP with pipelined
+//! requests. Fetch and ApiVersions go through `kafka-protocol`; a Produce request is
+//! written by hand (a short, fixed prefix) so its record batch can be built in place in
+//! the request buffer with the engine's batch code, and its response is decoded by
+//! `kafka-protocol` again.
 //!
 //! Producers build one uncompressed v2 batch per request (sticky partitioning: a batch
 //! fills for one partition, then the next partition gets the next batch), bounded by
@@ -18,8 +20,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,9 +32,11 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use ringmq_engine::batch::{self, BatchError, BatchIter, Compression};
+use ringmq_engine::batch::{self, BatchBuilder, BatchError, BatchIter, Compression};
 
-use super::workload::{ConsumerJob, HEADER_BYTES, MAGIC, ProducerJob, WorkerStats, unix_ns};
+use super::workload::{
+    ConsumeSpec, ConsumerJob, HEADER_BYTES, MAGIC, ProducerJob, WorkerStats, unix_ns,
+};
 
 /// Versions this client speaks. Magic v2 batches need Produce v3 and Fetch v4; Produce
 /// v8 is the last before flexible encoding (the frame is written by hand, see
@@ -266,13 +269,6 @@ struct OpenBatch {
     value_bytes: u64,
 }
 
-/// Offsets inside a v2 batch header (KIP-98's layout).
-const BATCH_LENGTH_AT: usize = 8;
-const CRC_AT: usize = 17;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const RECORDS_COUNT_AT: usize = 57;
 /// The correlation id's place in a frame with a v1 request header.
 const CORRELATION_AT: usize = 8;
 
@@ -303,19 +299,8 @@ impl OpenBatch {
         frame.put_i32(partition);
         frame.put_i32(0); // records length
         let batch_at = frame.len();
-        frame.put_i64(0); // base offset
-        frame.put_i32(0); // batch length
-        frame.put_i32(-1); // partition leader epoch
-        frame.put_i8(batch::MAGIC_V2);
-        frame.put_u32(0); // crc
-        frame.put_i16(0); // attributes: no compression, create time
-        frame.put_i32(0); // last offset delta
-        frame.put_i64(0); // base timestamp
-        frame.put_i64(0); // max timestamp
-        frame.put_i64(-1); // producer id
-        frame.put_i16(-1); // producer epoch
-        frame.put_i32(-1); // base sequence
-        frame.put_i32(0); // records count
+        // No compression, create time, no producer id.
+        BatchBuilder::default().put_header(&mut frame);
         OpenBatch {
             conn,
             frame,
@@ -332,19 +317,11 @@ impl OpenBatch {
         if self.due_ns.is_empty() {
             self.first_ts_ms = ts_ms;
         }
-        let offset_delta = self.due_ns.len() as i64;
+        let offset_delta = self.due_ns.len() as i32;
         let ts_delta = ts_ms - self.first_ts_ms;
-        let mut head = BytesMut::with_capacity(32);
-        head.put_i8(0);
-        batch::put_varlong(&mut head, ts_delta);
-        batch::put_varlong(&mut head, offset_delta);
-        batch::put_varlong(&mut head, -1);
-        batch::put_varlong(&mut head, value.len() as i64);
-        let body_len = head.len() + value.len() + 1;
-        batch::put_varlong(&mut self.frame, body_len as i64);
-        self.frame.extend_from_slice(&head);
+        batch::put_record_prefix(&mut self.frame, offset_delta, ts_delta, value.len());
         self.frame.extend_from_slice(value);
-        batch::put_varlong(&mut self.frame, 0);
+        batch::put_varlong(&mut self.frame, 0); // no headers
         self.last_ts_ms = ts_ms;
         self.due_ns.push(due_ns);
         self.value_bytes += value.len() as u64;
@@ -363,26 +340,21 @@ impl OpenBatch {
     /// Patches in sizes, counts, timestamps, the CRC and `correlation`: the frame is then
     /// ready to write.
     fn finish(&mut self, correlation: i32) {
-        let put = |f: &mut BytesMut, at: usize, v: &[u8]| f[at..at + v.len()].copy_from_slice(v);
         let b = self.batch_at;
-        let batch_len = self.batch_bytes();
         let count = self.due_ns.len() as i32;
+        let records_len = self.batch_bytes() as i32;
+        let size = (self.frame.len() - 4) as i32;
         let f = &mut self.frame;
-        put(f, b - 4, &(batch_len as i32).to_be_bytes());
-        put(
-            f,
-            b + BATCH_LENGTH_AT,
-            &((batch_len - 12) as i32).to_be_bytes(),
+        batch::seal(
+            &mut f[b..],
+            count - 1,
+            self.first_ts_ms,
+            self.last_ts_ms,
+            count,
         );
-        put(f, b + LAST_OFFSET_DELTA_AT, &(count - 1).to_be_bytes());
-        put(f, b + BASE_TIMESTAMP_AT, &self.first_ts_ms.to_be_bytes());
-        put(f, b + MAX_TIMESTAMP_AT, &self.last_ts_ms.to_be_bytes());
-        put(f, b + RECORDS_COUNT_AT, &count.to_be_bytes());
-        let crc = batch::compute_crc(&f[b..]);
-        put(f, b + CRC_AT, &crc.to_be_bytes());
-        put(f, CORRELATION_AT, &correlation.to_be_bytes());
-        let size = (f.len() - 4) as i32;
-        put(f, 0, &size.to_be_bytes());
+        f[b - 4..b].copy_from_slice(&records_len.to_be_bytes());
+        f[CORRELATION_AT..CORRELATION_AT + 4].copy_from_slice(&correlation.to_be_bytes());
+        f[..4].copy_from_slice(&size.to_be_bytes());
     }
 }
 
@@ -567,7 +539,6 @@ fn send_batch(
     let correlation = conn.wire.correlation;
     b.finish(correlation);
     let due_ns = std::mem::take(&mut b.due_ns);
-    let n = due_ns.len() as u64;
     if let Some(queue) = &conn.acks {
         // The reader must know of the request before its response can arrive.
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -591,16 +562,24 @@ fn send_batch(
             .context("writing a produce request")?;
         // acks=0: written is all a producer learns.
         let now = job.start.elapsed().as_nanos() as u64;
-        job.stats.messages.fetch_add(n, Ordering::Relaxed);
-        job.stats.bytes.fetch_add(b.value_bytes, Ordering::Relaxed);
-        job.stats.record_all(
-            due_ns
-                .iter()
-                .filter(|d| **d >= warmup_ns)
-                .map(|d| now.saturating_sub(*d) / 1000),
-        );
+        delivered(&job.stats, &due_ns, b.value_bytes, now, warmup_ns);
     }
     Ok(b.frame)
+}
+
+/// Counts messages acknowledged (or, with acks=0, written) at `now_ns` and times those
+/// due after the warm-up from when they were due.
+fn delivered(stats: &WorkerStats, due_ns: &[u64], bytes: u64, now_ns: u64, warmup_ns: u64) {
+    stats
+        .messages
+        .fetch_add(due_ns.len() as u64, Ordering::Relaxed);
+    stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+    stats.record_all(
+        due_ns
+            .iter()
+            .filter(|d| **d >= warmup_ns)
+            .map(|d| now_ns.saturating_sub(*d) / 1000),
+    );
 }
 
 /// What a producer connection's reader needs.
@@ -628,14 +607,7 @@ struct AckQueue {
 fn take_acks(stream: TcpStream, requests: Arc<AckQueue>, a: &AckReader) -> anyhow::Result<()> {
     // Produce responses are small: one receive usually holds the size and the body.
     let mut stream = std::io::BufReader::with_capacity(64 << 10, stream);
-    let (version, in_flight, producer, stats, start, warmup_ns) = (
-        a.version,
-        &a.in_flight,
-        &a.producer,
-        &a.stats,
-        a.start,
-        a.warmup_ns,
-    );
+    let in_flight = &a.in_flight;
     let mut warned = false;
     let mut rx = Vec::new();
     loop {
@@ -655,13 +627,13 @@ fn take_acks(stream: TcpStream, requests: Arc<AckQueue>, a: &AckReader) -> anyho
             .map_err(|_| anyhow::anyhow!("the producer panicked"))?
             .pop_front()
             .context("a produce response with no request outstanding")?;
-        let (correlation, resp) = decode::<ProduceRequest>(frame.clone(), version)?;
+        let (correlation, resp) = decode::<ProduceRequest>(frame.clone(), a.version)?;
         anyhow::ensure!(
             correlation == req.correlation,
             "produce response correlation id {correlation}, expected {}",
             req.correlation
         );
-        let now = start.elapsed().as_nanos() as u64;
+        let now = a.start.elapsed().as_nanos() as u64;
         let error = resp
             .responses
             .iter()
@@ -676,7 +648,7 @@ fn take_acks(stream: TcpStream, requests: Arc<AckQueue>, a: &AckReader) -> anyho
         let n = req.due_ns.len() as u64;
         match error {
             Some((code, message)) => {
-                stats.errors.fetch_add(n, Ordering::Relaxed);
+                a.stats.errors.fetch_add(n, Ordering::Relaxed);
                 if !warned {
                     warned = true;
                     super::workload::warn(&format!(
@@ -684,34 +656,31 @@ fn take_acks(stream: TcpStream, requests: Arc<AckQueue>, a: &AckReader) -> anyho
                     ));
                 }
             }
-            None => {
-                stats.messages.fetch_add(n, Ordering::Relaxed);
-                stats.bytes.fetch_add(req.bytes, Ordering::Relaxed);
-                stats.record_all(
-                    req.due_ns
-                        .iter()
-                        .filter(|d| **d >= warmup_ns)
-                        .map(|d| now.saturating_sub(*d) / 1000),
-                );
-            }
+            None => delivered(&a.stats, &req.due_ns, req.bytes, now, a.warmup_ns),
         }
         if in_flight.fetch_sub(1, Ordering::AcqRel) >= a.max_in_flight {
-            producer.unpark();
+            a.producer.unpark();
         }
     }
+}
+
+/// Refuses what the native consumer does not do.
+pub(super) fn check_consumer(spec: &ConsumeSpec) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        spec.group.is_none(),
+        "the native client assigns partitions; use --client rdkafka with --group"
+    );
+    anyhow::ensure!(
+        spec.config.is_empty(),
+        "the native client takes no consumer properties (use --client rdkafka)"
+    );
+    Ok(())
 }
 
 /// Runs one consumer over its assignment; `leaders` gives each assigned partition's
 /// leader address.
 pub(super) fn run_consumer(job: ConsumerJob, leaders: &[(i32, String)]) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        job.spec.group.is_none(),
-        "the native client assigns partitions; use --client rdkafka with --group"
-    );
-    anyhow::ensure!(
-        job.spec.config.is_empty(),
-        "the native client takes no consumer properties (use --client rdkafka)"
-    );
+    check_consumer(&job.spec)?;
     let leader_of = |p: i32| {
         leaders
             .iter()

@@ -459,14 +459,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
             super::native::ProducerSettings::from_config(&p.config)?;
         }
         if let Some(c) = &spec.consume {
-            anyhow::ensure!(
-                c.group.is_none(),
-                "the native client assigns partitions; use --client rdkafka with --group"
-            );
-            anyhow::ensure!(
-                c.config.is_empty(),
-                "the native client takes no consumer properties (use --client rdkafka)"
-            );
+            super::native::check_consumer(c)?;
         }
     }
     let stop_producers = Arc::new(AtomicBool::new(false));
