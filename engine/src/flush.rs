@@ -224,8 +224,10 @@ impl UnifiedLog {
 
     /// Records a finished job.
     pub fn writeback_done(&mut self, done: WritebackDone) {
-        if let WritebackDone::Flushed(upto) = done {
-            self.flush_done(upto);
+        match done {
+            WritebackDone::Flushed(upto) => self.flush_done(upto),
+            WritebackDone::Evicted { bytes } => self.evicted_bytes += bytes,
+            WritebackDone::Started { .. } => {}
         }
     }
 }

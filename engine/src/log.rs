@@ -160,6 +160,8 @@ pub struct UnifiedLog {
     pub(crate) writeback_mark: (Offset, u32),
     /// (segment base, position): the page cache is dropped below this (drop-behind).
     pub(crate) evict_mark: (Offset, u32),
+    /// Bytes dropped from the page cache by drop-behind so far.
+    pub(crate) evicted_bytes: u64,
 }
 
 impl UnifiedLog {
@@ -203,6 +205,7 @@ impl UnifiedLog {
             first_unflushed_ms: None,
             writeback_mark: (Offset(0), 0),
             evict_mark: (Offset(0), 0),
+            evicted_bytes: 0,
         };
         let leo = log.log_end_offset();
         log.recovery_point = leo;
@@ -238,6 +241,10 @@ impl UnifiedLog {
     }
     pub fn recovery_point(&self) -> Offset {
         self.recovery_point
+    }
+    /// Bytes drop-behind has dropped from the page cache (`ringmq.cache.retain.bytes`).
+    pub fn evicted_bytes(&self) -> u64 {
+        self.evicted_bytes
     }
     pub fn durable_offset(&self) -> Offset {
         self.durable_offset
