@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RINGMQD = Path(os.environ.get("RINGMQD", ROOT / "target" / "release" / "ringmqd"))
 
 
+# A panic in any broker thread: the panic hook's ERROR line, or the default hook's
+# message should the hook not be installed yet (a panic while starting).
+PANIC_LINE = re.compile(r"PANIC:|panicked at")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,7 +57,9 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ringmqd exited: {self.log_path.read_text()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                # The admin HTTP listener starts just after the Kafka one.
+                for port in (self.port, self.http_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -79,9 +86,12 @@ class Broker:
         return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) ([0-9.e+-]+)$", text, re.M)}
 
     def unexpected_log_lines(self):
+        """ERROR/WARN lines the test did not expect, and every panic (never expectable)."""
         bad = []
         for line in self.log_path.read_text().splitlines():
-            if re.search(r"\b(ERROR|WARN)\b", line) and not any(re.search(p, line) for p in self.expected_log):
+            if PANIC_LINE.search(line):
+                bad.append(line)
+            elif re.search(r"\b(ERROR|WARN)\b", line) and not any(re.search(p, line) for p in self.expected_log):
                 bad.append(line)
         return bad
 

@@ -1,5 +1,6 @@
 """Bad input gets the Kafka error code or closes that connection only, while another
 client keeps producing without a single failure."""
+import re
 import struct
 import threading
 import time
@@ -15,6 +16,7 @@ from test_clients import create_topic
 def busy_broker(make_broker):
     """A broker with a background producer that must never see an error."""
     b = make_broker(properties={"message.max.bytes": "100000"}).start()
+    b.expected_log.append(r"WARN.*closing connection after a request it could not handle")
     create_topic(b.bootstrap, "busy", partitions=2)
     stop = threading.Event()
     stats = {"acked": 0, "errors": []}
@@ -61,6 +63,33 @@ def test_malformed_frames_close_only_that_connection(busy_broker, payload):
     s2.sendall(frame(18, 0, 7))
     resp = read_frame(s2)
     assert resp is not None and struct.unpack_from(">ih", resp) == (7, 0)
+
+
+def api_versions_ranges(bootstrap):
+    """{api_key: (min, max)} from an ApiVersions v0 answer."""
+    s = connect(bootstrap)
+    s.sendall(frame(18, 0, 1))
+    resp = read_frame(s)
+    s.close()
+    _corr, err, n = struct.unpack_from(">ihi", resp)
+    assert err == 0
+    return {k: (lo, hi) for k, lo, hi in (struct.unpack_from(">hhh", resp, 10 + 6 * i) for i in range(n))}
+
+
+def test_unsupported_version_closes_with_a_warn_naming_api_version_and_client(busy_broker):
+    # Regression: OffsetCommit/OffsetFetch v10 were advertised but the codec decodes only
+    # up to v9, so franz-go's group consumers saw EOF and the broker logged it at DEBUG.
+    ranges = api_versions_ranges(busy_broker.bootstrap)
+    assert ranges[8] == (2, 9) and ranges[9] == (1, 9), (ranges[8], ranges[9])
+    s = connect(busy_broker.bootstrap)
+    s.sendall(frame(8, 10, 3, b"\x00" * 16, client_id=b"franz-go-like"))
+    assert closed_by_broker(s)
+    deadline = time.time() + 5
+    pattern = re.compile(r"WARN.*closing connection after a request it could not handle"
+                         r".*api=OffsetCommit version=10 client_id=\"?franz-go-like")
+    while time.time() < deadline and not pattern.search(busy_broker.log_path.read_text()):
+        time.sleep(0.05)
+    assert pattern.search(busy_broker.log_path.read_text())
 
 
 def test_truncated_frame_then_hangup(busy_broker):

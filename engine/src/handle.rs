@@ -58,6 +58,8 @@ struct Inner {
     in_flight_upto: Cell<Offset>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     syncs: Cell<u64>,
+    /// Set when the partition is deleted: its background tasks end quietly.
+    closed: Cell<bool>,
 }
 
 /// Returns `Pending` once (re-scheduling itself), letting every runnable task of this loop
@@ -103,6 +105,7 @@ impl LogHandle {
                 in_flight_upto: Cell::new(Offset(0)),
                 waiters: RefCell::new(Vec::new()),
                 syncs: Cell::new(0),
+                closed: Cell::new(false),
             }),
         }
     }
@@ -115,6 +118,17 @@ impl LogHandle {
     /// Mutably borrows the log (never hold across an await).
     pub fn log_mut(&self) -> RefMut<'_, UnifiedLog> {
         self.inner.log.borrow_mut()
+    }
+
+    /// Marks the log closed (its partition was deleted): the flusher ends at its next
+    /// tick, without reporting the missing files as an error.
+    pub fn close(&self) {
+        self.inner.closed.set(true);
+    }
+
+    /// Whether [`Self::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
     }
 
     /// Group-commit rounds (fdatasyncs) so far.
@@ -239,44 +253,42 @@ impl LogHandle {
             .map(Some)
     }
 
-    /// Runs the flusher for this log until `stop` resolves: every `tick`, starts due
-    /// writeback or flushes (on the blocking pool). Errors take the log offline.
+    /// Runs the flusher for this log until it is closed or offline: every `tick`, starts
+    /// due writeback or flushes (on the blocking pool). Errors take the log offline; a
+    /// closed log (its partition deleted, files gone) ends the loop quietly.
+    ///
+    /// No `RefCell` borrow lives across a `match` whose arms borrow again: each borrow
+    /// ends with the statement that computes the value matched on.
     pub async fn run_flusher(&self, tick: Duration, now_ms: impl Fn() -> i64) {
         loop {
             compio::time::sleep(tick).await;
-            if self.inner.log.borrow().is_offline().is_some() {
+            if self.is_closed() || self.inner.log.borrow().is_offline().is_some() {
                 return;
             }
             loop {
-                let job = match self.inner.log.borrow_mut().writeback_job(now_ms()) {
+                let next = self.inner.log.borrow_mut().writeback_job(now_ms());
+                let job = match next {
                     Ok(Some(job)) => job,
                     Ok(None) => break,
-                    Err(e) => {
-                        self.inner
-                            .log
-                            .borrow_mut()
-                            .mark_offline(format!("flusher: {e}"));
-                        return;
-                    }
+                    Err(e) => return self.flusher_failed(format!("flusher: {e}")),
                 };
-                match compio::runtime::spawn_blocking(move || job.run()).await {
+                let done = compio::runtime::spawn_blocking(move || job.run()).await;
+                match done {
                     Ok(Ok(done)) => self.inner.log.borrow_mut().writeback_done(done),
-                    Ok(Err(e)) => {
-                        self.inner
-                            .log
-                            .borrow_mut()
-                            .mark_offline(format!("flusher: {e}"));
-                        return;
-                    }
-                    Err(_) => {
-                        self.inner
-                            .log
-                            .borrow_mut()
-                            .mark_offline("flusher job panicked".into());
-                        return;
-                    }
+                    Ok(Err(e)) => return self.flusher_failed(format!("flusher: {e}")),
+                    Err(_) => return self.flusher_failed("flusher job panicked".into()),
                 }
             }
         }
+    }
+
+    /// Takes the log offline after a failed writeback or flush, unless the log was closed
+    /// meanwhile (then the failure is only its files going away).
+    fn flusher_failed(&self, reason: String) {
+        if self.is_closed() {
+            tracing::debug!(reason, "flusher of a closed log stopped");
+            return;
+        }
+        self.inner.log.borrow_mut().mark_offline(reason);
     }
 }

@@ -285,3 +285,61 @@ fn drop_behind_evicts_written_back_data_and_keeps_the_tail() {
     let want: Vec<_> = expected.iter().map(|(o, b)| (*o, stamped(b, *o))).collect();
     assert!(read_all(&log, Offset(0)) == want, "data changed");
 }
+
+/// A flusher whose log directory vanished (its partition deleted) must not panic: a
+/// closed log's flusher ends quietly, an open one's takes the log offline. Regression:
+/// the `RefCell` borrow of the `match` scrutinee lived into the error arm, whose second
+/// `borrow_mut()` panicked ("already borrowed") and killed the flusher.
+#[test]
+fn a_flusher_survives_its_log_directory_being_deleted() {
+    for close_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            flush_ms: 1,
+            writeback_bytes: 4 * 1024,
+            ..LogConfig::default()
+        };
+        run(async {
+            let handle = LogHandle::new(open(dir.path(), cfg));
+            handle
+                .append(vec![batch(0, 4, 1000, NOW)], AppendOptions::client(NOW))
+                .await
+                .unwrap();
+            std::fs::remove_dir_all(log_dir(dir.path())).unwrap();
+            if close_first {
+                handle.close();
+            }
+            handle
+                .append(vec![batch(1, 4, 1000, NOW)], AppendOptions::client(NOW))
+                .await
+                .unwrap();
+            let flusher = handle.clone();
+            let start = std::time::Instant::now();
+            let clock = move || NOW + 10 + start.elapsed().as_millis() as i64;
+            let task = compio::runtime::spawn(async move {
+                flusher.run_flusher(Duration::from_millis(5), clock).await
+            });
+            let ended = futures_util::future::select(
+                task,
+                Box::pin(compio::time::sleep(Duration::from_secs(5))),
+            )
+            .await;
+            match ended {
+                futures_util::future::Either::Left((result, _)) => {
+                    assert!(
+                        result.is_ok(),
+                        "the flusher panicked (close_first={close_first})"
+                    )
+                }
+                futures_util::future::Either::Right(_) => {
+                    panic!("the flusher did not end (close_first={close_first})")
+                }
+            }
+            assert_eq!(
+                handle.log().is_offline().is_some(),
+                !close_first,
+                "offline iff the log was not closed"
+            );
+        });
+    }
+}

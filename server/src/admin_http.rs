@@ -53,6 +53,10 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     let path = first.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
         "/metrics" => ("200 OK", metrics_text(broker)),
+        "/debug/panic" if std::env::var_os(TEST_FAULTS_ENV).is_some() => {
+            inject_panic(broker);
+            ("200 OK", "a task on shard 0 will panic\n".to_string())
+        }
         _ => ("404 Not Found", "not found\n".to_string()),
     };
     write!(
@@ -60,6 +64,26 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// Environment variable that enables fault injection endpoints (tests only): a real
+/// broker cannot be made to panic on demand otherwise.
+pub const TEST_FAULTS_ENV: &str = "RINGMQ_TEST_FAULTS";
+
+/// Spawns a task on shard 0 that panics: the tests check that a panic in a broker task
+/// is logged at ERROR, counted in `/metrics`, and fails the test that saw it.
+fn inject_panic(broker: &Broker) {
+    if let Some(inbox) = broker.inboxes.first() {
+        let _ = inbox.unbounded_send(Box::new(|_ctx| {
+            compio::runtime::spawn(async {
+                #[allow(clippy::panic)]
+                {
+                    panic!("injected by {TEST_FAULTS_ENV} /debug/panic");
+                }
+            })
+            .detach();
+        }));
+    }
 }
 
 fn metrics_text(broker: &Broker) -> String {
@@ -118,6 +142,11 @@ fn metrics_text(broker: &Broker) -> String {
             "ringmq_request_queue_waits_total",
             "Times a shard stopped reading requests at queued.max.request.bytes",
             m.request_queue_waits.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_panics_total",
+            "Panics in any broker thread or task (each one is a bug, logged at ERROR)",
+            crate::panic_hook::count(),
         ),
     ]);
     let mut out = String::new();

@@ -22,13 +22,13 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 
 use crate::handlers;
-use crate::protocol::{self, CloseConnection, Piece, Response};
+use crate::protocol::{self, CloseConnection, Piece, RequestLabel, Response};
 use crate::shard::ShardCtx;
 
 /// Requests of one connection being handled at once.
 pub const IN_FLIGHT_MAX: usize = 64;
 
-type Outcome = Result<Option<Response>, CloseConnection>;
+type Outcome = Result<Option<Response>, (RequestLabel, CloseConnection)>;
 
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
     let _ = stream.set_nodelay(true);
@@ -50,7 +50,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: SocketAddr, conn_
         Rc::clone(&slot_freed),
     ));
     if let Err(e) = read_loop(&ctx, reader, tx, in_flight, slot_freed, peer).await {
-        tracing::debug!(shard = ctx.id, conn_id, %peer, error = %e, "closing connection");
+        match e {
+            ReadError::Io(e) => {
+                tracing::debug!(shard = ctx.id, conn_id, %peer, error = %e, "closing connection")
+            }
+            ReadError::Refused(reason) => tracing::warn!(
+                shard = ctx.id, conn_id, %peer, %reason,
+                "closing connection after a request it could not handle"
+            ),
+            ReadError::BadRequest => {}
+        }
     }
     let _ = writer_task.await;
 }
@@ -62,7 +71,7 @@ async fn read_loop(
     in_flight: Rc<Cell<usize>>,
     slot_freed: Rc<RefCell<Option<oneshot::Sender<()>>>>,
     peer: SocketAddr,
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     let max = ctx.broker.config.socket_request_max_bytes;
     let mut seq = 0u64;
     let idle = std::time::Duration::from_millis(ctx.broker.config.connections_max_idle_ms);
@@ -79,13 +88,16 @@ async fn read_loop(
             return Ok(());
         };
         let frame_bytes = frame.len() as u64;
+        let mut label = RequestLabel::peek(&frame);
         let (header, api_key, body) = match protocol::decode_header(frame) {
             Ok(h) => h,
             Err(e) => {
-                let _ = tx.unbounded_send((seq, Err(e)));
-                return Err("bad request header".into());
+                // The writer logs it (in order, after the responses before it).
+                let _ = tx.unbounded_send((seq, Err((label, e))));
+                return Err(ReadError::BadRequest);
             }
         };
+        label.client_id = header.client_id.as_ref().map(|c| c.to_string());
         while in_flight.get() >= IN_FLIGHT_MAX {
             let (s, r) = oneshot::channel();
             *slot_freed.borrow_mut() = Some(s);
@@ -98,7 +110,9 @@ async fn read_loop(
         let started =
             (api_key == kafka_protocol::messages::ApiKey::Produce).then(std::time::Instant::now);
         compio::runtime::spawn(async move {
-            let outcome = handlers::dispatch(&ctx, header, api_key, body, host).await;
+            let outcome = handlers::dispatch(&ctx, header, api_key, body, host)
+                .await
+                .map_err(|e| (label, e));
             if let Some(started) = started {
                 ctx.broker
                     .metrics
@@ -111,23 +125,33 @@ async fn read_loop(
     }
 }
 
+/// Why the read loop ended early.
+enum ReadError {
+    /// The socket failed (the client went away): DEBUG.
+    Io(String),
+    /// A frame the broker refuses to read (bad length): WARN.
+    Refused(String),
+    /// A request that could not be decoded: the writer logs it at WARN.
+    BadRequest,
+}
+
 /// Reads one frame; `None` at a clean end of stream.
-async fn read_frame(reader: &mut TcpStream, max: u32) -> Result<Option<Bytes>, String> {
+async fn read_frame(reader: &mut TcpStream, max: u32) -> Result<Option<Bytes>, ReadError> {
     let BufResult(res, len_buf) = reader.read_exact([0u8; 4]).await;
     match res {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(ReadError::Io(e.to_string())),
     }
     let len = i32::from_be_bytes(len_buf);
     if len < 0 || len as u32 > max {
-        return Err(format!(
+        return Err(ReadError::Refused(format!(
             "frame of {len} bytes exceeds socket.request.max.bytes {max}"
-        ));
+        )));
     }
     let buf = Vec::with_capacity(len as usize);
     let BufResult(res, buf) = reader.read_exact(buf.slice(..len as usize)).await;
-    res.map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
+    res.map_err(|e| ReadError::Io(format!("reading a {len}-byte frame: {e}")))?;
     Ok(Some(Bytes::from(compio::buf::IntoInner::into_inner(buf))))
 }
 
@@ -145,7 +169,8 @@ async fn write_loop(
         while let Some(outcome) = pending.remove(&next) {
             next += 1;
             in_flight.set(in_flight.get().saturating_sub(1));
-            if let Some(s) = slot_freed.borrow_mut().take() {
+            let freed = slot_freed.borrow_mut().take();
+            if let Some(s) = freed {
                 let _ = s.send(());
             }
             match outcome {
@@ -157,12 +182,18 @@ async fn write_loop(
                     }
                 }
                 Ok(None) => {}
-                Err(e) => {
+                Err((label, e)) => {
+                    let (api, version) = (label.api_name(), label.api_version.unwrap_or(-1));
+                    let client_id = label.client_id.as_deref().unwrap_or("-");
                     match &e {
-                        CloseConnection::Encode(_) => {
-                            tracing::error!(error = %e, "closing connection")
-                        }
-                        _ => tracing::debug!(error = %e, "closing connection"),
+                        CloseConnection::Encode(_) => tracing::error!(
+                            api = %api, version, client_id = %client_id, reason = %e,
+                            "closing connection: a response could not be encoded"
+                        ),
+                        _ => tracing::warn!(
+                            api = %api, version, client_id = %client_id, reason = %e,
+                            "closing connection after a request it could not handle"
+                        ),
                     }
                     // The read half shares the socket: shut it down so the reader sees EOF.
                     let _ = socket2::SockRef::from(&writer).shutdown(std::net::Shutdown::Both);

@@ -15,6 +15,7 @@ mod group;
 mod handlers;
 mod metadata;
 mod offsets;
+mod panic_hook;
 mod partition;
 mod protocol;
 mod shard;
@@ -154,6 +155,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    panic_hook::install();
     let args = Args::parse();
     let config = match build_config(&args) {
         Ok(c) => c,

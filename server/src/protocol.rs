@@ -36,6 +36,39 @@ pub enum CloseConnection {
     Encode(String),
 }
 
+/// Which request a connection closed on, for the WARN line: API key and version as the
+/// frame gave them (even when the header did not decode), and the client id if it did.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLabel {
+    pub api_key: Option<i16>,
+    pub api_version: Option<i16>,
+    pub client_id: Option<String>,
+}
+
+impl RequestLabel {
+    /// Reads the API key and version from the first four bytes of a frame, if present.
+    pub fn peek(frame: &[u8]) -> Self {
+        let field = |at: usize| {
+            frame
+                .get(at..at + 2)
+                .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        };
+        RequestLabel {
+            api_key: field(0),
+            api_version: field(2),
+            client_id: None,
+        }
+    }
+
+    /// The API's name when the key is known, else the number.
+    pub fn api_name(&self) -> String {
+        match self.api_key {
+            Some(k) => ApiKey::try_from(k).map_or_else(|_| k.to_string(), |a| format!("{a:?}")),
+            None => "-".into(),
+        }
+    }
+}
+
 /// Decodes the request header; returns it and the body.
 pub fn decode_header(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, Bytes), CloseConnection> {
     if frame.len() < 8 {

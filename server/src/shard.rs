@@ -177,6 +177,7 @@ impl ShardCtx {
             .borrow_mut()
             .remove(&(Arc::from(topic), index));
         if let Some(p) = removed {
+            p.log.close();
             p.wake_fetchers();
         }
         let dir = self.broker.config.data_dir.join(format!("{topic}-{index}"));
@@ -378,7 +379,8 @@ impl ShardCtx {
     pub fn flush_all_for_shutdown(&self) -> usize {
         let mut clean = 0;
         for p in self.partitions() {
-            match p.log.log_mut().flush_for_shutdown() {
+            let flushed = p.log.log_mut().flush_for_shutdown();
+            match flushed {
                 Ok(()) => clean += 1,
                 Err(e) => {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed")

@@ -6,7 +6,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use super::{HANDLERS, Request};
+use super::{HANDLERS, Request, versions};
 use crate::protocol::{self, CloseConnection, Response};
 
 pub fn handle(req: &Request) -> Result<Response, CloseConnection> {
@@ -18,8 +18,8 @@ pub fn handle(req: &Request) -> Result<Response, CloseConnection> {
     };
     let api_keys = HANDLERS
         .iter()
-        .map(|k| {
-            let r = k.valid_versions();
+        .filter_map(|k| versions(*k).map(|r| (k, r)))
+        .map(|(k, r)| {
             ApiVersion::default()
                 .with_api_key(*k as i16)
                 .with_min_version(r.min)

@@ -179,7 +179,8 @@ async fn delete_group(c: &ShardCtx, name: &str) -> Result<(), ResponseError> {
         .group(name)
         .map(|g| g.keys().cloned().collect())
         .unwrap_or_default();
-    match c.groups.borrow_mut().delete(name) {
+    let deleted = c.groups.borrow_mut().delete(name);
+    match deleted {
         Err(ResponseError::GroupIdNotFound) if !keys.is_empty() => {}
         other => other?,
     }

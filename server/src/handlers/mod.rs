@@ -1,11 +1,13 @@
 //! Request handlers, one module per Kafka API, registered in [`HANDLERS`]: the single
 //! table both dispatch and ApiVersions read, so ApiVersions advertises exactly what is
-//! implemented. Version ranges are Apache Kafka 4.x's (from kafka-protocol's schemas).
+//! implemented. Version ranges are Apache Kafka 4.x's, cut to what kafka-protocol's
+//! codec for the request and the response both handle ([`versions`]).
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Message, VersionRange};
 
 use crate::protocol::{CloseConnection, Response};
 use crate::shard::ShardCtx;
@@ -33,38 +35,121 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
-/// APIs ringmqd serves; each uses kafka-protocol's full version range for the key.
-pub const HANDLERS: &[ApiKey] = &[
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::Metadata,
-    ApiKey::ApiVersions,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::DeleteRecords,
-    ApiKey::InitProducerId,
-    ApiKey::DescribeConfigs,
-    ApiKey::CreatePartitions,
-    ApiKey::DescribeCluster,
-    ApiKey::AlterConfigs,
-    ApiKey::IncrementalAlterConfigs,
-    ApiKey::FindCoordinator,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::ListGroups,
-    ApiKey::DescribeGroups,
-    ApiKey::DeleteGroups,
-    ApiKey::OffsetDelete,
-];
+/// The table of served APIs: key, request type, response type. Each API is advertised
+/// with the versions that Apache Kafka 4.x defines (`ApiKey::valid_versions`) *and* that
+/// kafka-protocol can decode (request) and encode (response): the intersection, so a
+/// client is never offered a version whose frames the broker cannot read.
+macro_rules! served_apis {
+    ($($key:ident => $req:ident, $resp:ident;)*) => {
+        /// APIs ringmqd serves, in ApiVersions order.
+        pub const HANDLERS: &[ApiKey] = &[$(ApiKey::$key),*];
+
+        /// The versions of `api_key` this broker serves, or `None` if it serves none.
+        pub fn versions(api_key: ApiKey) -> Option<VersionRange> {
+            use kafka_protocol::messages::*;
+            match api_key {
+                $(ApiKey::$key => Some(intersect(&[
+                    ApiKey::$key.valid_versions(),
+                    <$req as Message>::VERSIONS,
+                    <$resp as Message>::VERSIONS,
+                ])),)*
+                _ => None,
+            }
+        }
+
+        /// Encodes and decodes a default request and response of `api_key` at `version`
+        /// (the codec check behind every advertised version; used by the tests).
+        #[cfg(test)]
+        pub fn codec_roundtrip(api_key: ApiKey, version: i16) -> Result<(), String> {
+            use kafka_protocol::messages::*;
+            use kafka_protocol::protocol::{Decodable, Encodable};
+            fn both<T: Encodable + Decodable + Default>(version: i16) -> Result<(), String> {
+                let mut buf = bytes::BytesMut::new();
+                T::default().encode(&mut buf, version).map_err(|e| format!("encode: {e}"))?;
+                let mut frozen = buf.freeze();
+                T::decode(&mut frozen, version).map_err(|e| format!("decode: {e}"))?;
+                Ok(())
+            }
+            match api_key {
+                $(ApiKey::$key => {
+                    both::<$req>(version).map_err(|e| format!("request {e}"))?;
+                    both::<$resp>(version).map_err(|e| format!("response {e}"))
+                })*
+                other => Err(format!("{other:?} is not served")),
+            }
+        }
+    };
+}
+
+served_apis! {
+    Produce => ProduceRequest, ProduceResponse;
+    Fetch => FetchRequest, FetchResponse;
+    ListOffsets => ListOffsetsRequest, ListOffsetsResponse;
+    Metadata => MetadataRequest, MetadataResponse;
+    ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
+    CreateTopics => CreateTopicsRequest, CreateTopicsResponse;
+    DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse;
+    DeleteRecords => DeleteRecordsRequest, DeleteRecordsResponse;
+    InitProducerId => InitProducerIdRequest, InitProducerIdResponse;
+    DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse;
+    CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse;
+    DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
+    AlterConfigs => AlterConfigsRequest, AlterConfigsResponse;
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
+    FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
+    OffsetCommit => OffsetCommitRequest, OffsetCommitResponse;
+    OffsetFetch => OffsetFetchRequest, OffsetFetchResponse;
+    JoinGroup => JoinGroupRequest, JoinGroupResponse;
+    SyncGroup => SyncGroupRequest, SyncGroupResponse;
+    Heartbeat => HeartbeatRequest, HeartbeatResponse;
+    LeaveGroup => LeaveGroupRequest, LeaveGroupResponse;
+    ListGroups => ListGroupsRequest, ListGroupsResponse;
+    DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
+    DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
+    OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
+}
+
+fn intersect(ranges: &[VersionRange]) -> VersionRange {
+    ranges.iter().fold(
+        VersionRange {
+            min: i16::MIN,
+            max: i16::MAX,
+        },
+        |acc, r| VersionRange {
+            min: acc.min.max(r.min),
+            max: acc.max.min(r.max),
+        },
+    )
+}
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
-    let r = api_key.valid_versions();
-    HANDLERS.contains(&api_key) && version >= r.min && version <= r.max
+    versions(api_key).is_some_and(|r| version >= r.min && version <= r.max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (API, version) ApiVersions advertises can be decoded and answered.
+    #[test]
+    fn every_advertised_version_decodes_and_encodes() {
+        for &key in HANDLERS {
+            let r = versions(key).expect("served");
+            assert!(r.min <= r.max, "{key:?}: empty range");
+            for v in r.min..=r.max {
+                codec_roundtrip(key, v).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+            }
+        }
+    }
+
+    /// Versions Kafka defines but the codec cannot decode are not advertised.
+    #[test]
+    fn versions_the_codec_lacks_are_not_advertised() {
+        assert_eq!(versions(ApiKey::OffsetCommit).map(|r| r.max), Some(9));
+        assert_eq!(versions(ApiKey::OffsetFetch).map(|r| r.max), Some(9));
+        assert!(!supported(ApiKey::OffsetCommit, 10));
+        assert_eq!(versions(ApiKey::SaslHandshake), None);
+    }
 }
 
 /// Everything a handler gets.

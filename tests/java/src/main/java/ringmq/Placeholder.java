@@ -1,0 +1,2 @@
+package ringmq;
+class Placeholder {}
