@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 mod admin_http;
+mod authorized_ops;
 mod broker;
 mod config;
 mod connection;

@@ -41,7 +41,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             configs,
         };
         let (partitions, rf) = (new.partitions, new.replication_factor);
-        let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        // Kafka answers a null error_message when there is no error (the codec's default is "").
+        let mut result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
         if !t.assignments.is_empty() {
             result = result
                 .with_error_code(kafka_protocol::ResponseError::InvalidRequest.code())

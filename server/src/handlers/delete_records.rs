@@ -24,6 +24,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let ops = t.partitions.iter().map(|p| {
             let (topic, index, offset) = (name.clone(), p.partition_index, p.offset);
             ctx.with_partition(&name, index, move |part| {
+                // As Kafka: a negative offset other than -1 is out of range; one below the
+                // log start is not (the log start stays where it is).
+                if offset < -1 {
+                    return Err(ResponseError::OffsetOutOfRange);
+                }
                 let mut log = part.log.log_mut();
                 let target = if offset == -1 { log.high_watermark() } else { Offset(offset) };
                 match log.delete_records_before(target) {

@@ -12,7 +12,7 @@ use crate::shard::ShardCtx;
 
 pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
-    let _body: DescribeClusterRequest = protocol::decode_body(req.body.clone(), v)?;
+    let body: DescribeClusterRequest = protocol::decode_body(req.body.clone(), v)?;
     let c = &ctx.broker.config;
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(c.node_id))
@@ -21,7 +21,11 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(c.cluster_id.clone()))
         .with_controller_id(BrokerId(c.node_id))
-        .with_brokers(vec![broker]);
+        .with_brokers(vec![broker])
+        .with_cluster_authorized_operations(crate::authorized_ops::reported(
+            body.include_cluster_authorized_operations,
+            crate::authorized_ops::CLUSTER,
+        ));
     // endpoint_type (1 = brokers) exists from v1.
     if v >= 1 {
         resp = resp.with_endpoint_type(1);

@@ -50,6 +50,7 @@ fn describe(
     keys: Option<&[StrBytes]>,
 ) -> DescribeConfigsResult {
     let wanted = |k: &str| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == k));
+    // Kafka answers "" (not null) here when there is no error.
     let result = DescribeConfigsResult::default()
         .with_resource_type(kind)
         .with_resource_name(StrBytes::from_string(name.to_owned()));
@@ -128,6 +129,7 @@ fn describe(
         .into_iter()
         .map(|(k, val, source, read_only)| {
             let mut e = DescribeConfigsResourceResult::default()
+                .with_documentation(None)
                 .with_value(Some(StrBytes::from_string(val)))
                 .with_read_only(read_only)
                 .with_config_source(source);

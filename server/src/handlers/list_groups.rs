@@ -1,4 +1,4 @@
-//! ListGroups (key 16, with the state filter of v4+), DescribeGroups (key 15) and
+//! ListGroups (key 16, with the state filter of v4+ and the type filter of v5+), DescribeGroups (key 15) and
 //! DeleteGroups (key 42, only groups without members). Groups are those with members
 //! (all shards are asked).
 
@@ -49,9 +49,16 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         .iter()
         .map(|s| s.as_str().to_lowercase())
         .collect();
+    // Every group here is a classic-protocol group (KIP-848 groups are not served), so a
+    // types filter (v5+) without "classic" matches none.
+    let classic_wanted = body.types_filter.is_empty()
+        || body
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
     let mut groups = Vec::new();
     for listed in join_all(asks).await.into_iter().flatten().flatten() {
-        if !filter.is_empty() && !filter.contains(&listed.2.to_lowercase()) {
+        if !classic_wanted || (!filter.is_empty() && !filter.contains(&listed.2.to_lowercase())) {
             continue;
         }
         let mut g = ListedGroup::default()
@@ -115,6 +122,13 @@ pub async fn describe(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, Clos
             })
             .await;
         let mut d = DescribedGroup::default().with_group_id(gid);
+        // authorized_operations exists from v3.
+        if v >= 3 {
+            d = d.with_authorized_operations(crate::authorized_ops::reported(
+                body.include_authorized_operations,
+                crate::authorized_ops::GROUP,
+            ));
+        }
         match described {
             Err(e) => d = d.with_error_code(e.code()),
             Ok((state, ptype, protocol, members)) => {

@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::Request;
+use crate::authorized_ops;
 use crate::metadata::TopicMeta;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
@@ -60,6 +61,19 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         .with_topics(topics);
     if v >= 1 {
         resp = resp.with_controller_id(BrokerId(cfg.node_id));
+    }
+    // topic_authorized_operations exists from v8 (the cluster's only v8-v10).
+    if v >= 8 {
+        let ops = authorized_ops::reported(body.include_topic_authorized_operations, authorized_ops::TOPIC);
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            t.topic_authorized_operations = ops;
+        }
+    }
+    if (8..=10).contains(&v) {
+        resp.cluster_authorized_operations = authorized_ops::reported(
+            body.include_cluster_authorized_operations,
+            authorized_ops::CLUSTER,
+        );
     }
     if v >= 2 {
         resp = resp.with_cluster_id(Some(StrBytes::from_string(cfg.cluster_id.clone())));
