@@ -400,6 +400,35 @@ pub fn put_varlong(out: &mut BytesMut, v: i64) {
     out.put_u8(z as u8);
 }
 
+/// `(offset, timestamp)` of every record of a batch, compressed or not (compressed
+/// records are decoded with kafka-protocol's codecs: gzip, xerial snappy, Kafka's LZ4
+/// frame, zstd). A LogAppendTime batch's records all carry its max timestamp. Used by
+/// the timestamp lookups, which must be exact per record (as Kafka 3.8+).
+pub fn record_timestamps(h: &BatchHeader, batch: &[u8]) -> Result<Vec<(Offset, i64)>, BatchError> {
+    let log_append = h.timestamp_type() == TimestampType::LogAppendTime;
+    let stamp = |delta: i64, ts_delta: i64| {
+        let ts = if log_append {
+            h.max_timestamp
+        } else {
+            h.base_timestamp + ts_delta
+        };
+        (h.base_offset.plus(delta), ts)
+    };
+    if h.compression() == Compression::None {
+        return records(batch)?
+            .map(|r| r.map(|r| stamp(i64::from(r.offset_delta), r.timestamp_delta)))
+            .collect();
+    }
+    let mut buf = Bytes::copy_from_slice(&batch[..h.total_size().min(batch.len())]);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+        .map_err(|_| BatchError::InvalidRecord("compressed records do not decode"))?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| stamp(r.offset - h.base_offset.0, r.timestamp - h.base_timestamp))
+        .collect())
+}
+
 /// Iterates the records of an uncompressed batch (`batch` is the whole batch).
 pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, BatchError> {
     let header = BatchHeader::parse(batch)?;

@@ -652,8 +652,7 @@ impl UnifiedLog {
     }
 
     /// ListOffsets by timestamp: the first record with timestamp >= `ts` as
-    /// `(offset, timestamp)`. Exact per record for uncompressed batches; for compressed
-    /// batches the batch's first offset and max timestamp.
+    /// `(offset, timestamp)`, exact per record (compressed batches are decoded).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, ReadError> {
         for seg in self.segments.values() {
             if seg.max_timestamp() < ts || seg.next_offset() <= self.log_start_offset {
@@ -719,13 +718,32 @@ impl UnifiedLog {
         Ok(())
     }
 
-    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)` of the largest timestamp.
-    pub fn max_timestamp_and_offset(&self) -> Option<(Offset, i64)> {
-        self.segments
+    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)` of the record with the largest
+    /// timestamp (the first such record), exact per record as in Kafka 3.8+: the
+    /// segment's bookkeeping names the batch, whose records are then read.
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(Offset, i64)>, ReadError> {
+        let Some(seg) = self
+            .segments
             .values()
-            .filter(|s| s.max_timestamp() >= 0)
+            .filter(|s| s.max_timestamp() >= 0 && s.next_offset() > self.log_start_offset)
             .max_by_key(|s| s.max_timestamp())
-            .map(|s| (s.offset_of_max_timestamp(), s.max_timestamp()))
+        else {
+            return Ok(None);
+        };
+        let (max_ts, batch_last) = (seg.max_timestamp(), seg.offset_of_max_timestamp());
+        let found = seg.translate_offset(batch_last)?;
+        let Some((pos, h)) = found else {
+            return Ok(Some((batch_last, max_ts)));
+        };
+        let bytes = seg.read_bytes(pos, h.total_size() as u32)?;
+        let exact = batch::record_timestamps(&h, &bytes)
+            .ok()
+            .and_then(|records| {
+                records
+                    .into_iter()
+                    .find(|(o, t)| *t == h.max_timestamp && *o >= self.log_start_offset)
+            });
+        Ok(Some(exact.unwrap_or((batch_last, max_ts))))
     }
 
     // ---- high watermark, truncation, DeleteRecords ----
@@ -1043,24 +1061,20 @@ fn segment_timestamp(s: &LogSegment) -> i64 {
 }
 
 /// The first record at or after `log_start` with timestamp >= `ts` in a batch known to
-/// have one. Falls back to the batch's first offset and max timestamp when the batch is
-/// compressed (or does not decode).
+/// have one, compressed or not. Falls back to the batch's first offset and max
+/// timestamp only if the records do not decode.
 fn first_record_at_or_after(
     h: &BatchHeader,
     bytes: &[u8],
     ts: i64,
     log_start: Offset,
 ) -> (Offset, i64) {
-    if h.timestamp_type() == TimestampType::CreateTime
-        && let Ok(records) = batch::records(bytes)
+    if let Ok(records) = batch::record_timestamps(h, bytes)
+        && let Some(hit) = records
+            .into_iter()
+            .find(|(offset, timestamp)| *offset >= log_start && *timestamp >= ts)
     {
-        for r in records.flatten() {
-            let offset = h.base_offset.plus(i64::from(r.offset_delta));
-            let timestamp = h.base_timestamp + r.timestamp_delta;
-            if offset >= log_start && timestamp >= ts {
-                return (offset, timestamp);
-            }
-        }
+        return hit;
     }
     (h.base_offset.max(log_start), h.max_timestamp)
 }

@@ -233,7 +233,7 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
     );
     assert_eq!(log.offset_for_timestamp(NOW + 100_000).unwrap(), None);
     assert_eq!(
-        log.max_timestamp_and_offset(),
+        log.max_timestamp_and_offset().unwrap(),
         Some((Offset(199), NOW + 3904))
     );
 }

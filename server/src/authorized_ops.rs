@@ -49,8 +49,8 @@ pub const CLUSTER: i32 = bits(&[
     ALTER_CONFIGS,
     IDEMPOTENT_WRITE,
 ]);
-/// Every operation a consumer group supports.
-pub const GROUP: i32 = bits(&[READ, DELETE, DESCRIBE]);
+/// Every operation a consumer group supports (group configs since Kafka 4.0).
+pub const GROUP: i32 = bits(&[READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
 
 /// `all` if the client asked for the operations, else [`NOT_PROVIDED`].
 pub fn reported(requested: bool, all: i32) -> i32 {
@@ -66,7 +66,7 @@ mod tests {
     fn sets_match_kafka() {
         assert_eq!(TOPIC, 0b1101_1111_1000);
         assert_eq!(CLUSTER, 0b1_1110_1010_0000);
-        assert_eq!(GROUP, 0b1_0100_1000);
+        assert_eq!(GROUP, 0b1101_0100_1000);
         assert_eq!(reported(false, TOPIC), i32::MIN);
     }
 }

@@ -19,6 +19,7 @@ mod offsets;
 mod panic_hook;
 mod partition;
 mod protocol;
+mod record_policy;
 mod shard;
 mod signals;
 mod topic_config;

@@ -54,6 +54,8 @@ struct ProducerEntry {
 pub struct PartitionError {
     pub code: ResponseError,
     pub message: String,
+    /// Records rejected one by one (KIP-467): (index in the batch, message).
+    pub record_errors: crate::record_policy::RecordErrors,
 }
 
 impl PartitionError {
@@ -61,6 +63,7 @@ impl PartitionError {
         PartitionError {
             code,
             message: message.into(),
+            record_errors: Vec::new(),
         }
     }
 }

@@ -53,11 +53,7 @@ pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
             if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value) {
                 return Err(format!("{key}={value}: unknown codec"));
             }
-            if value != "producer" {
-                return Err(format!(
-                    "{key}={value}: broker-side recompression is not supported; use producer"
-                ));
-            }
+            // Applied on produce (record_policy): batches in another codec are recompressed.
         }
         "delete.retention.ms" => c.delete_retention_ms = int(value)?.max(0),
         "flush.messages" => c.flush_messages = int(value)?.max(1),

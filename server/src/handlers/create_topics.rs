@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -26,7 +28,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 configs.insert(c.name.as_str().to_owned(), value.as_str().to_owned());
             }
         }
-        let new = NewTopic {
+        let mut new = NewTopic {
             name: name.clone(),
             partitions: if t.num_partitions == -1 {
                 cfg.num_partitions
@@ -40,17 +42,23 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             },
             configs,
         };
-        let (partitions, rf) = (new.partitions, new.replication_factor);
         // Kafka answers a null error_message when there is no error (the codec's default is "").
         let mut result = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_error_message(None);
-        if !t.assignments.is_empty() {
+        let assigned = if t.assignments.is_empty() {
+            Ok(())
+        } else {
+            manual_assignment(&t, cfg.node_id).map(|(partitions, rf)| {
+                new.partitions = partitions;
+                new.replication_factor = rf;
+            })
+        };
+        let (partitions, rf) = (new.partitions, new.replication_factor);
+        if let Err((code, message)) = assigned {
             result = result
-                .with_error_code(kafka_protocol::ResponseError::InvalidRequest.code())
-                .with_error_message(Some(StrBytes::from_static_str(
-                    "manual replica assignment is not supported yet",
-                )));
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(message)));
         } else {
             match topics::create(ctx, new, body.validate_only).await {
                 Ok(meta) => {
@@ -75,4 +83,53 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     }
     let resp = CreateTopicsResponse::default().with_topics(results);
     protocol::single(ApiKey::CreateTopics, v, req.correlation_id(), &resp)
+}
+
+/// Validates an explicit replica assignment as Kafka does and returns the partition count
+/// and replication factor it implies: partitions numbered 0..n, each with the same number
+/// of distinct, registered brokers, and no partition count or replication factor beside it.
+fn manual_assignment(
+    t: &CreatableTopic,
+    node_id: i32,
+) -> Result<(i32, i16), (ResponseError, String)> {
+    if t.num_partitions != -1 || t.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "Both numPartitions or replicationFactor and replicasAssignments were set. \
+             Both cannot be used at the same time."
+                .into(),
+        ));
+    }
+    let invalid = |m: String| Err((ResponseError::InvalidReplicaAssignment, m));
+    let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+        return invalid(format!(
+            "Partitions must be numbered 0 to {} without gaps or repeats",
+            t.assignments.len() - 1
+        ));
+    }
+    let rf = t.assignments[0].broker_ids.len();
+    for a in &t.assignments {
+        let ids = &a.broker_ids;
+        if ids.is_empty() || ids.len() != rf {
+            return invalid("All partitions should have the same number of replicas".into());
+        }
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != ids.len() {
+            return invalid(format!(
+                "Duplicate replica assignment found: {:?}",
+                ids.iter().map(|b| b.0).collect::<Vec<_>>()
+            ));
+        }
+        if let Some(unknown) = ids.iter().find(|b| b.0 != node_id) {
+            return invalid(format!(
+                "Unknown broker(s) {} in the replica assignment of partition {}",
+                unknown.0, a.partition_index
+            ));
+        }
+    }
+    Ok((t.assignments.len() as i32, rf as i16))
 }

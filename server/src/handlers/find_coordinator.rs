@@ -32,7 +32,9 @@ pub fn handle(ctx: &ShardCtx, req: Request) -> Result<Response, CloseConnection>
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let co = Coordinator::default().with_key(key).with_error_message(None);
+                let co = Coordinator::default()
+                    .with_key(key)
+                    .with_error_message(None);
                 match error {
                     None => co
                         .with_node_id(BrokerId(c.node_id))

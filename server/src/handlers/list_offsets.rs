@@ -70,9 +70,10 @@ fn lookup(part: &Partition, ts: i64) -> Result<(i64, i64), ResponseError> {
     match ts {
         EARLIEST => Ok((log.log_start_offset().0, -1)),
         LATEST => Ok((log.high_watermark().0, -1)),
-        MAX_TIMESTAMP => Ok(log
-            .max_timestamp_and_offset()
-            .map_or((-1, -1), |(o, t)| (o.0, t))),
+        MAX_TIMESTAMP => match log.max_timestamp_and_offset() {
+            Ok(found) => Ok(found.map_or((-1, -1), |(o, t)| (o.0, t))),
+            Err(_) => Err(ResponseError::KafkaStorageError),
+        },
         ts if ts < 0 => Err(ResponseError::InvalidRequest),
         ts => match log.offset_for_timestamp(ts) {
             Ok(Some((o, t))) if o < log.high_watermark() => Ok((o.0, t)),

@@ -64,7 +64,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     }
     // topic_authorized_operations exists from v8 (the cluster's only v8-v10).
     if v >= 8 {
-        let ops = authorized_ops::reported(body.include_topic_authorized_operations, authorized_ops::TOPIC);
+        let ops = authorized_ops::reported(
+            body.include_topic_authorized_operations,
+            authorized_ops::TOPIC,
+        );
         for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
             t.topic_authorized_operations = ops;
         }

@@ -8,7 +8,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::LogAppendInfo;
@@ -17,6 +19,7 @@ use super::Request;
 use crate::broker::Metrics;
 use crate::partition::PartitionError;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::record_policy::RecordPolicy;
 use crate::shard::{ShardCtx, now_ms};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>, CloseConnection> {
@@ -64,6 +67,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                 let records = p.records.clone().ok_or_else(|| {
                     PartitionError::new(ResponseError::CorruptMessage, "null records")
                 })?;
+                let records =
+                    RecordPolicy::for_topic(&meta.configs).apply(records, &meta.name, p.index)?;
                 Ok((meta.name.clone(), owner, records))
             };
             let index = p.index;
@@ -118,9 +123,19 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
-                // error_message exists from v8.
+                // error_message and record_errors exist from v8.
                 if v >= 8 {
+                    let record_errors = e
+                        .record_errors
+                        .into_iter()
+                        .map(|(i, m)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(i)
+                                .with_batch_index_error_message(Some(StrBytes::from_string(m)))
+                        })
+                        .collect();
                     r.with_error_message(Some(StrBytes::from_string(e.message)))
+                        .with_record_errors(record_errors)
                 } else {
                     r
                 }

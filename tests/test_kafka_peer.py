@@ -1,0 +1,195 @@
+"""ringmq answers as Apache Kafka answers: the same request sent to both (Kafka 4.x as the
+reference, see peer.py), responses compared field by field (kafka_api.diff), volatile
+fields (ids, hosts, ports, throttle) aside. Each case here was a difference once."""
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from kafka.protocol.admin import (CreateTopicsRequest, DeleteRecordsRequest, DescribeClusterRequest,
+                                  DescribeConfigsRequest, DescribeGroupsRequest, ListGroupsRequest)
+from kafka.protocol.consumer import ListOffsetsRequest
+from kafka.protocol.metadata import MetadataRequest
+from kafka.protocol.producer import ProduceRequest
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from kafka_api import build, call, diff, to_plain
+from peer import kafka_peer  # noqa: F401  (fixture)
+
+VOLATILE = {"throttle_time_ms", "topic_id", "cluster_id", "controller_id", "host", "port",
+            "node_id", "leader_id", "broker_id", "log_append_time_ms"}
+
+
+def same_answer(kafka, ringmq, make_request, ignore=frozenset()):
+    a = to_plain(call(kafka, make_request()))
+    b = to_plain(call(ringmq, make_request()))
+    d = diff(a, b, VOLATILE | set(ignore))
+    assert not d, "ringmq differs from Kafka:\n" + "\n".join(d[:20])
+    return b
+
+
+def create(bootstrap, name, partitions=1, configs=None):
+    resp = call(bootstrap, build(CreateTopicsRequest, 7, timeout_ms=10000, topics=[{
+        "name": name, "num_partitions": partitions, "replication_factor": 1,
+        "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()]}]))
+    assert resp.topics[0].error_code == 0, to_plain(resp)
+
+
+def batch(records, compression=0):
+    """A v2 batch of (key, value, timestamp_ms) records, as bytes."""
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=False,
+                                  producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for i, (key, value, ts) in enumerate(records):
+        b.append(i, timestamp=ts, key=key, value=value, headers=[])
+    return bytes(b.build())
+
+
+def produce(topic, records_bytes, version=9):
+    return lambda: build(ProduceRequest, version, acks=-1, timeout_ms=10000, transactional_id=None,
+                         topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": records_bytes}]}])
+
+
+@pytest.fixture
+def both(kafka_peer, broker):
+    return kafka_peer, broker.bootstrap
+
+
+def unique(name):
+    return f"{name}-{time.time_ns()}"
+
+
+def test_create_topics_null_error_message_and_refusals(both):
+    kafka, ringmq = both
+    t = unique("ct")
+    same_answer(kafka, ringmq, lambda: build(CreateTopicsRequest, 7, timeout_ms=10000, validate_only=True,
+                topics=[{"name": t, "num_partitions": 2, "replication_factor": 1}]), ignore={"configs"})
+    r = same_answer(kafka, ringmq, lambda: build(CreateTopicsRequest, 4, timeout_ms=10000,
+                    topics=[{"name": t, "num_partitions": 2, "replication_factor": 1}]))
+    assert r["topics"][0]["error_message"] is None
+    # Explicit replica assignments on broker 1 (both peers are node 1), and bad ones.
+    same_answer(kafka, ringmq, lambda: build(CreateTopicsRequest, 7, timeout_ms=10000, topics=[{
+        "name": t + "-a", "num_partitions": -1, "replication_factor": -1,
+        "assignments": [{"partition_index": 0, "broker_ids": [1]}, {"partition_index": 1, "broker_ids": [1]}]}]),
+        ignore={"configs"})
+    for bad in ([{"partition_index": 0, "broker_ids": [7]}],
+                [{"partition_index": 0, "broker_ids": [1, 1]}],
+                [{"partition_index": 1, "broker_ids": [1]}]):
+        a = to_plain(call(kafka, build(CreateTopicsRequest, 7, timeout_ms=10000, topics=[{
+            "name": unique("bad"), "num_partitions": -1, "replication_factor": -1, "assignments": bad}])))
+        b = to_plain(call(ringmq, build(CreateTopicsRequest, 7, timeout_ms=10000, topics=[{
+            "name": unique("bad"), "num_partitions": -1, "replication_factor": -1, "assignments": bad}])))
+        assert a["topics"][0]["error_code"] == b["topics"][0]["error_code"] != 0, (bad, a, b)
+
+
+def test_delete_records_edges(both):
+    kafka, ringmq = both
+    t = unique("dr")
+    for bs in both:
+        create(bs, t)
+        p = Producer({"bootstrap.servers": bs})
+        for _ in range(10):
+            p.produce(t, value=b"x")
+        assert p.flush(10) == 0
+    req = lambda off: lambda: build(DeleteRecordsRequest, 2, timeout_ms=10000, topics=[
+        {"name": t, "partitions": [{"partition_index": 0, "offset": off}]}])
+    for offset in (5, 2, 11, -5, -1):   # forward, below the start, above the HW, negative, the HW
+        same_answer(kafka, ringmq, req(offset))
+
+
+def test_authorized_operations_when_asked(both):
+    kafka, ringmq = both
+    t = unique("ops")
+    for bs in both:
+        create(bs, t)
+    for asked in (True, False):
+        same_answer(kafka, ringmq, lambda: build(MetadataRequest, 12, topics=[{"name": t}],
+                    allow_auto_topic_creation=False, include_topic_authorized_operations=asked),
+                    ignore={"brokers", "leader_epoch"})
+        same_answer(kafka, ringmq, lambda: build(DescribeClusterRequest, 1,
+                    include_cluster_authorized_operations=asked), ignore={"brokers"})
+
+
+def test_groups_list_with_type_filter_and_describe(both):
+    kafka, ringmq = both
+    t, g = unique("lg"), unique("group")
+    for bs in both:
+        create(bs, t)
+        c = Consumer({"bootstrap.servers": bs, "group.id": g, "auto.offset.reset": "earliest"})
+        c.subscribe([t])
+        deadline = time.time() + 30
+        while not c.assignment() and time.time() < deadline:
+            c.poll(0.2)
+        c.commit(offsets=None, asynchronous=False) if False else None
+        c.close()
+    for types in ([], ["classic"], ["consumer"], ["CLASSIC", "share"]):
+        a = to_plain(call(kafka, build(ListGroupsRequest, 5, states_filter=[], types_filter=types)))
+        b = to_plain(call(ringmq, build(ListGroupsRequest, 5, states_filter=[], types_filter=types)))
+        ga = {x["group_id"]: x for x in a["groups"] if x["group_id"] == g}
+        gb = {x["group_id"]: x for x in b["groups"] if x["group_id"] == g}
+        assert diff(ga, gb) == [], (types, ga, gb)
+    same_answer(kafka, ringmq, lambda: build(DescribeGroupsRequest, 5, groups=[g],
+                include_authorized_operations=True), ignore={"members"})
+
+
+def test_compacted_topic_rejects_records_without_keys(both):
+    kafka, ringmq = both
+    t = unique("compact")
+    for bs in both:
+        create(bs, t, configs={"cleanup.policy": "compact"})
+    now = int(time.time() * 1000)
+    for codec in (0, 1):    # uncompressed, gzip
+        r = same_answer(kafka, ringmq, produce(t, batch([(b"k", b"v", now), (None, b"v", now), (None, b"w", now)],
+                                                      codec)), ignore={"base_offset", "log_start_offset"})
+        p = r["responses"][0]["partition_responses"][0]
+        assert p["error_code"] == 87 and [e["batch_index"] for e in p["record_errors"]] == [1, 2]
+    same_answer(kafka, ringmq, produce(t, batch([(b"k", b"v", now)])), ignore={"base_offset"})
+
+
+def test_list_offsets_max_timestamp_is_record_exact(both):
+    kafka, ringmq = both
+    now = int(time.time() * 1000)
+    for codec in (0, 1, 2, 3, 4):   # none, gzip, snappy, lz4, zstd
+        t = unique(f"maxts{codec}")
+        for bs in both:
+            create(bs, t)
+            call(bs, produce(t, batch([(None, b"a", now + 100), (None, b"b", now + 400), (None, b"c", now + 200)],
+                                       codec))())
+        r = same_answer(kafka, ringmq, lambda: build(ListOffsetsRequest, 9, replica_id=-1, isolation_level=0,
+                        topics=[{"name": t, "partitions": [{"partition_index": 0, "timestamp": -3}]}]))
+        assert r["topics"][0]["partitions"][0]["offset"] == 1, (codec, r)
+
+
+@pytest.mark.parametrize("topic_codec", ["gzip", "lz4", "zstd", "snappy", "uncompressed"])
+def test_topic_compression_type_recompresses(both, topic_codec):
+    kafka, ringmq = both
+    t = unique(f"tc-{topic_codec}")
+    values = [f"value-{i}".encode() * 20 for i in range(50)]
+    for bs in both:
+        create(bs, t, configs={"compression.type": topic_codec})
+        p = Producer({"bootstrap.servers": bs, "compression.type": "lz4" if topic_codec != "lz4" else "gzip",
+                      "linger.ms": 50})
+        for v in values:
+            p.produce(t, key=b"k", value=v)
+        assert p.flush(10) == 0
+        c = Consumer({"bootstrap.servers": bs, "group.id": unique("g"), "auto.offset.reset": "earliest",
+                      "enable.auto.commit": False})
+        c.subscribe([t])
+        got = []
+        deadline = time.time() + 30
+        while len(got) < len(values) and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value())
+        c.close()
+        assert got == values, bs
+    # The stored batches carry the topic's codec (attributes of the first batch fetched).
+    codes = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+    from kafka.protocol.consumer import FetchRequest
+    for bs in both:
+        resp = call(bs, build(FetchRequest, 11, replica_id=-1, max_wait_ms=100, min_bytes=1, max_bytes=1 << 20,
+                              isolation_level=0, session_id=0, session_epoch=-1, rack_id="", forgotten_topics_data=[],
+                              topics=[{"topic": t, "partitions": [{"partition": 0, "fetch_offset": 0,
+                                       "log_start_offset": -1, "partition_max_bytes": 1 << 20, "current_leader_epoch": -1}]}]))
+        records = resp.responses[0].partitions[0].records
+        raw = records if isinstance(records, (bytes, bytearray)) else records.buffer() if hasattr(records, "buffer") else bytes(records)
+        attributes = int.from_bytes(raw[21:23], "big")
+        assert attributes & 0x7 == codes[topic_codec], (bs, attributes)
