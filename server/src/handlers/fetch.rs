@@ -302,29 +302,31 @@ fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
     out
 }
 
-/// Reads every target on its owner shard; trims to the response's `max_bytes` in order
-/// (the first non-empty partition always keeps its first batch).
+/// Reads every target on its owner shard, in parallel, each up to the smaller of its
+/// `partition_max_bytes` and the response's `max_bytes`; then bounds the whole response
+/// by `max_bytes` in request order (KIP-74): a partition that no longer fits is read
+/// again with what is left, whole batches only, and only the first non-empty partition
+/// may exceed the limit, by its first batch.
 async fn read_all(ctx: &Rc<ShardCtx>, targets: &[Target], max_bytes: i32) -> Vec<Fetched> {
+    let max_bytes = max_bytes.max(0);
     let reads = targets.iter().map(|t| {
-        let t = t.clone();
-        async move {
-            let Some(owner) = t.owner else {
-                return Fetched::error(ResponseError::UnknownTopicOrPartition);
-            };
-            ctx.on_shard(owner, move |c| async move { read_one(&c, &t) })
-                .await
-                .unwrap_or_else(|_| Fetched::error(ResponseError::UnknownServerError))
-        }
+        let limit = t.max_bytes.min(max_bytes);
+        read_on_owner(ctx, t, limit, true)
     });
     let mut fetched = join_all(reads).await;
     let mut budget = i64::from(max_bytes);
     let mut first = true;
-    for f in &mut fetched {
+    for (t, f) in targets.iter().zip(fetched.iter_mut()) {
+        let Some(r) = &f.range else { continue };
+        // Past the first non-empty partition no batch may exceed its partition limit
+        // either (the parallel read let every partition keep one).
+        let len = i64::from(r.length);
+        if len > budget || (!first && len > i64::from(t.max_bytes)) {
+            let left = i32::try_from(budget.max(0)).unwrap_or(0).min(t.max_bytes);
+            let again = read_on_owner(ctx, t, left, first).await;
+            f.range = again.range.filter(|r| r.length > 0);
+        }
         if let Some(r) = &f.range {
-            if !first && i64::from(r.length) > budget {
-                f.range = None;
-                continue;
-            }
             budget -= i64::from(r.length);
             first = false;
         }
@@ -332,7 +334,17 @@ async fn read_all(ctx: &Rc<ShardCtx>, targets: &[Target], max_bytes: i32) -> Vec
     fetched
 }
 
-fn read_one(ctx: &ShardCtx, t: &Target) -> Fetched {
+async fn read_on_owner(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetched {
+    let Some(owner) = t.owner else {
+        return Fetched::error(ResponseError::UnknownTopicOrPartition);
+    };
+    let t = t.clone();
+    ctx.on_shard(owner, move |c| async move { read_one(&c, &t, limit, min_one) })
+        .await
+        .unwrap_or_else(|_| Fetched::error(ResponseError::UnknownServerError))
+}
+
+fn read_one(ctx: &ShardCtx, t: &Target, limit: i32, min_one: bool) -> Fetched {
     let Some(part) = ctx.partition(&t.name, t.partition) else {
         return Fetched::error(ResponseError::NotLeaderOrFollower);
     };
@@ -344,8 +356,8 @@ fn read_one(ctx: &ShardCtx, t: &Target) -> Fetched {
         log_start_offset: log.log_start_offset().0,
         range: None,
     };
-    let max = u32::try_from(t.max_bytes.max(0)).unwrap_or(0);
-    match log.read(Offset(t.offset), max, hw, true) {
+    let max = u32::try_from(limit.max(0)).unwrap_or(0);
+    match log.read(Offset(t.offset), max, hw, min_one) {
         Ok(info) => f.range = info.range,
         Err(ReadError::OffsetOutOfRange { .. }) => f.error = ResponseError::OffsetOutOfRange,
         Err(e) => {
