@@ -193,3 +193,68 @@ def test_topic_compression_type_recompresses(both, topic_codec):
         raw = records if isinstance(records, (bytes, bytearray)) else records.buffer() if hasattr(records, "buffer") else bytes(records)
         attributes = int.from_bytes(raw[21:23], "big")
         assert attributes & 0x7 == codes[topic_codec], (bs, attributes)
+
+
+def find_coordinator(bootstrap, group):
+    """Waits until the group's coordinator is up (Kafka creates __consumer_offsets on the
+    first FindCoordinator)."""
+    from kafka.protocol.metadata import FindCoordinatorRequest
+    deadline = time.time() + 60
+    while True:
+        r = call(bootstrap, build(FindCoordinatorRequest, 4, key_type=0, coordinator_keys=[group]))
+        if r.coordinators[0].error_code == 0 or time.time() > deadline:
+            assert r.coordinators[0].error_code == 0, to_plain(r)
+            return
+        time.sleep(0.2)
+
+
+def test_replaced_static_member_is_fenced(both):
+    """A second join with the same group.instance.id replaces the first member; the old
+    incarnation's Heartbeat, SyncGroup, OffsetCommit and LeaveGroup get FENCED_INSTANCE_ID
+    (a fatal error for the client), as in Kafka."""
+    from kafka.protocol.consumer import (HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+                                         OffsetCommitRequest, SyncGroupRequest)
+    g = unique("static")
+    codes = {}
+    for bs in both:
+        create(bs, g)
+        find_coordinator(bs, g)
+
+        def join(member_id):
+            return call(bs, build(JoinGroupRequest, 7, group_id=g, session_timeout_ms=30000,
+                                  rebalance_timeout_ms=5000, member_id=member_id, group_instance_id="inst-1",
+                                  protocol_type="consumer", reason=None,
+                                  protocols=[{"name": "range", "metadata": b"\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00"}]))
+        first = join("")
+        deadline = time.time() + 60
+        while first.error_code in (14, 15, 16) and time.time() < deadline:   # coordinator still loading
+            time.sleep(0.2)
+            first = join("")
+        assert first.error_code == 0, (bs, to_plain(first))
+        old, gen = first.member_id, first.generation_id
+        sync = call(bs, build(SyncGroupRequest, 5, group_id=g, generation_id=gen, member_id=old,
+                              group_instance_id="inst-1", protocol_type="consumer", protocol_name="range",
+                              assignments=[{"member_id": old, "assignment": b""}]))
+        assert sync.error_code == 0, to_plain(sync)
+        second = join("")
+        assert second.error_code == 0 and second.member_id != old, to_plain(second)
+        got = [
+            call(bs, build(HeartbeatRequest, 4, group_id=g, generation_id=gen, member_id=old,
+                           group_instance_id="inst-1")).error_code,
+            call(bs, build(SyncGroupRequest, 5, group_id=g, generation_id=gen, member_id=old,
+                           group_instance_id="inst-1", protocol_type="consumer", protocol_name="range",
+                           assignments=[])).error_code,
+            call(bs, build(OffsetCommitRequest, 8, group_id=g, generation_id_or_member_epoch=gen, member_id=old,
+                           group_instance_id="inst-1", topics=[{"name": g, "partitions": [
+                               {"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1,
+                                "committed_metadata": ""}]}])).topics[0].partitions[0].error_code,
+            call(bs, build(LeaveGroupRequest, 4, group_id=g, members=[
+                {"member_id": old, "group_instance_id": "inst-1"}])).members[0].error_code,
+            # The current incarnation is fine.
+            call(bs, build(HeartbeatRequest, 4, group_id=g, generation_id=second.generation_id,
+                           member_id=second.member_id, group_instance_id="inst-1")).error_code,
+        ]
+        codes[bs] = got
+    kafka, ringmq = both
+    assert codes[ringmq] == codes[kafka], codes
+    assert codes[ringmq][:4] == [82, 82, 82, 82], codes

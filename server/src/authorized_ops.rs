@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn sets_match_kafka() {
         assert_eq!(TOPIC, 0b1101_1111_1000);
-        assert_eq!(CLUSTER, 0b1_1110_1010_0000);
+        assert_eq!(CLUSTER, 0b1_1111_1010_0000);
         assert_eq!(GROUP, 0b1101_0100_1000);
         assert_eq!(reported(false, TOPIC), i32::MIN);
     }

@@ -246,6 +246,17 @@ impl GroupCoordinator {
             }
             Some(id) => id,
             None => {
+                if let Some(instance) = &req.instance_id
+                    && group
+                        .members
+                        .values()
+                        .any(|m| m.instance_id.as_ref() == Some(instance) && m.id != req.member_id)
+                {
+                    return Err(Box::new(JoinResult::error(
+                        ResponseError::FencedInstanceId,
+                        &req.member_id,
+                    )));
+                }
                 if !group.members.contains_key(&req.member_id)
                     && !group.pending_ids.remove(&req.member_id)
                 {
@@ -303,6 +314,7 @@ impl GroupCoordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> Result<oneshot::Receiver<SyncResult>, ResponseError> {
@@ -310,6 +322,7 @@ impl GroupCoordinator {
             .groups
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
+        validate_member(group, member_id, instance_id)?;
         let is_leader = group.leader.as_deref() == Some(member_id);
         let member = group
             .members
@@ -349,12 +362,14 @@ impl GroupCoordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
     ) -> Result<(), ResponseError> {
         let group = self
             .groups
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
+        validate_member(group, member_id, instance_id)?;
         let member = group
             .members
             .get_mut(member_id)
@@ -370,17 +385,32 @@ impl GroupCoordinator {
         }
     }
 
+    /// LeaveGroup of one member; a static member may leave by instance id alone (member
+    /// id ""), as Kafka allows.
     pub fn leave(
         &mut self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
     ) -> Result<(), ResponseError> {
         let group = self
             .groups
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
-        remove_member(group, member_id, now)
+        let member_id = match instance_id {
+            Some(instance) if member_id.is_empty() => group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance))
+                .map(|m| m.id.clone())
+                .ok_or(ResponseError::UnknownMemberId)?,
+            _ => {
+                validate_member(group, member_id, instance_id)?;
+                member_id.to_owned()
+            }
+        };
+        remove_member(group, &member_id, now)
             .then_some(())
             .ok_or(ResponseError::UnknownMemberId)
     }
@@ -392,6 +422,7 @@ impl GroupCoordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
         let Some(group) = self.groups.get(group_id) else {
             return if generation < 0 {
@@ -407,9 +438,7 @@ impl GroupCoordinator {
                 Err(ResponseError::UnknownMemberId)
             };
         }
-        if !group.members.contains_key(member_id) {
-            return Err(ResponseError::UnknownMemberId);
-        }
+        validate_member(group, member_id, instance_id)?;
         if generation != group.generation {
             return Err(ResponseError::IllegalGeneration);
         }
@@ -589,6 +618,33 @@ fn complete_join(group: &mut Group, now: Instant) {
                 },
             });
         }
+    }
+}
+
+/// Kafka's member check for Heartbeat, SyncGroup, OffsetCommit and LeaveGroup: a request
+/// carrying a `group.instance.id` must come from the member that instance currently maps
+/// to; an older incarnation (replaced by a newer join) is FENCED_INSTANCE_ID, which the
+/// client treats as fatal. Without an instance id the member id must be known.
+fn validate_member(
+    group: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<(), ResponseError> {
+    if let Some(instance) = instance_id {
+        return match group
+            .members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+        {
+            None => Err(ResponseError::UnknownMemberId),
+            Some(m) if m.id != member_id => Err(ResponseError::FencedInstanceId),
+            Some(_) => Ok(()),
+        };
+    }
+    if group.members.contains_key(member_id) {
+        Ok(())
+    } else {
+        Err(ResponseError::UnknownMemberId)
     }
 }
 

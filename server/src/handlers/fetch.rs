@@ -339,9 +339,12 @@ async fn read_on_owner(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool
         return Fetched::error(ResponseError::UnknownTopicOrPartition);
     };
     let t = t.clone();
-    ctx.on_shard(owner, move |c| async move { read_one(&c, &t, limit, min_one) })
-        .await
-        .unwrap_or_else(|_| Fetched::error(ResponseError::UnknownServerError))
+    ctx.on_shard(
+        owner,
+        move |c| async move { read_one(&c, &t, limit, min_one) },
+    )
+    .await
+    .unwrap_or_else(|_| Fetched::error(ResponseError::UnknownServerError))
 }
 
 fn read_one(ctx: &ShardCtx, t: &Target, limit: i32, min_one: bool) -> Fetched {

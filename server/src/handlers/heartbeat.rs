@@ -14,11 +14,16 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let body: HeartbeatRequest = protocol::decode_body(req.body.clone(), v)?;
     let group = body.group_id.0.as_str().to_owned();
     let (generation, member) = (body.generation_id, body.member_id.as_str().to_owned());
+    let instance = body.group_instance_id.map(|s| s.as_str().to_owned());
     let result = ctx
         .on_coordinator(&group.clone(), move |c| async move {
-            c.groups
-                .borrow_mut()
-                .heartbeat(&group, generation, &member, Instant::now())
+            c.groups.borrow_mut().heartbeat(
+                &group,
+                generation,
+                &member,
+                instance.as_deref(),
+                Instant::now(),
+            )
         })
         .await
         .unwrap_or_else(Err);

@@ -28,12 +28,14 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     } else {
         vec![(body.member_id.as_str().to_owned(), None)]
     };
-    let ids: Vec<String> = leaving.iter().map(|(m, _)| m.clone()).collect();
+    let ids = leaving.clone();
     let results = ctx
         .on_coordinator(&group.clone(), move |c| async move {
             let mut coordinator = c.groups.borrow_mut();
             ids.iter()
-                .map(|m| coordinator.leave(&group, m, Instant::now()))
+                .map(|(m, instance)| {
+                    coordinator.leave(&group, m, instance.as_deref(), Instant::now())
+                })
                 .collect::<Vec<_>>()
         })
         .await;

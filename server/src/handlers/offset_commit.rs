@@ -34,6 +34,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         body.generation_id_or_member_epoch,
         body.member_id.as_str().to_owned(),
     );
+    let instance = body
+        .group_instance_id
+        .as_ref()
+        .map(|s| s.as_str().to_owned());
     // Per partition: Ok(commit to store) or the error to answer.
     let mut plan: Vec<(TopicName, uuid::Uuid, i32, Result<Committed, ResponseError>)> = Vec::new();
     for t in &body.topics {
@@ -80,7 +84,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let stored = if commits.is_empty() {
         Ok(())
     } else {
-        store(ctx, &group, generation, member, commits, now).await
+        store(ctx, &group, (generation, member, instance), commits, now).await
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (name, id, partition, verdict) in plan {
@@ -111,8 +115,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
 async fn store(
     ctx: &Rc<ShardCtx>,
     group: &str,
-    generation: i32,
-    member: String,
+    (generation, member, instance): (i32, String, Option<String>),
     commits: Vec<(String, i32, Committed)>,
     now: i64,
 ) -> Result<(), ResponseError> {
@@ -127,7 +130,7 @@ async fn store(
     ctx.on_shard(owner, move |c| async move {
         c.groups
             .borrow()
-            .validate_commit(&group, generation, &member)?;
+            .validate_commit(&group, generation, &member, instance.as_deref())?;
         let part = c
             .partition(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;

@@ -16,6 +16,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let body: SyncGroupRequest = protocol::decode_body(req.body.clone(), v)?;
     let group = body.group_id.0.as_str().to_owned();
     let (generation, member) = (body.generation_id, body.member_id.as_str().to_owned());
+    let instance = body
+        .group_instance_id
+        .as_ref()
+        .map(|s| s.as_str().to_owned());
     let assignments = body
         .assignments
         .iter()
@@ -27,6 +31,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 &group,
                 generation,
                 &member,
+                instance.as_deref(),
                 assignments,
                 Instant::now(),
             );
