@@ -14,6 +14,7 @@ mod connection;
 mod disk_throttle;
 mod group;
 mod handlers;
+mod kafka_broker_configs;
 mod metadata;
 mod offsets;
 mod panic_hook;

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsRe
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
+use crate::kafka_broker_configs::KAFKA_BROKER_CONFIGS;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
 use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
@@ -54,7 +55,7 @@ fn describe(
     let result = DescribeConfigsResult::default()
         .with_resource_type(kind)
         .with_resource_name(StrBytes::from_string(name.to_owned()));
-    let entries: Vec<(String, String, i8, bool)> = match kind {
+    let entries: Vec<Entry> = match kind {
         RESOURCE_TOPIC => {
             let image = ctx.broker.image();
             let Some(meta) = image.topic(name) else {
@@ -81,42 +82,21 @@ fn describe(
                     } else {
                         SOURCE_DEFAULT
                     };
-                    (
-                        k.to_string(),
-                        topic_config::describe(&effective, k, &meta.configs),
+                    Entry {
+                        name: k.to_string(),
+                        value: Some(topic_config::describe(&effective, k, &meta.configs)),
                         source,
-                        false,
-                    )
+                        read_only: false,
+                        config_type: config_type(k),
+                        sensitive: false,
+                    }
                 })
                 .collect()
         }
-        RESOURCE_BROKER => {
-            let c = &ctx.broker.config;
-            let all = [
-                ("node.id", c.node_id.to_string()),
-                ("num.partitions", c.num_partitions.to_string()),
-                (
-                    "default.replication.factor",
-                    c.default_replication_factor.to_string(),
-                ),
-                (
-                    "auto.create.topics.enable",
-                    c.auto_create_topics.to_string(),
-                ),
-                ("message.max.bytes", c.message_max_bytes.to_string()),
-                ("log.retention.ms", c.log_retention_ms.to_string()),
-                ("log.segment.bytes", c.log_segment_bytes.to_string()),
-                ("log.dirs", c.data_dir.display().to_string()),
-                (
-                    "socket.request.max.bytes",
-                    c.socket_request_max_bytes.to_string(),
-                ),
-            ];
-            all.into_iter()
-                .filter(|(k, _)| wanted(k))
-                .map(|(k, val)| (k.to_string(), val, SOURCE_STATIC_BROKER, true))
-                .collect()
-        }
+        RESOURCE_BROKER => broker_entries(ctx)
+            .into_iter()
+            .filter(|e| wanted(&e.name))
+            .collect(),
         other => {
             return result
                 .with_error_code(ResponseError::InvalidRequest.code())
@@ -127,37 +107,135 @@ fn describe(
     };
     let configs = entries
         .into_iter()
-        .map(|(k, val, source, read_only)| {
+        .map(|c| {
             let mut e = DescribeConfigsResourceResult::default()
                 .with_documentation(None)
-                .with_value(Some(StrBytes::from_string(val)))
-                .with_read_only(read_only)
-                .with_config_source(source);
+                // A sensitive value is never sent (Kafka sends null).
+                .with_value(c.value.filter(|_| !c.sensitive).map(StrBytes::from_string))
+                .with_read_only(c.read_only)
+                .with_is_sensitive(c.sensitive)
+                .with_config_source(c.source);
             // config_type exists from v3.
             if v >= 3 {
-                e = e.with_config_type(config_type(&k));
+                e = e.with_config_type(c.config_type);
             }
-            e.with_name(StrBytes::from_string(k))
+            e.with_name(StrBytes::from_string(c.name))
         })
         .collect();
     result.with_configs(configs)
 }
 
-/// Kafka's ConfigType of a key (v3+): BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
+/// One described config.
+struct Entry {
+    name: String,
+    value: Option<String>,
+    source: i8,
+    read_only: bool,
+    config_type: i8,
+    sensitive: bool,
+}
+
+/// Every broker config Kafka describes ([`KAFKA_BROKER_CONFIGS`]): ringmq's own value
+/// (STATIC_BROKER_CONFIG) for the keys it implements, Kafka's default otherwise; then
+/// ringmq's own keys.
+fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
+    let c = &ctx.broker.config;
+    let listeners = c
+        .listeners
+        .iter()
+        .map(|l| format!("PLAINTEXT://{l}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ours: Vec<(&str, String)> = vec![
+        ("node.id", c.node_id.to_string()),
+        ("broker.id", c.node_id.to_string()),
+        ("process.roles", "broker,controller".into()),
+        ("listeners", listeners),
+        (
+            "advertised.listeners",
+            format!("PLAINTEXT://{}:{}", c.advertised.0, c.advertised.1),
+        ),
+        ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT".into()),
+        ("log.dirs", c.data_dir.display().to_string()),
+        ("num.partitions", c.num_partitions.to_string()),
+        (
+            "default.replication.factor",
+            c.default_replication_factor.to_string(),
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+        ),
+        ("message.max.bytes", c.message_max_bytes.to_string()),
+        ("log.retention.ms", c.log_retention_ms.to_string()),
+        ("log.segment.bytes", c.log_segment_bytes.to_string()),
+        (
+            "socket.request.max.bytes",
+            c.socket_request_max_bytes.to_string(),
+        ),
+        (
+            "group.initial.rebalance.delay.ms",
+            c.group_initial_rebalance_delay_ms.to_string(),
+        ),
+        (
+            "offsets.retention.minutes",
+            (c.offsets_retention_ms / 60_000).to_string(),
+        ),
+        (
+            "connections.max.idle.ms",
+            c.connections_max_idle_ms.to_string(),
+        ),
+        (
+            "queued.max.request.bytes",
+            c.queued_max_request_bytes.to_string(),
+        ),
+    ];
+    let mut out: Vec<Entry> = KAFKA_BROKER_CONFIGS
+        .iter()
+        .map(|k| match ours.iter().find(|(name, _)| *name == k.name) {
+            Some((_, value)) => Entry {
+                name: k.name.to_owned(),
+                value: Some(value.clone()),
+                source: SOURCE_STATIC_BROKER,
+                read_only: k.read_only,
+                config_type: k.config_type,
+                sensitive: k.sensitive,
+            },
+            None => Entry {
+                name: k.name.to_owned(),
+                value: k.default.map(str::to_owned),
+                source: SOURCE_DEFAULT,
+                read_only: k.read_only,
+                config_type: k.config_type,
+                sensitive: k.sensitive,
+            },
+        })
+        .collect();
+    out.extend(
+        [
+            ("ringmq.shards", c.shards.to_string()),
+            ("ringmq.pin.cores", c.pin_cores.to_string()),
+        ]
+        .into_iter()
+        .map(|(name, value)| Entry {
+            name: name.to_owned(),
+            value: Some(value),
+            source: SOURCE_STATIC_BROKER,
+            read_only: true,
+            config_type: if name == "ringmq.pin.cores" { 1 } else { 3 },
+            sensitive: false,
+        }),
+    );
+    out
+}
+
+/// Kafka's ConfigType of a topic key (v3+): BOOLEAN 1, STRING 2, INT 3, LONG 5,
+/// DOUBLE 6, LIST 7.
 fn config_type(key: &str) -> i8 {
     match key {
-        "unclean.leader.election.enable" | "auto.create.topics.enable" => 1,
-        "compression.type" | "message.timestamp.type" | "log.dirs" => 2,
-        "segment.bytes"
-        | "max.message.bytes"
-        | "index.interval.bytes"
-        | "min.insync.replicas"
-        | "num.partitions"
-        | "message.max.bytes"
-        | "log.segment.bytes"
-        | "node.id"
-        | "socket.request.max.bytes" => 3,
-        "default.replication.factor" => 4,
+        "unclean.leader.election.enable" | "preallocate" => 1,
+        "compression.type" | "message.timestamp.type" => 2,
+        "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => 3,
         "min.cleanable.dirty.ratio" => 6,
         "cleanup.policy" => 7,
         _ => 5,

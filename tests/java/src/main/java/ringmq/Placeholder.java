@@ -1,2 +1,0 @@
-package ringmq;
-class Placeholder {}

@@ -1,0 +1,113 @@
+"""Kafka's own command-line tools (kafka-tools 4.4 from Maven Central), run as an operator
+would against a real ringmqd: each tool's documented happy path."""
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
+
+
+@pytest.fixture(scope="module")
+def classpath():
+    return subprocess.run([str(KAFKA_SH), "classpath"], check=True, capture_output=True, text=True,
+                          timeout=600).stdout.strip()
+
+
+def tool(classpath, main, *args, stdin=None, timeout=120, check=True):
+    p = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", classpath,
+                        f"org.apache.kafka.tools.{main}", *map(str, args)],
+                       input=stdin, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, f"{main} {args}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def test_topics_and_configs(broker, classpath):
+    bs = broker.bootstrap
+    tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--create", "--topic", "orders",
+         "--partitions", 3, "--replication-factor", 1, "--config", "retention.ms=86400000")
+    assert "orders" in tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--list").split()
+    out = tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--describe", "--topic", "orders")
+    assert "PartitionCount: 3" in out and "retention.ms=86400000" in out, out
+    tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--alter", "--topic", "orders", "--partitions", 4)
+    assert "PartitionCount: 4" in tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--describe",
+                                       "--topic", "orders")
+    tool(classpath, "ConfigCommand", "--bootstrap-server", bs, "--alter", "--entity-type", "topics",
+         "--entity-name", "orders", "--add-config", "retention.ms=3600000,cleanup.policy=compact")
+    out = tool(classpath, "ConfigCommand", "--bootstrap-server", bs, "--describe", "--entity-type", "topics",
+               "--entity-name", "orders")
+    assert "retention.ms=3600000" in out and "cleanup.policy=compact" in out, out
+    tool(classpath, "ConfigCommand", "--bootstrap-server", bs, "--alter", "--entity-type", "topics",
+         "--entity-name", "orders", "--delete-config", "cleanup.policy")
+    out = tool(classpath, "ConfigCommand", "--bootstrap-server", bs, "--describe", "--entity-type", "brokers",
+               "--entity-name", 1, "--all")
+    assert "advertised.listeners=PLAINTEXT://" in out and "log.dirs=" in out, out
+    tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--delete", "--topic", "orders")
+
+
+def test_console_producer_consumer_groups_offsets(broker, classpath):
+    bs = broker.bootstrap
+    tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--create", "--topic", "events", "--partitions", 2)
+    lines = "".join(f"k{i}:value-{i}\n" for i in range(100))
+    tool(classpath, "ConsoleProducer", "--bootstrap-server", bs, "--topic", "events",
+         "--reader-property", "parse.key=true", "--reader-property", "key.separator=:", stdin=lines)
+    out = tool(classpath, "consumer.ConsoleConsumer", "--bootstrap-server", bs, "--topic", "events",
+               "--from-beginning", "--max-messages", 100, "--group", "cli-group",
+               "--formatter-property", "print.key=true", "--timeout-ms", 30000)
+    got = sorted(out.split("\n")[:-1])
+    assert len(got) == 100 and "k7\tvalue-7" in got, out[:500]
+    out = tool(classpath, "consumer.group.ConsumerGroupCommand", "--bootstrap-server", bs, "--list")
+    assert "cli-group" in out.split()
+    out = tool(classpath, "consumer.group.ConsumerGroupCommand", "--bootstrap-server", bs, "--describe",
+               "--group", "cli-group")
+    rows = [l.split() for l in out.splitlines() if l.startswith("cli-group")]
+    assert len(rows) == 2 and all(r[5] == "0" for r in rows), out       # LAG 0 on both partitions
+    out = tool(classpath, "consumer.group.ConsumerGroupCommand", "--bootstrap-server", bs, "--reset-offsets",
+               "--group", "cli-group", "--topic", "events", "--to-earliest", "--execute")
+    out = tool(classpath, "consumer.group.ConsumerGroupCommand", "--bootstrap-server", bs, "--describe",
+               "--group", "cli-group")
+    rows = [l.split() for l in out.splitlines() if l.startswith("cli-group")]
+    assert sum(int(r[5]) for r in rows) == 100, out                    # lag back to 100
+    out = tool(classpath, "GetOffsetShell", "--bootstrap-server", bs, "--topic", "events")
+    assert sum(int(l.split(":")[2]) for l in out.split()) == 100, out
+    spec = json.dumps({"partitions": [{"topic": "events", "partition": 0, "offset": 10}], "version": 1})
+    path = broker.dir.parent / "delete.json"
+    path.write_text(spec)
+    out = tool(classpath, "DeleteRecordsCommand", "--bootstrap-server", bs, "--offset-json-file", path)
+    assert "low_watermark: 10" in out, out
+    out = tool(classpath, "GetOffsetShell", "--bootstrap-server", bs, "--topic", "events", "--time", "-2")
+    assert "events:0:10" in out.split(), out
+    tool(classpath, "consumer.group.ConsumerGroupCommand", "--bootstrap-server", bs, "--delete",
+         "--group", "cli-group")
+
+
+def test_perf_tools(broker, classpath):
+    bs = broker.bootstrap
+    out = tool(classpath, "ProducerPerformance", "--topic", "perf", "--num-records", 50000, "--record-size", 1000,
+               "--throughput", -1, "--producer-props", f"bootstrap.servers={bs}", "acks=all")
+    assert re.search(r"50000 records sent", out), out
+    out = tool(classpath, "ConsumerPerformance", "--bootstrap-server", bs, "--topic", "perf",
+               "--messages", 50000, "--timeout", 60000)
+    last = out.strip().splitlines()[-1].split(",")
+    assert int(last[4].strip()) == 50000, out                            # data.consumed.in.nMsg
+
+
+def test_api_versions_log_dirs_features(broker, classpath):
+    bs = broker.bootstrap
+    out = tool(classpath, "BrokerApiVersionsCommand", "--bootstrap-server", bs)
+    assert "Produce(0): 3 to 13" in out and "OffsetCommit(8): 2 to 9" in out, out
+    tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--create", "--topic", "sized", "--partitions", 2)
+    tool(classpath, "ProducerPerformance", "--topic", "sized", "--num-records", 1000, "--record-size", 1000,
+         "--throughput", -1, "--producer-props", f"bootstrap.servers={bs}")
+    out = tool(classpath, "LogDirsCommand", "--bootstrap-server", bs, "--describe", "--topic-list", "sized")
+    report = json.loads(out.strip().splitlines()[-1])
+    dirs = report["brokers"][0]["logDirs"]
+    sizes = [p["size"] for d in dirs for p in d["partitions"]]
+    assert len(sizes) == 2 and sum(sizes) > 1000 * 1000, report
+    out = tool(classpath, "FeatureCommand", "--bootstrap-server", bs, "describe")
+    assert "Feature:" in out, out
