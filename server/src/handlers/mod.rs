@@ -20,6 +20,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -107,6 +108,7 @@ served_apis! {
     DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
     DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
     OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
+    DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -218,6 +220,7 @@ pub async fn dispatch(
         ApiKey::DescribeGroups => list_groups::describe(ctx, req).await.map(Some),
         ApiKey::DeleteGroups => list_groups::delete(ctx, req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }
