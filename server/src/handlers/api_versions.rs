@@ -6,8 +6,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::{
     ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{HANDLERS, Request, versions};
 use crate::protocol::{self, CloseConnection, Response};

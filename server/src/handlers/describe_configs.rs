@@ -155,7 +155,10 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
             "advertised.listeners",
             format!("PLAINTEXT://{}:{}", c.advertised.0, c.advertised.1),
         ),
-        ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT".into()),
+        (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT".into(),
+        ),
         ("log.dirs", c.data_dir.display().to_string()),
         ("num.partitions", c.num_partitions.to_string()),
         (

@@ -38,9 +38,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     };
     let mut topics = Vec::new();
     for (name, partitions) in wanted {
-        let sizes = join_all(partitions.iter().map(|&p| {
-            ctx.with_partition(&name, p, |part| Ok(part.log.log().size_bytes()))
-        }))
+        let sizes = join_all(
+            partitions
+                .iter()
+                .map(|&p| ctx.with_partition(&name, p, |part| Ok(part.log.log().size_bytes()))),
+        )
         .await;
         let described: Vec<DescribeLogDirsPartition> = partitions
             .iter()

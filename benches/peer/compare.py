@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""ringmq versus Apache Kafka on this machine, in one run, interleaved A B A B.
+
+Starts ringmqd (release build) and Apache Kafka 4.4 (benches/peer/kafka.sh, KRaft combined
+mode, 1 GB heap, shipped defaults), then for each scenario runs the same load generator
+against one broker and then the other, `--rounds` times, alternating which goes first:
+  - Kafka's own kafka-producer-perf-test / kafka-consumer-perf-test (Java client);
+  - `ringmq bench` (librdkafka).
+Measures msgs/s, MB/s, produce latency (perf-test: avg/p99/p99.9 as it prints them), and
+the broker's CPU-seconds per GB (utime+stime from /proc over the run) and resident memory.
+Prints a Markdown table and writes JSON (--json).
+
+    benches/peer/compare.py [--records 300000] [--rounds 2] [--json out.json]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
+RINGMQD = ROOT / "target" / "release" / "ringmqd"
+RINGMQ = ROOT / "target" / "release" / "ringmq"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Broker:
+    def __init__(self, name, bootstrap, pid):
+        self.name, self.bootstrap, self.pid = name, bootstrap, pid
+
+
+def start_ringmq(work):
+    port = free_port()
+    log = open(work / "ringmqd.log", "w")
+    p = subprocess.Popen([str(RINGMQD), "--data-dir", str(work / "ringmq-data"), "--listen", f"127.0.0.1:{port}"],
+                         stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return Broker("ringmq", f"127.0.0.1:{port}", p.pid), p
+
+
+def start_kafka(work, heap):
+    port = free_port()
+    while port > 65000:
+        port = free_port()
+    d = work / "kafka"
+    subprocess.run([str(KAFKA_SH), "start", str(d), str(port), heap], check=True)
+    return Broker("kafka", f"127.0.0.1:{port}", int((d / "kafka.pid").read_text())), d
+
+
+def kafka_tool(cp, main, *args, timeout=900):
+    p = subprocess.run(["java", "-Xmx1g", "-cp", cp, f"org.apache.kafka.tools.{main}", *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"{main} failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
+    return p.stdout
+
+
+def create_topic(cp, broker, topic, partitions):
+    kafka_tool(cp, "TopicCommand", "--bootstrap-server", broker.bootstrap, "--create", "--topic", topic,
+               "--partitions", partitions, "--replication-factor", 1, "--if-not-exists")
+
+
+def measured(broker, f):
+    c0, t0 = cpu_seconds(broker.pid), time.time()
+    out = f()
+    return out, cpu_seconds(broker.pid) - c0, time.time() - t0, rss_mb(broker.pid)
+
+
+def perf_produce(cp, broker, topic, records, size, acks, throughput=-1):
+    out = kafka_tool(cp, "ProducerPerformance", "--topic", topic, "--num-records", records, "--record-size", size,
+                     "--throughput", throughput, "--producer-props", f"bootstrap.servers={broker.bootstrap}",
+                     f"acks={acks}", "linger.ms=5", "batch.size=65536")
+    last = [l for l in out.splitlines() if "records sent" in l][-1]
+    m = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, "
+                  r"(\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th", last)
+    return {"msgs_s": float(m[1]), "mb_s": float(m[2]), "p50_ms": float(m[5]), "p99_ms": float(m[7]),
+            "p999_ms": float(m[8])}
+
+
+def perf_consume(cp, broker, topic, records):
+    out = kafka_tool(cp, "ConsumerPerformance", "--bootstrap-server", broker.bootstrap, "--topic", topic,
+                     "--messages", records, "--timeout", 60000, "--group", f"perf-{time.time_ns()}")
+    last = out.strip().splitlines()[-1].split(",")
+    # start, end, MB, MB/sec, nMsg, nMsg/sec, rebalance ms, fetch ms, fetch MB/sec, fetch nMsg/sec
+    return {"msgs_s": float(last[9]), "mb_s": float(last[8])}
+
+
+def bench_produce(broker, topic, records, size, acks, partitions):
+    out = Path(tempfile.mktemp(suffix=".json"))
+    p = subprocess.run([str(RINGMQ), "bench", "produce", "-b", broker.bootstrap, "-t", topic, "--partitions",
+                        str(partitions), "-n", str(records), "-s", str(size), "--acks", acks, "--json", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    if p.returncode != 0 or not out.exists():
+        raise RuntimeError(f"ringmq bench failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
+    j = json.loads(out.read_text())
+    out.unlink()
+    lat = j["produce_latency"]
+    return {"msgs_s": j["produced"]["msgs_per_s"], "mb_s": j["produced"]["mb_per_s"],
+            "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "p999_ms": lat["p999_ms"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=300_000)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--heap", default="1G")
+    ap.add_argument("--json")
+    ap.add_argument("--skip-bench-tool", action="store_true", help="only Kafka's perf tools")
+    args = ap.parse_args()
+    cp = subprocess.run([str(KAFKA_SH), "classpath"], check=True, capture_output=True, text=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="ringmq-peer-"))
+    ringmq, rproc = start_ringmq(work)
+    kafka, kdir = start_kafka(work, args.heap)
+    brokers = [ringmq, kafka]
+    rows = []
+    try:
+        scenarios = [("perf-test produce", 1, "1"), ("perf-test produce", 16, "1"),
+                     ("perf-test produce", 1, "all"), ("perf-test produce", 16, "all")]
+        for r in range(args.rounds):
+            order = brokers if r % 2 == 0 else brokers[::-1]
+            for name, parts, acks in scenarios:
+                for b in order:
+                    topic = f"p{parts}-a{acks}-r{r}"
+                    create_topic(cp, b, topic, parts)
+                    res, cpu, wall, rss = measured(b, lambda: perf_produce(cp, b, topic, args.records, args.size, acks))
+                    gb = args.records * args.size / 1e9
+                    rows.append({"scenario": f"{name} {parts}p acks={acks}", "broker": b.name, "round": r, **res,
+                                 "cpu_s_per_gb": cpu / gb, "rss_mb": rss})
+                    if parts == 16 and acks == "1":
+                        res, cpu, wall, rss = measured(b, lambda: perf_consume(cp, b, topic, args.records))
+                        rows.append({"scenario": "perf-test consume 16p", "broker": b.name, "round": r, **res,
+                                     "cpu_s_per_gb": cpu / gb, "rss_mb": rss})
+            if not args.skip_bench_tool:
+                for b in order:
+                    topic = f"bench-r{r}"
+                    res, cpu, wall, rss = measured(b, lambda: bench_produce(b, topic, args.records, args.size, "all", 16))
+                    rows.append({"scenario": "ringmq bench produce 16p acks=all", "broker": b.name, "round": r, **res,
+                                 "cpu_s_per_gb": cpu / (args.records * args.size / 1e9), "rss_mb": rss})
+        # Latency at a fixed rate: half the lower of the two maxima (16p acks=all).
+        best = {b.name: max(x["msgs_s"] for x in rows if x["broker"] == b.name
+                            and x["scenario"] == "perf-test produce 16p acks=all") for b in brokers}
+        rate = int(min(best.values()) / 2)
+        for r in range(args.rounds):
+            for b in (brokers if r % 2 == 0 else brokers[::-1]):
+                topic = f"rate-r{r}"
+                create_topic(cp, b, topic, 16)
+                n = min(args.records, rate * 20)
+                res, cpu, wall, rss = measured(b, lambda: perf_produce(cp, b, topic, n, args.size, "all", rate))
+                rows.append({"scenario": f"perf-test produce 16p acks=all at {rate}/s", "broker": b.name, "round": r,
+                             **res, "cpu_s_per_gb": cpu / (n * args.size / 1e9), "rss_mb": rss})
+    finally:
+        rproc.terminate()
+        subprocess.run([str(KAFKA_SH), "stop", str(kdir)])
+    table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def table(rows):
+    scen = list(dict.fromkeys(r["scenario"] for r in rows))
+    cols = ["msgs_s", "mb_s", "p50_ms", "p99_ms", "p999_ms", "cpu_s_per_gb", "rss_mb"]
+    print("| scenario | metric | ringmq | kafka | ratio |\n|---|---|---|---|---|")
+    for s in scen:
+        for c in cols:
+            vals = {}
+            for b in ("ringmq", "kafka"):
+                xs = [r[c] for r in rows if r["scenario"] == s and r["broker"] == b and r.get(c) is not None]
+                if xs:
+                    vals[b] = statistics.median(xs)
+            if len(vals) == 2:
+                ratio = vals["ringmq"] / vals["kafka"] if vals["kafka"] else float("inf")
+                print(f"| {s} | {c} | {vals['ringmq']:.1f} | {vals['kafka']:.1f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
