@@ -128,32 +128,6 @@ pub fn supported(api_key: ApiKey, version: i16) -> bool {
     versions(api_key).is_some_and(|r| version >= r.min && version <= r.max)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every (API, version) ApiVersions advertises can be decoded and answered.
-    #[test]
-    fn every_advertised_version_decodes_and_encodes() {
-        for &key in HANDLERS {
-            let r = versions(key).expect("served");
-            assert!(r.min <= r.max, "{key:?}: empty range");
-            for v in r.min..=r.max {
-                codec_roundtrip(key, v).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
-            }
-        }
-    }
-
-    /// Versions Kafka defines but the codec cannot decode are not advertised.
-    #[test]
-    fn versions_the_codec_lacks_are_not_advertised() {
-        assert_eq!(versions(ApiKey::OffsetCommit).map(|r| r.max), Some(9));
-        assert_eq!(versions(ApiKey::OffsetFetch).map(|r| r.max), Some(9));
-        assert!(!supported(ApiKey::OffsetCommit, 10));
-        assert_eq!(versions(ApiKey::SaslHandshake), None);
-    }
-}
-
 /// Everything a handler gets.
 pub struct Request {
     pub header: RequestHeader,
@@ -225,5 +199,31 @@ pub async fn dispatch(
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }
         other => Err(CloseConnection::Unsupported(format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (API, version) ApiVersions advertises can be decoded and answered.
+    #[test]
+    fn every_advertised_version_decodes_and_encodes() {
+        for &key in HANDLERS {
+            let r = versions(key).expect("served");
+            assert!(r.min <= r.max, "{key:?}: empty range");
+            for v in r.min..=r.max {
+                codec_roundtrip(key, v).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+            }
+        }
+    }
+
+    /// Versions Kafka defines but the codec cannot decode are not advertised.
+    #[test]
+    fn versions_the_codec_lacks_are_not_advertised() {
+        assert_eq!(versions(ApiKey::OffsetCommit).map(|r| r.max), Some(9));
+        assert_eq!(versions(ApiKey::OffsetFetch).map(|r| r.max), Some(9));
+        assert!(!supported(ApiKey::OffsetCommit, 10));
+        assert_eq!(versions(ApiKey::SaslHandshake), None);
     }
 }
