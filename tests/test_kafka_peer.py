@@ -258,3 +258,21 @@ def test_replaced_static_member_is_fenced(both):
     kafka, ringmq = both
     assert codes[ringmq] == codes[kafka], codes
     assert codes[ringmq][:4] == [82, 82, 82, 82], codes
+
+
+def test_describe_topic_partitions_pages_like_kafka(both):
+    from kafka.protocol.admin import DescribeTopicPartitionsRequest
+    kafka, ringmq = both
+    base = unique("dtp")
+    names = [f"{base}-a", f"{base}-b", f"{base}-c"]
+    for bs in both:
+        for i, n in enumerate(names):
+            create(bs, n, partitions=i + 2)      # 2, 3, 4 partitions
+    ignore = {"brokers"}
+    ask = lambda topics, limit, cursor=None: lambda: build(   # noqa: E731
+        DescribeTopicPartitionsRequest, 0, topics=[{"name": t} for t in topics],
+        response_partition_limit=limit, cursor=cursor)
+    same_answer(kafka, ringmq, ask(names, 2000), ignore)
+    same_answer(kafka, ringmq, ask(names, 4), ignore)           # a page ends inside topic b
+    same_answer(kafka, ringmq, ask(names, 4, {"topic_name": names[1], "partition_index": 2}), ignore)
+    same_answer(kafka, ringmq, ask([names[0], base + "-missing"], 100), ignore)

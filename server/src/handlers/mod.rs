@@ -21,6 +21,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -109,6 +110,7 @@ served_apis! {
     DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
     OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
     DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
+    DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -195,6 +197,7 @@ pub async fn dispatch(
         ApiKey::DeleteGroups => list_groups::delete(ctx, req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(ctx, req).await.map(Some),
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, req).map(Some),
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }
