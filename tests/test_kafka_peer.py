@@ -276,3 +276,19 @@ def test_describe_topic_partitions_pages_like_kafka(both):
     same_answer(kafka, ringmq, ask(names, 4), ignore)           # a page ends inside topic b
     same_answer(kafka, ringmq, ask(names, 4, {"topic_name": names[1], "partition_index": 2}), ignore)
     same_answer(kafka, ringmq, ask([names[0], base + "-missing"], 100), ignore)
+
+
+def test_create_topics_reports_the_topic_configs(both):
+    """CreateTopics v5+ lists the new topic's configs with their sources, as Kafka does."""
+    kafka, ringmq = both
+    t = unique("cfgs")
+    req = lambda: build(CreateTopicsRequest, 7, timeout_ms=10000, topics=[{   # noqa: E731
+        "name": t, "num_partitions": 1, "replication_factor": 1,
+        "configs": [{"name": "retention.ms", "value": "3600000"}, {"name": "cleanup.policy", "value": "compact"}]}])
+    a = {c["name"]: c for c in to_plain(call(kafka, req()))["topics"][0]["configs"]}
+    b = {c["name"]: c for c in to_plain(call(ringmq, req()))["topics"][0]["configs"]}
+    assert len(b) >= 10 and {"retention.ms", "cleanup.policy", "compression.type"} <= set(a) & set(b), (a, b)
+    # (max.message.bytes and segment.bytes defaults differ on purpose: the seeds' 10 MB
+    # and 500 MB.)
+    for k in ("retention.ms", "cleanup.policy", "compression.type", "message.timestamp.type"):
+        assert (a[k]["value"], a[k]["config_source"]) == (b[k]["value"], b[k]["config_source"]), (k, a[k], b[k])

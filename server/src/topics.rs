@@ -139,7 +139,7 @@ pub async fn create(
         if store.image().topic(&t.name).is_some() {
             return Err(err(
                 ResponseError::TopicAlreadyExists,
-                format!("topic '{}' already exists", t.name),
+                format!("Topic '{}' already exists.", t.name),
             ));
         }
         check_partition_limit(ctx, store.image(), t.partitions)?;

@@ -6,13 +6,17 @@ use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
+use super::describe_configs::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
+use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 use crate::topics::{self, NewTopic};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
@@ -69,7 +73,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                     if v >= 5 {
                         result = result
                             .with_num_partitions(partitions)
-                            .with_replication_factor(rf);
+                            .with_replication_factor(rf)
+                            .with_configs(Some(created_configs(ctx, &meta.configs)));
                     }
                 }
                 Err(e) => {
@@ -132,4 +137,30 @@ fn manual_assignment(
         }
     }
     Ok((t.assignments.len() as i32, rf as i16))
+}
+
+/// The created topic's configs as CreateTopics v5+ reports them (as DescribeConfigs
+/// would): every topic key with its value and whether it was set for this topic.
+fn created_configs(ctx: &ShardCtx, set: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+    let Ok(effective) = ctx.broker.config.log_config(set) else {
+        return Vec::new();
+    };
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|k| {
+            let source = if set.contains_key(*k) {
+                SOURCE_DYNAMIC_TOPIC
+            } else {
+                SOURCE_DEFAULT
+            };
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(k))
+                .with_value(Some(StrBytes::from_string(topic_config::describe(
+                    &effective, k, set,
+                ))))
+                .with_read_only(false)
+                .with_config_source(source)
+                .with_is_sensitive(false)
+        })
+        .collect()
 }

@@ -40,10 +40,12 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     };
     names.sort();
     names.dedup();
-    let (cursor_topic, cursor_partition) = body
-        .cursor
-        .as_ref()
-        .map_or((None, 0), |c| (Some(c.topic_name.0.as_str().to_owned()), c.partition_index.max(0)));
+    let (cursor_topic, cursor_partition) = body.cursor.as_ref().map_or((None, 0), |c| {
+        (
+            Some(c.topic_name.0.as_str().to_owned()),
+            c.partition_index.max(0),
+        )
+    });
     if let Some(start) = &cursor_topic {
         names.retain(|n| n >= start);
     }
@@ -101,7 +103,12 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let resp = DescribeTopicPartitionsResponse::default()
         .with_topics(topics)
         .with_next_cursor(next_cursor);
-    protocol::single(ApiKey::DescribeTopicPartitions, v, req.correlation_id(), &resp)
+    protocol::single(
+        ApiKey::DescribeTopicPartitions,
+        v,
+        req.correlation_id(),
+        &resp,
+    )
 }
 
 fn cursor(topic: &str, partition: i32) -> Cursor {
