@@ -92,6 +92,19 @@ def test_unsupported_version_closes_with_a_warn_naming_api_version_and_client(bu
     assert pattern.search(busy_broker.log_path.read_text())
 
 
+def test_huge_array_counts_are_malformed(busy_broker):
+    """A 42-byte Metadata request declaring a 33-million-entry topic array (found by the
+    request_frame fuzz target) made the decoder ask for a 78 GB Vec, and the failed
+    allocation aborted the broker. Now it is a malformed request: that connection closes,
+    the broker and the other client go on."""
+    from pathlib import Path
+    crash = (Path(__file__).parent / "fuzz" / "regressions" / "request_frame" / "metadata-huge-array").read_bytes()
+    s = connect(busy_broker.bootstrap)
+    s.sendall(struct.pack(">i", len(crash)) + crash)
+    assert closed_by_broker(s)
+    assert busy_broker.alive()
+
+
 def test_truncated_frame_then_hangup(busy_broker):
     s = connect(busy_broker.bootstrap)
     s.sendall(struct.pack(">i", 1000) + b"x" * 10)

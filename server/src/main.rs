@@ -5,27 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-
-mod admin_http;
-mod authorized_ops;
-mod broker;
-mod config;
-mod connection;
-mod disk_throttle;
-mod group;
-mod handlers;
-mod kafka_broker_configs;
-mod metadata;
-mod offsets;
-mod panic_hook;
-mod partition;
-mod protocol;
-mod record_policy;
-mod shard;
-mod signals;
-mod topic_config;
-mod topics;
-mod zero_copy;
+use ringmq_server::{admin_http, broker, config, panic_hook, signals};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -59,6 +59,15 @@ macro_rules! served_apis {
             }
         }
 
+        /// Decodes a request body of `api_key` at `version` (the fuzz targets' entry).
+        fn decode_only(api_key: ApiKey, version: i16, body: Bytes) -> Result<(), CloseConnection> {
+            use kafka_protocol::messages::*;
+            match api_key {
+                $(ApiKey::$key => crate::protocol::decode_body::<$req>(body, version).map(|_| ()),)*
+                other => Err(CloseConnection::Unsupported(format!("{other:?}"))),
+            }
+        }
+
         /// Encodes and decodes a default request and response of `api_key` at `version`
         /// (the codec check behind every advertised version; used by the tests).
         #[cfg(test)]
@@ -124,6 +133,46 @@ fn intersect(ranges: &[VersionRange]) -> VersionRange {
             max: acc.max.min(r.max),
         },
     )
+}
+
+/// What the broker does with a request before touching any state: refuses versions it
+/// does not serve, decodes the body and, for Produce, validates each partition's record
+/// batches as the append path would (framing, CRC, client batch rules, the topic record
+/// policies: keys for compacted topics, recompression) and decodes their records. The
+/// fuzz targets (fuzz/) drive this; any panic here is a bug.
+pub fn decode_and_validate(
+    api_key: ApiKey,
+    version: i16,
+    body: Bytes,
+) -> Result<(), CloseConnection> {
+    if !supported(api_key, version) {
+        return Err(CloseConnection::Unsupported(format!(
+            "{api_key:?} v{version}"
+        )));
+    }
+    if api_key != ApiKey::Produce {
+        return decode_only(api_key, version, body);
+    }
+    let req: kafka_protocol::messages::ProduceRequest =
+        crate::protocol::decode_body(body, version)?;
+    let policy = crate::record_policy::RecordPolicy {
+        require_keys: true,
+        codec: Some(ringmq_engine::Compression::Gzip),
+    };
+    for topic in &req.topic_data {
+        for p in &topic.partition_data {
+            let Some(records) = &p.records else { continue };
+            for item in ringmq_engine::batch::BatchIter::new(records) {
+                let Ok((_, header, batch)) = item else { break };
+                if ringmq_engine::batch::validate_batch(batch).is_ok() {
+                    let _ = ringmq_engine::batch::validate_client_batch(&header);
+                    let _ = ringmq_engine::batch::record_timestamps(&header, batch);
+                }
+            }
+            let _ = policy.apply(records.clone(), "fuzz", p.index);
+        }
+    }
+    Ok(())
 }
 
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
