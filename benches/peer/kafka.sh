@@ -8,6 +8,7 @@
 #   benches/peer/kafka.sh stop DIR
 #   benches/peer/kafka.sh classpath              # prints the classpath (builds it if needed)
 #   benches/peer/kafka.sh tool CLASS ARGS...       # runs a Kafka tool's main class
+#   benches/peer/kafka.sh connect-classpath        # Kafka Connect 4.3.1 with the FileStream connectors
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 JAVA_DIR="$ROOT/tests/java"
@@ -43,6 +44,12 @@ YAML
 
 case "${1:-}" in
   classpath) classpath ;;
+  connect-classpath)
+    if [ ! -s "$JAVA_DIR/connect/target/classpath.txt" ]; then
+      (cd "$JAVA_DIR/connect" && mvn -q -B package) >&2
+    fi
+    cat "$JAVA_DIR/connect/target/classpath.txt"
+    ;;
   tool)
     shift
     cls="$1"; shift
