@@ -130,6 +130,24 @@ def bench_produce(broker, topic, records, size, acks, partitions):
             "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "p999_ms": lat["p999_ms"]}
 
 
+def bench_e2e(broker, topic, rate, seconds, size, partitions):
+    """ringmq bench e2e: produce at `rate` (acks=all) while consumers read the tail; the
+    send time travels in the payload, so both produce and end-to-end latency are timed."""
+    out = Path(tempfile.mktemp(suffix=".json"))
+    p = subprocess.run([str(RINGMQ), "bench", "e2e", "-b", broker.bootstrap, "-t", topic, "--partitions",
+                        str(partitions), "-r", str(rate), "-d", str(seconds), "-s", str(size), "--acks", "all",
+                        "--json", str(out)], capture_output=True, text=True, timeout=900)
+    if p.returncode != 0 or not out.exists():
+        raise RuntimeError(f"ringmq bench e2e failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
+    j = json.loads(out.read_text())
+    out.unlink()
+    e2e = j["e2e_latency"]
+    return {"msgs_s": j["produced"]["msgs_per_s"], "mb_s": j["produced"]["mb_per_s"],
+            "p50_ms": j["produce_latency"]["p50_ms"], "p99_ms": j["produce_latency"]["p99_ms"],
+            "p999_ms": j["produce_latency"]["p999_ms"],
+            "e2e_p50_ms": e2e["p50_ms"], "e2e_p99_ms": e2e["p99_ms"], "e2e_p999_ms": e2e["p999_ms"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=300_000)
@@ -180,6 +198,10 @@ def main():
                 res, cpu, wall, rss = measured(b, lambda: perf_produce(cp, b, topic, n, args.size, "all", rate))
                 rows.append({"scenario": f"perf-test produce 16p acks=all at {rate}/s", "broker": b.name, "round": r,
                              **res, "cpu_s_per_gb": cpu / (n * args.size / 1e9), "rss_mb": rss})
+                if not args.skip_bench_tool:
+                    res, cpu, wall, rss = measured(b, lambda: bench_e2e(b, f"e2e-r{r}", rate, 20, args.size, 16))
+                    rows.append({"scenario": f"ringmq bench e2e 16p acks=all at {rate}/s", "broker": b.name,
+                                 "round": r, **res, "cpu_s_per_gb": cpu / (res["mb_s"] * 20 / 1e3), "rss_mb": rss})
     finally:
         rproc.terminate()
         subprocess.run([str(KAFKA_SH), "stop", str(kdir)])
@@ -191,7 +213,8 @@ def main():
 
 def table(rows):
     scen = list(dict.fromkeys(r["scenario"] for r in rows))
-    cols = ["msgs_s", "mb_s", "p50_ms", "p99_ms", "p999_ms", "cpu_s_per_gb", "rss_mb"]
+    cols = ["msgs_s", "mb_s", "p50_ms", "p99_ms", "p999_ms", "e2e_p50_ms", "e2e_p99_ms", "e2e_p999_ms",
+            "cpu_s_per_gb", "rss_mb"]
     print("| scenario | metric | ringmq | kafka | ratio |\n|---|---|---|---|---|")
     for s in scen:
         for c in cols:

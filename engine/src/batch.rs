@@ -406,17 +406,23 @@ pub fn put_varlong(out: &mut BytesMut, v: i64) {
 /// the timestamp lookups, which must be exact per record (as Kafka 3.8+).
 pub fn record_timestamps(h: &BatchHeader, batch: &[u8]) -> Result<Vec<(Offset, i64)>, BatchError> {
     let log_append = h.timestamp_type() == TimestampType::LogAppendTime;
-    let stamp = |delta: i64, ts_delta: i64| {
-        let ts = if log_append {
-            h.max_timestamp
-        } else {
-            h.base_timestamp + ts_delta
-        };
-        (h.base_offset.plus(delta), ts)
+    // Deltas come off the wire: add them as Java's longs do (wrapping), never panic.
+    let stamp = |offset: i64, ts: i64| {
+        (
+            Offset(offset),
+            if log_append { h.max_timestamp } else { ts },
+        )
     };
     if h.compression() == Compression::None {
         return records(batch)?
-            .map(|r| r.map(|r| stamp(i64::from(r.offset_delta), r.timestamp_delta)))
+            .map(|r| {
+                r.map(|r| {
+                    stamp(
+                        h.base_offset.0.wrapping_add(i64::from(r.offset_delta)),
+                        h.base_timestamp.wrapping_add(r.timestamp_delta),
+                    )
+                })
+            })
             .collect();
     }
     let mut buf = Bytes::copy_from_slice(&batch[..h.total_size().min(batch.len())]);
@@ -425,7 +431,7 @@ pub fn record_timestamps(h: &BatchHeader, batch: &[u8]) -> Result<Vec<(Offset, i
     Ok(set
         .records
         .iter()
-        .map(|r| stamp(r.offset - h.base_offset.0, r.timestamp - h.base_timestamp))
+        .map(|r| stamp(r.offset, r.timestamp))
         .collect())
 }
 

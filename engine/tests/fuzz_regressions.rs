@@ -1,0 +1,37 @@
+//! Inputs that once crashed the `record_batches` fuzz target (tests/fuzz/regressions),
+//! run through the same checks in the ordinary test suite (debug build: overflow checks
+//! on), so a regression fails `cargo test` even where no fuzzer runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ringmq_engine::batch::{
+    BatchIter, record_timestamps, records, validate_batch, validate_client_batch,
+};
+
+fn check(data: &[u8]) {
+    for item in BatchIter::new(data) {
+        let Ok((_, header, batch)) = item else { break };
+        let _ = validate_client_batch(&header);
+        let _ = validate_batch(batch);
+        let _ = record_timestamps(&header, batch);
+        if let Ok(it) = records(batch) {
+            for r in it {
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_record_batches_regression_input_runs_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fuzz/regressions/record_batches");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        check(&std::fs::read(&path).unwrap());
+        n += 1;
+    }
+    assert!(n >= 1, "no regression inputs in {}", dir.display());
+}
