@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import ROOT, free_port
 
@@ -71,6 +71,10 @@ def test_connect_distributed_file_round_trip(broker, tmp_path):
         f"listeners=http://127.0.0.1:{port}",
         "plugin.discovery=only_scan",
     ]) + "\n")
+    # One partition, so the sink writes lines in the order the source read them (ringmq's
+    # num.partitions default is the seeds' 3; Kafka's is 1).
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("connect-lines", num_partitions=1, replication_factor=1)])["connect-lines"].result(10)
     log = open(tmp_path / "connect.log", "w")
     proc = subprocess.Popen(["java", "-Xmx512m", "-cp", classpath("connect-classpath"),
                              "org.apache.kafka.connect.cli.ConnectDistributed", str(worker)],
@@ -100,7 +104,6 @@ def test_connect_distributed_file_round_trip(broker, tmp_path):
             status = rest(port, "GET", f"/connectors/{name}/status")
             assert status["connector"]["state"] == "RUNNING" and status["tasks"][0]["state"] == "RUNNING", status
         # Connect's internal topics are compacted ones.
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         for topic in ("connect-configs", "connect-offsets", "connect-status"):
             res = ConfigResource(ConfigResource.Type.TOPIC, topic)
             cfg = admin.describe_configs([res])[res].result(10)
