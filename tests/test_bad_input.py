@@ -214,3 +214,29 @@ def test_grouped_produce_isolates_bad_requests(make_broker):
     stored = {(g[1], g[3]) for g in consume_to_end(b.bootstrap, "group", 1)}
     assert stored == set(acked)
     assert b.metrics()["ringmq_produce_grouped_requests_total"] > 0
+
+
+def test_decompression_bomb_is_refused_not_allocated(make_broker):
+    """A gzip batch of ~300 KB that inflates to 300 MB, sent to a compacted topic (whose
+    key check decodes records): refused with CORRUPT_MESSAGE (ringmq caps one batch at
+    256 MiB decompressed), and the broker goes on."""
+    from kafka.protocol.producer import ProduceRequest
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    from kafka_api import build, call
+    from test_kafka_peer import create
+    b = make_broker().start()
+    create(b.bootstrap, "bombs", configs={"cleanup.policy": "compact"})
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=1, is_transactional=False, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+    builder.append(0, timestamp=0, key=b"k", value=bytes(300 << 20), headers=[])
+    bomb = bytes(builder.build())
+    assert len(bomb) < 2 << 20
+    req = lambda records: build(ProduceRequest, 9, acks=1, timeout_ms=10000, transactional_id=None,  # noqa: E731
+                                topic_data=[{"name": "bombs", "partition_data": [{"index": 0, "records": records}]}])
+    resp = call(b.bootstrap, req(bomb), timeout=60)
+    assert resp.responses[0].partition_responses[0].error_code == 2        # CORRUPT_MESSAGE
+    ok = DefaultRecordBatchBuilder(magic=2, compression_type=1, is_transactional=False, producer_id=-1,
+                                   producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    ok.append(0, timestamp=0, key=b"k", value=b"fine", headers=[])
+    assert call(b.bootstrap, req(bytes(ok.build()))).responses[0].partition_responses[0].error_code == 0
+    assert b.alive()

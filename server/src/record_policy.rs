@@ -9,7 +9,9 @@
 //!   codec, keeping its producer id, epoch, base sequence and transactional flag.
 //!   Those topics' appends leave the zero-copy path; fetches still splice from the file.
 //!
-//! Codecs are kafka-protocol's (gzip, xerial-framed snappy, Kafka's LZ4 frame, zstd).
+//! Codecs are kafka-protocol's (gzip, xerial-framed snappy, Kafka's LZ4 frame, zstd); a
+//! batch that decompresses past `kafka_protocol::compression::MAX_DECOMPRESSED_BYTES`
+//! (256 MiB, ringmq's patch) is refused as CORRUPT_MESSAGE rather than allocated.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
@@ -85,6 +87,9 @@ impl RecordPolicy {
                 consumed = pos + len;
                 continue;
             }
+            // A batch is decoded only once its CRC holds (as the append path would check).
+            ringmq_engine::batch::validate_batch(&batch)
+                .map_err(|e| PartitionError::new(ResponseError::CorruptMessage, e.to_string()))?;
             let decoded = decode(&batch)?;
             if self.require_keys && !header.is_control() {
                 check_keys(&decoded, topic, partition)?;

@@ -26,6 +26,22 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+/// ringmq patch: the most bytes one batch may decompress to. A few kilobytes of gzip or
+/// zstd can expand to gigabytes (a decompression bomb); past this the batch is an error
+/// instead of an allocation. 256 MiB is 25x ringmq's default message.max.bytes.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
+/// ringmq patch: copies at most [`MAX_DECOMPRESSED_BYTES`] from `reader`, failing beyond.
+#[allow(dead_code)]
+fn read_bounded<R: std::io::Read, W: std::io::Write>(reader: R, out: &mut W) -> Result<()> {
+    let mut limited = std::io::Read::take(reader, MAX_DECOMPRESSED_BYTES as u64 + 1);
+    let n = std::io::copy(&mut limited, out)?;
+    if n as usize > MAX_DECOMPRESSED_BYTES {
+        anyhow::bail!("batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes");
+    }
+    Ok(())
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.
