@@ -10,7 +10,10 @@ Measures msgs/s, MB/s, produce latency (perf-test: avg/p99/p99.9 as it prints th
 the broker's CPU-seconds per GB (utime+stime from /proc over the run) and resident memory.
 Prints a Markdown table and writes JSON (--json).
 
-    benches/peer/compare.py [--records 300000] [--rounds 2] [--json out.json]
+    benches/peer/compare.py [--records 300000] [--rounds 2] [--json out.json] [--pin]
+
+--pin puts each broker on core 0 (ringmqd with one shard; Kafka's JVM with taskset) and
+the generators on the other cores, so neither broker competes with its load for a core.
 """
 import argparse
 import json
@@ -30,6 +33,9 @@ KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
 RINGMQD = ROOT / "target" / "release" / "ringmqd"
 RINGMQ = ROOT / "target" / "release" / "ringmq"
 TICK = os.sysconf("SC_CLK_TCK")
+# Command prefixes set by --pin: the broker's cores and the generators' cores.
+BROKER_PIN: list = []
+CLIENT_PIN: list = []
 
 
 def free_port():
@@ -58,8 +64,9 @@ class Broker:
 def start_ringmq(work):
     port = free_port()
     log = open(work / "ringmqd.log", "w")
-    p = subprocess.Popen([str(RINGMQD), "--data-dir", str(work / "ringmq-data"), "--listen", f"127.0.0.1:{port}"],
-                         stdout=log, stderr=subprocess.STDOUT)
+    extra = ["--shards", "1", "--cores", "0"] if BROKER_PIN else []
+    p = subprocess.Popen([*BROKER_PIN, str(RINGMQD), "--data-dir", str(work / "ringmq-data"), "--listen",
+                          f"127.0.0.1:{port}", *extra], stdout=log, stderr=subprocess.STDOUT)
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -75,11 +82,14 @@ def start_kafka(work, heap):
         port = free_port()
     d = work / "kafka"
     subprocess.run([str(KAFKA_SH), "start", str(d), str(port), heap], check=True)
-    return Broker("kafka", f"127.0.0.1:{port}", int((d / "kafka.pid").read_text())), d
+    pid = int((d / "kafka.pid").read_text())
+    if BROKER_PIN:
+        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=True, capture_output=True)
+    return Broker("kafka", f"127.0.0.1:{port}", pid), d
 
 
 def kafka_tool(cp, main, *args, timeout=900):
-    p = subprocess.run(["java", "-Xmx1g", "-cp", cp, f"org.apache.kafka.tools.{main}", *map(str, args)],
+    p = subprocess.run([*CLIENT_PIN, "java", "-Xmx1g", "-cp", cp, f"org.apache.kafka.tools.{main}", *map(str, args)],
                        capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"{main} failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
@@ -118,7 +128,7 @@ def perf_consume(cp, broker, topic, records):
 
 def bench_produce(broker, topic, records, size, acks, partitions):
     out = Path(tempfile.mktemp(suffix=".json"))
-    p = subprocess.run([str(RINGMQ), "bench", "produce", "-b", broker.bootstrap, "-t", topic, "--partitions",
+    p = subprocess.run([*CLIENT_PIN, str(RINGMQ), "bench", "produce", "-b", broker.bootstrap, "-t", topic, "--partitions",
                         str(partitions), "-n", str(records), "-s", str(size), "--acks", acks, "--json", str(out)],
                        capture_output=True, text=True, timeout=900)
     if p.returncode != 0 or not out.exists():
@@ -134,7 +144,7 @@ def bench_e2e(broker, topic, rate, seconds, size, partitions):
     """ringmq bench e2e: produce at `rate` (acks=all) while consumers read the tail; the
     send time travels in the payload, so both produce and end-to-end latency are timed."""
     out = Path(tempfile.mktemp(suffix=".json"))
-    p = subprocess.run([str(RINGMQ), "bench", "e2e", "-b", broker.bootstrap, "-t", topic, "--partitions",
+    p = subprocess.run([*CLIENT_PIN, str(RINGMQ), "bench", "e2e", "-b", broker.bootstrap, "-t", topic, "--partitions",
                         str(partitions), "-r", str(rate), "-d", str(seconds), "-s", str(size), "--acks", "all",
                         "--json", str(out)], capture_output=True, text=True, timeout=900)
     if p.returncode != 0 or not out.exists():
@@ -156,7 +166,12 @@ def main():
     ap.add_argument("--heap", default="1G")
     ap.add_argument("--json")
     ap.add_argument("--skip-bench-tool", action="store_true", help="only Kafka's perf tools")
+    ap.add_argument("--pin", action="store_true", help="brokers on core 0, generators on the others")
     args = ap.parse_args()
+    if args.pin:
+        cores = os.cpu_count() or 2
+        BROKER_PIN[:] = ["taskset", "-c", "0"]
+        CLIENT_PIN[:] = ["taskset", "-c", f"1-{cores - 1}" if cores > 2 else "1"]
     cp = subprocess.run([str(KAFKA_SH), "classpath"], check=True, capture_output=True, text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="ringmq-peer-"))
     ringmq, rproc = start_ringmq(work)
