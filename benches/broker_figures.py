@@ -10,28 +10,17 @@ Client and broker CPU are reported separately (they share the machine's cores).
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from measure import cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RINGMQD = ROOT / "target" / "release" / "ringmqd"
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 SIZE = 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def iperf3_mbps():

@@ -4,7 +4,7 @@ them (KIP-74). Regression: a consumer with fetch.max.bytes ~1 MB got a 19 MB res
 from kafka.protocol.consumer import FetchRequest
 
 from kafka_api import build, call
-from test_kafka_peer import batch, create, produce
+from test_kafka_peer import batch, create
 
 KB = 1024
 

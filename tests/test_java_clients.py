@@ -3,9 +3,8 @@ codec, Consumer groups with cooperative-sticky, commitSync/commitAsync, seek, st
 membership, admin consumer-group APIs) against a real ringmqd."""
 import subprocess
 
-from conftest import ROOT
+from conftest import KAFKA_SH
 
-KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
 
 
 def test_java_client_suite(broker):

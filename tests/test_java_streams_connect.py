@@ -13,9 +13,8 @@ import urllib.request
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from conftest import ROOT, free_port
+from conftest import KAFKA_SH, free_port
 
-KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
 
 
 def classpath(which="classpath"):

@@ -1,19 +1,18 @@
 """ringmq answers as Apache Kafka answers: the same request sent to both (Kafka 4.x as the
-reference, see peer.py), responses compared field by field (kafka_api.diff), volatile
+reference, the kafka_peer fixture in conftest), responses compared field by field (kafka_api.diff), volatile
 fields (ids, hosts, ports, throttle) aside. Each case here was a difference once."""
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from kafka.protocol.admin import (CreateTopicsRequest, DeleteRecordsRequest, DescribeClusterRequest,
-                                  DescribeConfigsRequest, DescribeGroupsRequest, ListGroupsRequest)
+                                  DescribeGroupsRequest, ListGroupsRequest)
 from kafka.protocol.consumer import ListOffsetsRequest
 from kafka.protocol.metadata import MetadataRequest
 from kafka.protocol.producer import ProduceRequest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from kafka_api import build, call, diff, to_plain
-from peer import kafka_peer  # noqa: F401  (fixture)
 
 VOLATILE = {"throttle_time_ms", "topic_id", "cluster_id", "controller_id", "host", "port",
             "node_id", "leader_id", "broker_id", "log_append_time_ms"}
@@ -118,7 +117,6 @@ def test_groups_list_with_type_filter_and_describe(both):
         deadline = time.time() + 30
         while not c.assignment() and time.time() < deadline:
             c.poll(0.2)
-        c.commit(offsets=None, asynchronous=False) if False else None
         c.close()
     for types in ([], ["classic"], ["consumer"], ["CLASSIC", "share"]):
         a = to_plain(call(kafka, build(ListGroupsRequest, 5, states_filter=[], types_filter=types)))

@@ -1,15 +1,13 @@
 """Kafka's own command-line tools (kafka-tools 4.4 from Maven Central), run as an operator
 would against a real ringmqd: each tool's documented happy path."""
 import json
-import os
 import re
 import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import KAFKA_SH
 
-KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
 
 
 @pytest.fixture(scope="module")

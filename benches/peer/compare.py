@@ -29,31 +29,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benches"))
+from measure import cpu_seconds, free_port, rss_mb  # noqa: E402
 KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
 RINGMQD = ROOT / "target" / "release" / "ringmqd"
 RINGMQ = ROOT / "target" / "release" / "ringmq"
-TICK = os.sysconf("SC_CLK_TCK")
 # Command prefixes set by --pin: the broker's cores and the generators' cores.
 BROKER_PIN: list = []
 CLIENT_PIN: list = []
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Broker:
@@ -126,36 +109,31 @@ def perf_consume(cp, broker, topic, records):
     return {"msgs_s": float(last[9]), "mb_s": float(last[8])}
 
 
-def bench_produce(broker, topic, records, size, acks, partitions):
+def run_bench(scenario, broker, topic, partitions, *args):
+    """`ringmq bench SCENARIO` against `broker`; its JSON report."""
     out = Path(tempfile.mktemp(suffix=".json"))
-    p = subprocess.run([*CLIENT_PIN, str(RINGMQ), "bench", "produce", "-b", broker.bootstrap, "-t", topic, "--partitions",
-                        str(partitions), "-n", str(records), "-s", str(size), "--acks", acks, "--json", str(out)],
+    p = subprocess.run([*CLIENT_PIN, str(RINGMQ), "bench", scenario, "-b", broker.bootstrap, "-t", topic,
+                        "--partitions", str(partitions), *map(str, args), "--json", str(out)],
                        capture_output=True, text=True, timeout=900)
     if p.returncode != 0 or not out.exists():
-        raise RuntimeError(f"ringmq bench failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
+        raise RuntimeError(f"ringmq bench {scenario} failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     j = json.loads(out.read_text())
     out.unlink()
     lat = j["produce_latency"]
-    return {"msgs_s": j["produced"]["msgs_per_s"], "mb_s": j["produced"]["mb_per_s"],
-            "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "p999_ms": lat["p999_ms"]}
+    return j, {"msgs_s": j["produced"]["msgs_per_s"], "mb_s": j["produced"]["mb_per_s"],
+               "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "p999_ms": lat["p999_ms"]}
+
+
+def bench_produce(broker, topic, records, size, acks, partitions):
+    return run_bench("produce", broker, topic, partitions, "-n", records, "-s", size, "--acks", acks)[1]
 
 
 def bench_e2e(broker, topic, rate, seconds, size, partitions):
     """ringmq bench e2e: produce at `rate` (acks=all) while consumers read the tail; the
     send time travels in the payload, so both produce and end-to-end latency are timed."""
-    out = Path(tempfile.mktemp(suffix=".json"))
-    p = subprocess.run([*CLIENT_PIN, str(RINGMQ), "bench", "e2e", "-b", broker.bootstrap, "-t", topic, "--partitions",
-                        str(partitions), "-r", str(rate), "-d", str(seconds), "-s", str(size), "--acks", "all",
-                        "--json", str(out)], capture_output=True, text=True, timeout=900)
-    if p.returncode != 0 or not out.exists():
-        raise RuntimeError(f"ringmq bench e2e failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
-    j = json.loads(out.read_text())
-    out.unlink()
+    j, res = run_bench("e2e", broker, topic, partitions, "-r", rate, "-d", seconds, "-s", size, "--acks", "all")
     e2e = j["e2e_latency"]
-    return {"msgs_s": j["produced"]["msgs_per_s"], "mb_s": j["produced"]["mb_per_s"],
-            "p50_ms": j["produce_latency"]["p50_ms"], "p99_ms": j["produce_latency"]["p99_ms"],
-            "p999_ms": j["produce_latency"]["p999_ms"],
-            "e2e_p50_ms": e2e["p50_ms"], "e2e_p99_ms": e2e["p99_ms"], "e2e_p999_ms": e2e["p999_ms"]}
+    return {**res, "e2e_p50_ms": e2e["p50_ms"], "e2e_p99_ms": e2e["p99_ms"], "e2e_p999_ms": e2e["p999_ms"]}
 
 
 def main():

@@ -3,25 +3,7 @@
 //! on), so a regression fails `cargo test` even where no fuzzer runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ringmq_engine::batch::{
-    BatchIter, record_timestamps, records, validate_batch, validate_client_batch,
-};
-
-fn check(data: &[u8]) {
-    for item in BatchIter::new(data) {
-        let Ok((_, header, batch)) = item else { break };
-        let _ = validate_client_batch(&header);
-        let _ = validate_batch(batch);
-        let _ = record_timestamps(&header, batch);
-        if let Ok(it) = records(batch) {
-            for r in it {
-                if r.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-}
+mod fuzz_checks;
 
 #[test]
 fn every_record_batches_regression_input_runs_clean() {
@@ -30,7 +12,7 @@ fn every_record_batches_regression_input_runs_clean() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        check(&std::fs::read(&path).unwrap());
+        fuzz_checks::check_record_batches(&std::fs::read(&path).unwrap());
         n += 1;
     }
     assert!(n >= 1, "no regression inputs in {}", dir.display());

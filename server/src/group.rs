@@ -146,6 +146,14 @@ impl Group {
             initial_delay: false,
         }
     }
+
+    /// The member id a `group.instance.id` currently maps to (static membership).
+    fn static_member(&self, instance: &str) -> Option<&str> {
+        self.members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+            .map(|m| m.id.as_str())
+    }
 }
 
 pub struct GroupCoordinator {
@@ -227,11 +235,7 @@ impl GroupCoordinator {
             )));
         }
         if let (Some(instance), Some(id)) = (&req.instance_id, &new_id)
-            && let Some(old) = group
-                .members
-                .values()
-                .find(|m| m.instance_id.as_ref() == Some(instance))
-                .map(|m| m.id.clone())
+            && let Some(old) = group.static_member(instance).map(str::to_owned)
             && let Some(answer) = replace_static_member(group, &old, id.clone(), &req, now)
         {
             return answer;
@@ -248,9 +252,8 @@ impl GroupCoordinator {
             None => {
                 if let Some(instance) = &req.instance_id
                     && group
-                        .members
-                        .values()
-                        .any(|m| m.instance_id.as_ref() == Some(instance) && m.id != req.member_id)
+                        .static_member(instance)
+                        .is_some_and(|id| id != req.member_id)
                 {
                     return Err(Box::new(JoinResult::error(
                         ResponseError::FencedInstanceId,
@@ -400,10 +403,8 @@ impl GroupCoordinator {
             .ok_or(ResponseError::UnknownMemberId)?;
         let member_id = match instance_id {
             Some(instance) if member_id.is_empty() => group
-                .members
-                .values()
-                .find(|m| m.instance_id.as_deref() == Some(instance))
-                .map(|m| m.id.clone())
+                .static_member(instance)
+                .map(str::to_owned)
                 .ok_or(ResponseError::UnknownMemberId)?,
             _ => {
                 validate_member(group, member_id, instance_id)?;
@@ -631,13 +632,9 @@ fn validate_member(
     instance_id: Option<&str>,
 ) -> Result<(), ResponseError> {
     if let Some(instance) = instance_id {
-        return match group
-            .members
-            .values()
-            .find(|m| m.instance_id.as_deref() == Some(instance))
-        {
+        return match group.static_member(instance) {
             None => Err(ResponseError::UnknownMemberId),
-            Some(m) if m.id != member_id => Err(ResponseError::FencedInstanceId),
+            Some(id) if id != member_id => Err(ResponseError::FencedInstanceId),
             Some(_) => Ok(()),
         };
     }

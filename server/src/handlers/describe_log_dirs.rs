@@ -6,7 +6,6 @@
 use std::rc::Rc;
 
 use futures_util::future::join_all;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
@@ -47,17 +46,16 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let described: Vec<DescribeLogDirsPartition> = partitions
             .iter()
             .zip(sizes)
-            // A partition that does not exist is left out, as Kafka does.
-            .filter_map(|(&p, size)| match size {
-                Ok(bytes) => Some(
+            // A partition not served here (unknown, not open) is left out, as Kafka does.
+            .filter_map(|(&p, size)| {
+                let bytes = size.ok()?;
+                Some(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p)
                         .with_partition_size(i64::try_from(bytes).unwrap_or(i64::MAX))
                         .with_offset_lag(0)
                         .with_is_future_key(false),
-                ),
-                Err(ResponseError::UnknownTopicOrPartition) => None,
-                Err(_) => None,
+                )
             })
             .collect();
         if !described.is_empty() {

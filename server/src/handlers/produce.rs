@@ -43,6 +43,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
             ResponseError::UnknownTopicOrPartition
         };
         let name = meta.map(|m| m.name.clone());
+        let policy = meta.map(|m| RecordPolicy::for_topic(&m.configs));
         for p in topic.partition_data {
             let check = || -> Result<(String, usize, Bytes), PartitionError> {
                 if !matches!(acks, -1..=1) {
@@ -67,8 +68,9 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                 let records = p.records.clone().ok_or_else(|| {
                     PartitionError::new(ResponseError::CorruptMessage, "null records")
                 })?;
-                let records =
-                    RecordPolicy::for_topic(&meta.configs).apply(records, &meta.name, p.index)?;
+                let records = policy
+                    .unwrap_or_default()
+                    .apply(records, &meta.name, p.index)?;
                 Ok((meta.name.clone(), owner, records))
             };
             let index = p.index;
