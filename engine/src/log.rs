@@ -83,7 +83,7 @@ pub struct PendingAppend {
     segment_base: Offset,
     batches: Vec<AppendedBatch>,
     info: LogAppendInfo,
-    leader_epoch: i32,
+    epoch_starts: Vec<(i32, Offset)>,
     new_direct_tail: Option<Vec<u8>>,
     now_ms: i64,
 }
@@ -249,6 +249,19 @@ impl UnifiedLog {
     pub fn durable_offset(&self) -> Offset {
         self.durable_offset
     }
+    /// Starts leader epoch `epoch` at `start_offset` (a new leader: at its log end) and
+    /// persists the cache if that changed it.
+    pub fn assign_leader_epoch(
+        &mut self,
+        epoch: i32,
+        start_offset: Offset,
+    ) -> Result<(), LogOpError> {
+        if self.leader_epochs.assign(epoch, start_offset) {
+            self.leader_epochs.persist()?;
+        }
+        Ok(())
+    }
+
     pub fn leader_epochs(&self) -> &LeaderEpochFileCache {
         &self.leader_epochs
     }
@@ -470,7 +483,16 @@ impl UnifiedLog {
             payload,
             direct,
         };
-        let leader_epoch = headers.last().map_or(-1, |h| h.partition_leader_epoch);
+        // Where each leader epoch starts among these batches (replicated appends can
+        // carry several; a client append carries this leader's).
+        let mut epoch_starts: Vec<(i32, Offset)> = Vec::new();
+        for h in &headers {
+            if h.partition_leader_epoch >= 0
+                && epoch_starts.last().is_none_or(|(e, _)| *e != h.partition_leader_epoch)
+            {
+                epoch_starts.push((h.partition_leader_epoch, h.base_offset));
+            }
+        }
         let segment_base = active.base_offset;
         self.append_in_flight = true;
         PendingAppend {
@@ -478,7 +500,7 @@ impl UnifiedLog {
             segment_base,
             batches,
             info,
-            leader_epoch,
+            epoch_starts,
             new_direct_tail,
             now_ms: opts.now_ms,
         }
@@ -512,12 +534,11 @@ impl UnifiedLog {
         if let (Some(d), Some(tail)) = (&mut active.direct, pending.new_direct_tail) {
             d.tail = tail;
         }
-        if pending.leader_epoch >= 0
-            && self
-                .leader_epochs
-                .assign(pending.leader_epoch, pending.info.first_offset)
-            && let Err(e) = self.leader_epochs.persist()
-        {
+        let mut changed = false;
+        for (epoch, start) in &pending.epoch_starts {
+            changed |= self.leader_epochs.assign(*epoch, *start);
+        }
+        if changed && let Err(e) = self.leader_epochs.persist() {
             tracing::warn!(log = %self.dir.display(), error = %e, "persisting leader epochs failed");
         }
         self.unflushed_messages += pending.info.record_count;

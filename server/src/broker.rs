@@ -1,8 +1,9 @@
 //! The broker process: shared state ([`Broker`]), the shard threads, and startup.
 //!
 //! `Broker` holds what every shard reads (config, the metadata snapshot) and the shards'
-//! inboxes; it is the only state shared across threads, and only the metadata writer
-//! behind its mutex mutates any of it. Everything on the data path lives in a shard.
+//! inboxes; it is the only state shared across threads. Metadata changes go through the
+//! cluster's controller ([`crate::cluster::Cluster`]), which publishes each new snapshot.
+//! Everything on the data path lives in a shard.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,8 +13,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use arc_swap::ArcSwap;
 use futures_channel::mpsc;
 
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
-use crate::metadata::{MetadataImage, MetadataStore};
+use crate::metadata::MetadataImage;
 use crate::shard::{self, ShardTask};
 
 /// Counters shards add to (relaxed atomics; read by metrics and tests).
@@ -56,8 +58,10 @@ impl Metrics {
 pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: Arc<ArcSwap<MetadataImage>>,
-    /// The single metadata writer.
-    pub store: Mutex<MetadataStore>,
+    /// The controller quorum member and this broker's registration.
+    pub cluster: Arc<Cluster>,
+    /// Producer ids this broker may hand out (a block from the controller).
+    pub producer_ids: Mutex<std::ops::Range<i64>>,
     pub inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
     pub metrics: Metrics,
     /// Open client connections, in total and per client address (SPEC S5).
@@ -153,6 +157,9 @@ impl Broker {
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.load_full()
     }
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
     pub fn shard_count(&self) -> usize {
         self.inboxes.len()
     }
@@ -173,30 +180,6 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Tc
             Ok(s.into())
         })
         .collect()
-}
-
-/// Creates the preset, internal, compacted `__consumer_offsets` topic (SPEC T11) once.
-fn ensure_offsets_topic(store: &mut MetadataStore, shards: usize) -> io::Result<()> {
-    use crate::offsets::{OFFSETS_PARTITIONS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC};
-    if store.image().topic(OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
-    let configs = [
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", OFFSETS_SEGMENT_BYTES),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let meta = crate::metadata::TopicMeta {
-        name: OFFSETS_TOPIC.to_owned(),
-        id: uuid::Uuid::new_v4(),
-        placement: store.image().place(OFFSETS_PARTITIONS, shards),
-        configs,
-        internal: true,
-    };
-    store.commit(&[crate::metadata::MetadataRecord::TopicCreated(meta)])?;
-    Ok(())
 }
 
 /// A running broker: its shard threads and bound addresses.
@@ -221,9 +204,6 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     })?;
     let _ = std::fs::remove_file(&probe);
     let shards = config.shards;
-    let mut store = MetadataStore::open(config.data_dir.join("__cluster_metadata"), shards)
-        .context("loading cluster metadata")?;
-    ensure_offsets_topic(&mut store, shards).context("creating __consumer_offsets")?;
     let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for addr in &config.listeners {
@@ -241,9 +221,12 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         inboxes.push(tx);
         receivers.push(rx);
     }
+    let metadata = Arc::new(ArcSwap::from_pointee(MetadataImage::default()));
+    let cluster = Cluster::start(&config, Arc::clone(&metadata), inboxes.clone())?;
     let broker = Arc::new(Broker {
-        metadata: store.published(),
-        store: Mutex::new(store),
+        metadata,
+        cluster,
+        producer_ids: Mutex::new(0..0),
         config,
         inboxes,
         metrics: Metrics::default(),
@@ -271,6 +254,18 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         threads.push(t);
     }
     ready.wait();
+    broker.cluster.start_heartbeats(&broker.config);
+    if broker.config.quorum_voters().len() == 1 {
+        // A quorum of one: be registered, unfenced and hold __consumer_offsets before
+        // saying ready, as the single-node broker always did.
+        broker
+            .cluster
+            .block_until(std::time::Duration::from_secs(20), || {
+                !broker.cluster.is_fenced()
+                    && broker.image().topic(crate::offsets::OFFSETS_TOPIC).is_some()
+                    && broker.cluster.applied() >= broker.image().offset
+            });
+    }
     tracing::info!(shards, listeners = ?bound, "ringmqd ready");
     Ok(Running {
         broker,

@@ -14,6 +14,37 @@ use ringmq_engine::LogConfig;
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: i32,
+    /// `process.roles`: `broker`, `controller`, or both (combined mode, the default).
+    pub process_roles: Vec<String>,
+    /// `controller.quorum.voters` as (node id, host:port). Empty: a quorum of this node.
+    pub controller_quorum_voters: Vec<(i32, String)>,
+    /// `controller.listener.names` (the listeners that carry the controller protocol).
+    pub controller_listener_names: Vec<String>,
+    /// `listener.security.protocol.map` (listener name -> protocol).
+    pub listener_protocols: BTreeMap<String, String>,
+    /// `listeners` as written: (name, host, port).
+    pub listener_specs: Vec<(String, String, u16)>,
+    /// The controller listener's address (from `listeners` and `controller.listener.names`).
+    pub controller_listener: Option<SocketAddr>,
+    /// `broker.rack`.
+    pub broker_rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_response_max_bytes: i32,
+    /// `min.insync.replicas` (broker default; topics may override).
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable` (broker default; topics may override).
+    pub unclean_leader_election: bool,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: i16,
     /// `listeners` (PLAINTEXT only for now).
     pub listeners: Vec<SocketAddr>,
     /// `advertised.listeners`: what Metadata tells clients (host, port).
@@ -93,6 +124,22 @@ impl Default for BrokerConfig {
             (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
         BrokerConfig {
             node_id: 1,
+            process_roles: vec!["broker".into(), "controller".into()],
+            controller_quorum_voters: Vec::new(),
+            controller_listener_names: vec!["CONTROLLER".into()],
+            listener_protocols: default_protocol_map(),
+            listener_specs: vec![("PLAINTEXT".into(), "127.0.0.1".into(), 9092)],
+            controller_listener: None,
+            broker_rack: None,
+            broker_heartbeat_interval_ms: 2000,
+            broker_session_timeout_ms: 9000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
+            min_insync_replicas: 1,
+            unclean_leader_election: true,
+            offsets_topic_replication_factor: 3,
             listeners: vec![SocketAddr::from(([127, 0, 0, 1], 9092))],
             advertised: ("127.0.0.1".into(), 9092),
             data_dir: PathBuf::from("./ringmq-data"),
@@ -127,16 +174,31 @@ impl Default for BrokerConfig {
     }
 }
 
-/// `[PLAINTEXT://]host:port` -> (host, port).
+/// Kafka's default `listener.security.protocol.map`.
+fn default_protocol_map() -> BTreeMap<String, String> {
+    ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+        .into_iter()
+        .map(|p| (p.to_owned(), p.to_owned()))
+        .chain([("CONTROLLER".to_owned(), "PLAINTEXT".to_owned())])
+        .collect()
+}
+
+/// `[NAME://]host:port` -> (NAME, host, port); the name defaults to PLAINTEXT.
+pub fn parse_listener(s: &str) -> Result<(String, String, u16), String> {
+    let s = s.trim();
+    let (name, rest) = match s.split_once("://") {
+        Some((name, rest)) => (name.to_owned(), rest),
+        None => ("PLAINTEXT".to_owned(), s),
+    };
+    let (host, port) = parse_host_port(rest)?;
+    Ok((name, host, port))
+}
+
+/// `[NAME://]host:port` -> (host, port).
 pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     let s = s.trim();
     let s = match s.split_once("://") {
-        Some(("PLAINTEXT", rest)) => rest,
-        Some((proto, _)) => {
-            return Err(format!(
-                "listener protocol {proto} is not supported (PLAINTEXT only)"
-            ));
-        }
+        Some((_, rest)) => rest,
         None => s,
     };
     let (host, port) = s
@@ -207,14 +269,106 @@ impl BrokerConfig {
                     self.node_id = v.parse().map_err(|_| bad("not an integer"))?
                 }
                 "listeners" => {
-                    self.listeners = v
+                    self.listener_specs = v
                         .split(',')
-                        .map(|l| parse_host_port(l).and_then(|(h, p)| resolve(&h, p)))
+                        .filter(|l| !l.trim().is_empty())
+                        .map(parse_listener)
                         .collect::<Result<_, _>>()?;
                 }
                 "advertised.listeners" => {
                     let first = v.split(',').next().unwrap_or_default();
                     self.advertised = parse_host_port(first)?;
+                }
+                "process.roles" => {
+                    self.process_roles = v.split(',').map(|r| r.trim().to_owned()).collect();
+                    if self.process_roles.is_empty()
+                        || self
+                            .process_roles
+                            .iter()
+                            .any(|r| r != "broker" && r != "controller")
+                    {
+                        return Err(bad("roles are broker and/or controller"));
+                    }
+                }
+                "controller.quorum.voters" => {
+                    self.controller_quorum_voters = v
+                        .split(',')
+                        .filter(|x| !x.trim().is_empty())
+                        .map(|x| {
+                            let (id, addr) = x
+                                .trim()
+                                .split_once('@')
+                                .ok_or_else(|| bad("voters are id@host:port"))?;
+                            let id = id.parse().map_err(|_| bad("voter id is not an integer"))?;
+                            let (h, p) = parse_host_port(addr)?;
+                            Ok((id, format!("{h}:{p}")))
+                        })
+                        .collect::<Result<_, String>>()?;
+                }
+                "controller.quorum.bootstrap.servers" => {
+                    if self.controller_quorum_voters.is_empty() {
+                        return Err(bad(
+                            "dynamic quorums are not supported yet; list the voters in \
+                             controller.quorum.voters",
+                        ));
+                    }
+                }
+                "controller.listener.names" => {
+                    self.controller_listener_names =
+                        v.split(',').map(|n| n.trim().to_owned()).collect();
+                }
+                "listener.security.protocol.map" => {
+                    for pair in v.split(',').filter(|x| !x.trim().is_empty()) {
+                        let (name, proto) = pair
+                            .trim()
+                            .split_once(':')
+                            .ok_or_else(|| bad("entries are NAME:PROTOCOL"))?;
+                        self.listener_protocols
+                            .insert(name.to_owned(), proto.to_owned());
+                    }
+                }
+                "inter.broker.listener.name"
+                | "controller.quorum.election.timeout.ms"
+                | "controller.quorum.fetch.timeout.ms"
+                | "num.replica.fetchers" => {}
+                "broker.rack" => self.broker_rack = Some(v.clone()),
+                "broker.heartbeat.interval.ms" => {
+                    self.broker_heartbeat_interval_ms =
+                        v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "broker.session.timeout.ms" => {
+                    self.broker_session_timeout_ms = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "replica.lag.time.max.ms" => {
+                    self.replica_lag_time_max_ms = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "replica.fetch.wait.max.ms" => {
+                    self.replica_fetch_wait_max_ms = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "replica.fetch.max.bytes" => {
+                    self.replica_fetch_max_bytes = v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "replica.fetch.response.max.bytes" => {
+                    self.replica_fetch_response_max_bytes =
+                        v.parse().map_err(|_| bad("not an integer"))?
+                }
+                "min.insync.replicas" => {
+                    self.min_insync_replicas = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=3).contains(n))
+                        .ok_or_else(|| bad("must be in 1..3"))?
+                }
+                "unclean.leader.election.enable" => {
+                    self.unclean_leader_election =
+                        v.parse().map_err(|_| bad("not true or false"))?
+                }
+                "offsets.topic.replication.factor" => {
+                    self.offsets_topic_replication_factor = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("must be at least 1"))?
                 }
                 "log.dirs" | "log.dir" => {
                     self.data_dir = PathBuf::from(v.split(',').next().unwrap_or_default())
@@ -330,8 +484,80 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Resolves `listener_specs` into the Kafka listeners and the controller listener.
+    pub fn resolve_listeners(&mut self) -> Result<(), String> {
+        let mut kafka = Vec::new();
+        self.controller_listener = None;
+        for (name, host, port) in &self.listener_specs {
+            let proto = self.listener_protocols.get(name).ok_or_else(|| {
+                format!("listener {name} has no listener.security.protocol.map entry")
+            })?;
+            if proto != "PLAINTEXT" {
+                return Err(format!(
+                    "listener {name}: protocol {proto} is not supported yet (PLAINTEXT only)"
+                ));
+            }
+            let addr = resolve(host, *port)?;
+            if self.controller_listener_names.contains(name) {
+                self.controller_listener = Some(addr);
+            } else {
+                kafka.push(addr);
+            }
+        }
+        if !kafka.is_empty() {
+            self.listeners = kafka;
+        }
+        Ok(())
+    }
+
+    /// The controller quorum's voters as (node id, controller address); a single node
+    /// with no voters configured is a quorum of itself.
+    pub fn quorum_voters(&self) -> Vec<(i32, String)> {
+        if self.controller_quorum_voters.is_empty() {
+            let addr = self
+                .controller_listener
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            vec![(self.node_id, addr)]
+        } else {
+            self.controller_quorum_voters.clone()
+        }
+    }
+
     /// Checks what the broker cannot run with.
     pub fn validate(&mut self) -> Result<(), String> {
+        if !self.process_roles.iter().any(|r| r == "controller") {
+            return Err(
+                "process.roles=broker (a broker without a controller) is not supported yet; \
+                 run every node as broker,controller and list it in controller.quorum.voters"
+                    .into(),
+            );
+        }
+        if !self.process_roles.iter().any(|r| r == "broker") {
+            return Err(
+                "process.roles=controller (a controller without a broker) is not supported yet"
+                    .into(),
+            );
+        }
+        if !self.controller_quorum_voters.is_empty() {
+            if !self
+                .controller_quorum_voters
+                .iter()
+                .any(|(id, _)| *id == self.node_id)
+            {
+                return Err(format!(
+                    "node.id={} is not in controller.quorum.voters",
+                    self.node_id
+                ));
+            }
+            if self.controller_listener.is_none() {
+                return Err(format!(
+                    "controller.quorum.voters is set but no listener is named in \
+                     controller.listener.names={}",
+                    self.controller_listener_names.join(",")
+                ));
+            }
+        }
         if self.listeners.is_empty() {
             return Err("no listeners".into());
         }
@@ -383,15 +609,58 @@ mod tests {
         );
         let mut c = BrokerConfig::default();
         c.apply_properties(&props).unwrap();
+        c.resolve_listeners().unwrap();
         assert_eq!(c.listeners, vec!["127.0.0.1:19092".parse().unwrap()]);
         assert_eq!(c.advertised, ("broker.example".into(), 9094));
         assert_eq!(c.num_partitions, 5);
         assert_eq!(parse_cores("0,2-3").unwrap(), vec![0, 2, 3]);
         assert!(parse_cores("3-1").is_err());
-        assert!(parse_host_port("SSL://x:1").is_err());
+        let mut ssl = BrokerConfig::default();
+        ssl.apply_properties(&read_properties("listeners=SSL://127.0.0.1:1\n"))
+            .unwrap();
+        assert!(
+            ssl.resolve_listeners()
+                .unwrap_err()
+                .contains("not supported")
+        );
         let mut bad = BTreeMap::new();
         bad.insert("num.partitons".to_string(), "3".to_string());
         assert!(c.apply_properties(&bad).unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn a_kraft_server_properties_configures_the_quorum() {
+        let props = read_properties(
+            "process.roles=broker,controller\nnode.id=2\n\
+             controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293\n\
+             listeners=PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\nbroker.rack=az1\n",
+        );
+        let mut c = BrokerConfig::default();
+        c.apply_properties(&props).unwrap();
+        c.resolve_listeners().unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listeners, vec!["127.0.0.1:9192".parse().unwrap()]);
+        assert_eq!(
+            c.controller_listener,
+            Some("127.0.0.1:9193".parse().unwrap())
+        );
+        assert_eq!(c.quorum_voters().len(), 3);
+        assert_eq!(c.broker_rack.as_deref(), Some("az1"));
+        let mut lone = BrokerConfig::default();
+        lone.apply_properties(&read_properties(
+            "node.id=9\ncontroller.quorum.voters=1@127.0.0.1:9093\n\
+             listeners=PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193\n",
+        ))
+        .unwrap();
+        lone.resolve_listeners().unwrap();
+        assert!(
+            lone.validate()
+                .unwrap_err()
+                .contains("not in controller.quorum.voters")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod admin_http;
 pub mod authorized_ops;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod disk_throttle;
@@ -17,6 +18,7 @@ pub mod panic_hook;
 pub mod partition;
 pub mod protocol;
 pub mod record_policy;
+pub mod replication;
 pub mod shard;
 pub mod signals;
 pub mod topic_config;

@@ -81,6 +81,7 @@ fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
         cores_set = props.contains_key("ringmq.cores");
         let shards_set = props.contains_key("ringmq.shards");
         c.apply_properties(&props)?;
+        c.resolve_listeners()?;
         if cores_set && !shards_set {
             c.shards = c.cores.len();
         }
@@ -132,8 +133,12 @@ fn advertise_host(addr: std::net::SocketAddr) -> String {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            // openraft narrates every election at INFO; its warnings are what matter here.
+            tracing_subscriber::EnvFilter::new(match std::env::var("RINGMQ_LOG") {
+                Ok(f) if f.contains("openraft") => f,
+                Ok(f) => format!("openraft=warn,{f}"),
+                Err(_) => "info,openraft=warn".to_owned(),
+            }),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)

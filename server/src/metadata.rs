@@ -1,48 +1,113 @@
-//! Cluster metadata: topics, their partitions' owner shards and their configs.
+//! Cluster metadata: brokers, topics, their partitions' replicas, leaders and in-sync
+//! replicas, owner shards and configs.
 //!
-//! A single writer ([`MetadataStore`], behind a mutex: changes are rare — topic creation,
-//! deletion, config changes) applies [`MetadataRecord`]s to an in-memory
+//! [`MetadataRecord`]s are the entries of the metadata log the controller quorum
+//! replicates (`cluster::raft_store`); every node applies them in log order to its
 //! [`MetadataImage`] and publishes each new image as an immutable `Arc` snapshot that every
-//! shard reads without locking (`ArcSwap`). This is the state machine the cluster issue
-//! will replicate with openraft; on one node the log is a local file.
+//! shard reads without locking (`ArcSwap`). Records are idempotent to re-apply and carry
+//! whole values (a partition's new state, a topic's configs), never deltas, so a follower
+//! that replays the log from any snapshot reaches the same image.
 //!
-//! On disk (`<data dir>/__cluster_metadata/`): `metadata.log` holds one JSON record per
-//! line, appended and fdatasync'ed before the change is published; `metadata.snapshot`
-//! is the whole image, rewritten atomically every [`SNAPSHOT_EVERY`] records, after which
-//! the log restarts. Loading = snapshot + replay of the log (a torn last line is dropped).
-//! When the shard count changes, partitions placed on shards that no longer exist are
-//! re-placed (balanced by count).
+//! A partition's owner shard on a broker is `placement[p] % shards` (the controller
+//! balances `placement` by count over its own shard count; brokers with other core counts
+//! fold it onto theirs).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::fs::{self, File};
+use std::io::{self, BufRead};
+use std::path::Path;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Records appended to the metadata log after this many are replaced by a snapshot.
-pub const SNAPSHOT_EVERY: usize = 1000;
+/// No leader (every replica that could lead is fenced or offline).
+pub const NO_LEADER: i32 = -1;
+
+/// One partition's replica set and leadership, as the controller decided it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct PartitionState {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas (the leader included while it leads).
+    pub isr: Vec<i32>,
+    /// Leader broker id, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped on every leader change (fences the old leader's requests).
+    pub leader_epoch: i32,
+    /// Bumped on every change of this state (AlterPartition's optimistic check).
+    pub partition_epoch: i32,
+}
+
+impl PartitionState {
+    /// A new partition led by its first replica, every replica in sync.
+    pub fn new(replicas: Vec<i32>) -> Self {
+        PartitionState {
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicMeta {
     pub name: String,
     pub id: Uuid,
-    /// Owner shard of each partition (index = partition id).
+    /// Owner shard hint of each partition (index = partition id): `% shards` on a broker.
     pub placement: Vec<usize>,
+    /// Replicas and leadership of each partition (index = partition id).
+    #[serde(default)]
+    pub partitions: Vec<PartitionState>,
     /// Topic config overrides (Kafka keys).
     pub configs: BTreeMap<String, String>,
     pub internal: bool,
 }
 
+impl TopicMeta {
+    pub fn partition_count(&self) -> usize {
+        self.placement.len()
+    }
+    /// The shard of a broker with `shards` shards that owns partition `p`.
+    pub fn owner_shard(&self, p: i32, shards: usize) -> Option<usize> {
+        let p = usize::try_from(p).ok()?;
+        self.placement.get(p).map(|s| s % shards.max(1))
+    }
+    pub fn state(&self, p: i32) -> Option<&PartitionState> {
+        usize::try_from(p).ok().and_then(|p| self.partitions.get(p))
+    }
+}
+
+/// A registered broker (KRaft's BrokerRegistration): where clients reach it, its rack,
+/// and whether the controller currently fences it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerMeta {
+    pub id: i32,
+    /// Changes at every process start: a new incarnation replaces the old one's state.
+    pub incarnation: Uuid,
+    /// Advertised Kafka listener.
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are not in any ISR.
+    pub fenced: bool,
+    /// Metadata log index of the registration (the broker is unfenced once it has
+    /// applied the log this far).
+    pub epoch: u64,
+    /// In controlled shutdown: leads nothing and takes no new leadership.
+    #[serde(default)]
+    pub shutting_down: bool,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicMeta>,
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerMeta>,
     /// Next producer id InitProducerId hands out.
     pub next_producer_id: i64,
-    /// Metadata log offset this image reflects.
+    /// Metadata log index this image reflects.
     pub offset: u64,
 }
 
@@ -53,14 +118,19 @@ impl MetadataImage {
     pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicMeta> {
         self.topics.values().find(|t| t.id == id)
     }
+    /// Brokers clients may use (registered and not fenced).
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
     /// Partitions per shard, for balanced placement.
     fn load_per_shard(&self, shards: usize) -> Vec<usize> {
         let mut load = vec![0usize; shards];
         for t in self.topics.values() {
             for &s in &t.placement {
-                if s < shards {
-                    load[s] += 1;
-                }
+                load[s % shards] += 1;
             }
         }
         load
@@ -80,6 +150,16 @@ impl MetadataImage {
             })
             .collect()
     }
+    /// A pre-quorum single-node image: every partition's only replica is `node_id`.
+    pub fn adopt_single_node(&mut self, node_id: i32) {
+        for t in self.topics.values_mut() {
+            if t.partitions.len() < t.placement.len() {
+                let from = t.partitions.len();
+                t.partitions
+                    .extend((from..t.placement.len()).map(|_| PartitionState::new(vec![node_id])));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,6 +172,8 @@ pub enum MetadataRecord {
     PartitionsAdded {
         name: String,
         placement: Vec<usize>,
+        #[serde(default)]
+        partitions: Vec<PartitionState>,
     },
     TopicConfigChanged {
         name: String,
@@ -104,10 +186,26 @@ pub enum MetadataRecord {
     ProducerIdsAllocated {
         next: i64,
     },
+    BrokerRegistered(BrokerMeta),
+    BrokerFenced {
+        id: i32,
+    },
+    BrokerUnfenced {
+        id: i32,
+    },
+    BrokerShuttingDown {
+        id: i32,
+    },
+    /// A partition's new replica set / ISR / leader (elections, AlterPartition).
+    PartitionChanged {
+        name: String,
+        partition: i32,
+        state: PartitionState,
+    },
 }
 
 impl MetadataImage {
-    fn apply(&mut self, record: &MetadataRecord) {
+    pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::TopicCreated(t) => {
                 self.topics.insert(t.name.clone(), t.clone());
@@ -115,9 +213,14 @@ impl MetadataImage {
             MetadataRecord::TopicDeleted { name } => {
                 self.topics.remove(name);
             }
-            MetadataRecord::PartitionsAdded { name, placement } => {
+            MetadataRecord::PartitionsAdded {
+                name,
+                placement,
+                partitions,
+            } => {
                 if let Some(t) = self.topics.get_mut(name) {
                     t.placement.extend_from_slice(placement);
+                    t.partitions.extend_from_slice(partitions);
                 }
             }
             MetadataRecord::TopicConfigChanged { name, configs } => {
@@ -133,163 +236,107 @@ impl MetadataImage {
             MetadataRecord::ProducerIdsAllocated { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
+            MetadataRecord::BrokerRegistered(b) => {
+                self.brokers.insert(b.id, b.clone());
+            }
+            MetadataRecord::BrokerFenced { id } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.fenced = true;
+                }
+            }
+            MetadataRecord::BrokerUnfenced { id } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.fenced = false;
+                    b.shutting_down = false;
+                }
+            }
+            MetadataRecord::BrokerShuttingDown { id } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.shutting_down = true;
+                }
+            }
+            MetadataRecord::PartitionChanged {
+                name,
+                partition,
+                state,
+            } => {
+                if let Some(slot) = self
+                    .topics
+                    .get_mut(name)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                {
+                    *slot = state.clone();
+                }
+            }
         }
-        self.offset += 1;
     }
 }
 
-/// The single writer: persists records, then publishes the new image.
-pub struct MetadataStore {
-    dir: PathBuf,
-    log: File,
-    records_since_snapshot: usize,
-    image: MetadataImage,
-    published: Arc<ArcSwap<MetadataImage>>,
+/// Reads the metadata a single-node ringmq before the controller quorum wrote
+/// (`metadata.snapshot` + `metadata.log`), or `None` when there is none. The quorum's
+/// store starts from it once, so an old data directory keeps its topics and offsets.
+pub fn load_legacy(dir: &Path) -> io::Result<Option<MetadataImage>> {
+    let snapshot_path = dir.join("metadata.snapshot");
+    let log_path = dir.join("metadata.log");
+    if !snapshot_path.exists() && !log_path.exists() {
+        return Ok(None);
+    }
+    let mut image: MetadataImage = match fs::read(&snapshot_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", snapshot_path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => MetadataImage {
+            next_producer_id: 1000,
+            ..Default::default()
+        },
+        Err(e) => return Err(ctx("read", &snapshot_path, e)),
+    };
+    if let Ok(f) = File::open(&log_path) {
+        for line in io::BufReader::new(f).split(b'\n') {
+            let line = line.map_err(|e| ctx("read", &log_path, e))?;
+            match serde_json::from_slice::<MetadataRecord>(&line) {
+                Ok(r) => image.apply(&r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping torn metadata log tail");
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Some(image))
+}
+
+/// Renames the legacy files once the quorum's store holds their content.
+pub fn retire_legacy(dir: &Path) -> io::Result<()> {
+    for name in ["metadata.snapshot", "metadata.log"] {
+        let path = dir.join(name);
+        if path.exists() {
+            fs::rename(&path, dir.join(format!("{name}.migrated")))?;
+        }
+    }
+    Ok(())
 }
 
 fn ctx(what: &str, path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
-impl MetadataStore {
-    /// Loads (or creates) the metadata in `dir` and re-places partitions onto `shards`.
-    pub fn open(dir: PathBuf, shards: usize) -> io::Result<MetadataStore> {
-        fs::create_dir_all(&dir).map_err(|e| ctx("create", &dir, e))?;
-        let snapshot_path = dir.join("metadata.snapshot");
-        let mut image: MetadataImage = match fs::read(&snapshot_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", snapshot_path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => MetadataImage {
-                next_producer_id: 1000,
-                ..Default::default()
-            },
-            Err(e) => return Err(ctx("read", &snapshot_path, e)),
-        };
-        let log_path = dir.join("metadata.log");
-        let mut valid_len = 0u64;
-        let mut replayed = 0usize;
-        if let Ok(f) = File::open(&log_path) {
-            for line in io::BufReader::new(f).split(b'\n') {
-                let line = line.map_err(|e| ctx("read", &log_path, e))?;
-                match serde_json::from_slice::<MetadataRecord>(&line) {
-                    Ok(r) => {
-                        image.apply(&r);
-                        valid_len += line.len() as u64 + 1;
-                        replayed += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dropping torn metadata log tail");
-                        break;
-                    }
-                }
-            }
-        }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| ctx("open", &log_path, e))?;
-        log.set_len(valid_len)
-            .map_err(|e| ctx("truncate", &log_path, e))?;
-        let published = Arc::new(ArcSwap::from_pointee(image.clone()));
-        let mut store = MetadataStore {
-            dir,
-            log,
-            records_since_snapshot: replayed,
-            image,
-            published,
-        };
-        store.replace_missing_shards(shards)?;
-        Ok(store)
-    }
-
-    /// The shared snapshot handle shards read from.
-    pub fn published(&self) -> Arc<ArcSwap<MetadataImage>> {
-        Arc::clone(&self.published)
-    }
-
-    pub fn image(&self) -> &MetadataImage {
-        &self.image
-    }
-
-    /// Persists and applies `records`, then publishes the image.
-    pub fn commit(&mut self, records: &[MetadataRecord]) -> io::Result<Arc<MetadataImage>> {
-        let mut text = Vec::new();
-        for r in records {
-            serde_json::to_writer(&mut text, r).map_err(io::Error::other)?;
-            text.push(b'\n');
-        }
-        self.log.write_all(&text)?;
-        self.log.sync_data()?;
-        for r in records {
-            self.image.apply(r);
-        }
-        self.records_since_snapshot += records.len();
-        if self.records_since_snapshot >= SNAPSHOT_EVERY {
-            self.snapshot()?;
-        }
-        let image = Arc::new(self.image.clone());
-        self.published.store(Arc::clone(&image));
-        Ok(image)
-    }
-
-    fn snapshot(&mut self) -> io::Result<()> {
-        let path = self.dir.join("metadata.snapshot");
-        let tmp = self.dir.join("metadata.snapshot.tmp");
-        let mut f = File::create(&tmp)?;
-        serde_json::to_writer(&mut f, &self.image).map_err(io::Error::other)?;
-        f.sync_data()?;
-        fs::rename(&tmp, &path)?;
-        self.log.set_len(0)?;
-        self.log.sync_data()?;
-        File::open(&self.dir)?.sync_all()?;
-        self.records_since_snapshot = 0;
-        Ok(())
-    }
-
-    fn replace_missing_shards(&mut self, shards: usize) -> io::Result<()> {
-        let mut load = self.image.load_per_shard(shards.max(1));
-        let mut moves = Vec::new();
-        for t in self.image.topics.values() {
-            let mut placement = t.placement.clone();
-            let mut changed = false;
-            for s in placement.iter_mut().filter(|s| **s >= shards) {
-                let best = (0..load.len()).min_by_key(|&i| (load[i], i)).unwrap_or(0);
-                load[best] += 1;
-                *s = best;
-                changed = true;
-            }
-            if changed {
-                moves.push(MetadataRecord::PartitionsMoved {
-                    name: t.name.clone(),
-                    placement,
-                });
-            }
-        }
-        if !moves.is_empty() {
-            tracing::info!(
-                topics = moves.len(),
-                shards,
-                "re-placing partitions for the new shard count"
-            );
-            self.commit(&moves)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn topic(name: &str, placement: Vec<usize>) -> TopicMeta {
         TopicMeta {
             name: name.into(),
             id: Uuid::new_v4(),
+            partitions: placement
+                .iter()
+                .map(|_| PartitionState::new(vec![1]))
+                .collect(),
             placement,
             configs: BTreeMap::new(),
             internal: false,
@@ -297,57 +344,55 @@ mod tests {
     }
 
     #[test]
-    fn records_survive_reopen_snapshot_and_torn_tail() {
+    fn legacy_files_load_with_a_torn_tail_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = MetadataStore::open(dir.path().into(), 2).unwrap();
-        let place = store.image().place(3, 2);
-        assert_eq!(place, vec![0, 1, 0]);
-        store
-            .commit(&[MetadataRecord::TopicCreated(topic("a", place))])
-            .unwrap();
-        store
-            .commit(&[MetadataRecord::TopicCreated(topic("b", vec![1]))])
-            .unwrap();
-        store
-            .commit(&[MetadataRecord::TopicDeleted { name: "a".into() }])
-            .unwrap();
-        let image = store.image().clone();
-        drop(store);
-        // A torn last line is dropped.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join("metadata.log"))
-            .unwrap();
-        f.write_all(b"{\"type\":\"TopicDel").unwrap();
-        let store = MetadataStore::open(dir.path().into(), 2).unwrap();
-        assert_eq!(store.image(), &image);
-        assert_eq!(
-            store.published().load().topics.keys().collect::<Vec<_>>(),
-            vec!["b"]
-        );
+        let mut expected = MetadataImage::default();
+        let records = [
+            MetadataRecord::TopicCreated(topic("a", vec![0, 1, 0])),
+            MetadataRecord::TopicCreated(topic("b", vec![1])),
+            MetadataRecord::TopicDeleted { name: "a".into() },
+        ];
+        let mut log = File::create(dir.path().join("metadata.log")).unwrap();
+        for r in &records {
+            expected.apply(r);
+            serde_json::to_writer(&mut log, r).unwrap();
+            log.write_all(b"\n").unwrap();
+        }
+        log.write_all(b"{\"type\":\"TopicDel").unwrap();
+        let loaded = load_legacy(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.topics, expected.topics);
+        retire_legacy(dir.path()).unwrap();
+        assert!(load_legacy(dir.path()).unwrap().is_none());
     }
 
     #[test]
-    fn fewer_shards_re_place_partitions() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = MetadataStore::open(dir.path().into(), 4).unwrap();
-        store
-            .commit(&[MetadataRecord::TopicCreated(topic("t", vec![0, 1, 2, 3]))])
-            .unwrap();
-        drop(store);
-        let store = MetadataStore::open(dir.path().into(), 2).unwrap();
-        let p = &store.image().topic("t").unwrap().placement;
-        assert!(p.iter().all(|s| *s < 2), "{p:?}");
-        drop(store);
-        let store = MetadataStore::open(dir.path().into(), 2).unwrap();
-        assert!(
-            store
-                .image()
-                .topic("t")
-                .unwrap()
-                .placement
-                .iter()
-                .all(|s| *s < 2)
-        );
+    fn owner_shard_folds_onto_fewer_shards() {
+        let t = topic("t", vec![0, 1, 2, 3]);
+        assert_eq!(t.owner_shard(3, 4), Some(3));
+        assert_eq!(t.owner_shard(3, 2), Some(1));
+        assert_eq!(t.owner_shard(4, 2), None);
+        assert_eq!(t.owner_shard(-1, 2), None);
+    }
+
+    #[test]
+    fn partition_changes_replace_the_whole_state() {
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::TopicCreated(topic("t", vec![0, 1])));
+        let state = PartitionState {
+            replicas: vec![1, 2, 3],
+            isr: vec![2, 3],
+            leader: 2,
+            leader_epoch: 4,
+            partition_epoch: 7,
+        };
+        let change = MetadataRecord::PartitionChanged {
+            name: "t".into(),
+            partition: 1,
+            state: state.clone(),
+        };
+        image.apply(&change);
+        image.apply(&change);
+        assert_eq!(image.topic("t").unwrap().state(1), Some(&state));
+        assert_eq!(image.topic("t").unwrap().state(0).unwrap().leader, 1);
     }
 }

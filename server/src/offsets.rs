@@ -30,6 +30,9 @@ pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 
+/// How long an offset commit waits for the in-sync replicas (offsets.commit.timeout.ms).
+pub const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka uses for placement.
 pub fn java_hash_code(s: &str) -> i32 {
     s.encode_utf16()

@@ -96,12 +96,18 @@ pub const GROUP_REQUESTS_MAX: usize = 256;
 
 pub struct Partition {
     pub topic: Arc<str>,
+    /// The topic's id (a topic re-created under the same name is another partition).
+    pub topic_id: uuid::Uuid,
     pub index: i32,
+    /// Replicas, ISR, leader and epochs as the metadata last said.
+    pub replica: RefCell<crate::metadata::PartitionState>,
     pub log: LogHandle,
     lock: Mutex<()>,
     queue: RefCell<Vec<Waiting>>,
     writing: std::cell::Cell<bool>,
-    broker: Arc<crate::broker::Broker>,
+    pub(crate) broker: Arc<crate::broker::Broker>,
+    /// Followers' progress (leader) or truncation state (follower).
+    pub(crate) repl: RefCell<crate::replication::ReplicationState>,
     fetchers: RefCell<Vec<oneshot::Sender<()>>>,
     producers: RefCell<HashMap<i64, ProducerEntry>>,
 }
@@ -114,21 +120,86 @@ enum SequenceCheck {
 impl Partition {
     pub fn new(
         topic: Arc<str>,
+        topic_id: uuid::Uuid,
         index: i32,
         log: LogHandle,
         broker: Arc<crate::broker::Broker>,
     ) -> Self {
         Partition {
             topic,
+            topic_id,
             index,
+            replica: RefCell::new(crate::metadata::PartitionState {
+                leader: crate::metadata::NO_LEADER,
+                leader_epoch: -1,
+                ..Default::default()
+            }),
             log,
             lock: Mutex::new(()),
             queue: RefCell::new(Vec::new()),
             writing: std::cell::Cell::new(false),
             broker,
+            repl: RefCell::new(Default::default()),
             fetchers: RefCell::new(Vec::new()),
             producers: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.replica.borrow().leader == self.broker.config.node_id
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica.borrow().leader_epoch
+    }
+
+    /// Takes the role the metadata gives this broker for the partition. A new leader
+    /// epoch starts at the log end in the leader-epoch cache (what OffsetForLeaderEpoch
+    /// and follower truncation read).
+    pub fn become_replica(
+        self: &std::rc::Rc<Self>,
+        ctx: &std::rc::Rc<crate::shard::ShardCtx>,
+        state: &crate::metadata::PartitionState,
+    ) {
+        let previous = self.replica.replace(state.clone());
+        if previous.leader_epoch == state.leader_epoch && previous.leader == state.leader {
+            // Same leadership; the ISR may have changed (the high watermark with it).
+            if self.is_leader() {
+                self.refresh_high_watermark();
+            }
+            self.wake_fetchers();
+            return;
+        }
+        let me = self.broker.config.node_id;
+        if state.leader == me {
+            let assigned = {
+                let mut log = self.log.log_mut();
+                let leo = log.log_end_offset();
+                log.assign_leader_epoch(state.leader_epoch, leo)
+            };
+            if let Err(e) = assigned {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "persisting leader epochs failed");
+            }
+            self.start_leading();
+            if self.topic.as_ref() == crate::offsets::OFFSETS_TOPIC {
+                // The group coordinator moves here: committed offsets as the log has them.
+                let loaded = ctx.offsets.borrow_mut().load(&self.log.log());
+                if let Err(e) = loaded {
+                    tracing::error!(partition = self.index, error = %e, "loading committed offsets failed");
+                }
+            }
+            self.refresh_high_watermark();
+            tracing::debug!(topic = %self.topic, partition = self.index, epoch = state.leader_epoch, "leading");
+        } else {
+            self.repl.borrow_mut().needs_truncation = true;
+            if state.leader != crate::metadata::NO_LEADER {
+                crate::replication::fetcher::ensure(ctx, state.leader);
+            }
+            tracing::debug!(topic = %self.topic, partition = self.index, leader = state.leader, epoch = state.leader_epoch, "following");
+        }
+        self.wake_fetchers();
     }
 
     /// Rebuilds producer sequence state from the log's batch headers.
@@ -145,17 +216,6 @@ impl Partition {
         }
     }
 
-    /// The high watermark on one node: everything appended, or for a synchronous-flush
-    /// log everything durable.
-    pub fn refresh_high_watermark(&self) -> Offset {
-        let mut log = self.log.log_mut();
-        let hw = match log.flush_policy() {
-            FlushPolicy::Sync => log.durable_offset(),
-            FlushPolicy::Async => log.log_end_offset(),
-        };
-        log.update_high_watermark(hw)
-    }
-
     /// Appends a produce request's records for this partition (grouped with the other
     /// requests of this loop turn), then waits for durability under a sync-flush policy.
     pub async fn append(
@@ -163,6 +223,17 @@ impl Partition {
         records: Bytes,
         now_ms: i64,
     ) -> Result<LogAppendInfo, PartitionError> {
+        if !self.is_leader() {
+            return Err(PartitionError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "this broker does not lead {}-{} (leader {})",
+                    self.topic,
+                    self.index,
+                    self.replica.borrow().leader
+                ),
+            ));
+        }
         let (done, result) = oneshot::channel();
         self.queue.borrow_mut().push(Waiting {
             records,
@@ -196,6 +267,25 @@ impl Partition {
         }
         self.refresh_high_watermark();
         self.wake_fetchers();
+        Ok(info)
+    }
+
+    /// A produce with `acks`: acks=all is refused while the ISR is below
+    /// `min.insync.replicas` and answered once every in-sync replica has the records.
+    pub async fn append_acked(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        acks: i16,
+        timeout: std::time::Duration,
+    ) -> Result<LogAppendInfo, PartitionError> {
+        if acks == -1 {
+            self.check_min_isr(ResponseError::NotEnoughReplicas)?;
+        }
+        let info = self.append(records, now_ms).await?;
+        if acks == -1 {
+            self.wait_replicated(info.last_offset.plus(1), timeout).await?;
+        }
         Ok(info)
     }
 
@@ -234,7 +324,7 @@ impl Partition {
         crate::disk_throttle::acquire(records.iter().map(|r| r.len() as u64).sum()).await;
         match self
             .log
-            .append_written(records, AppendOptions::client(now_ms))
+            .append_written(records, self.client_append_options(now_ms))
             .await
         {
             Ok(info) => {
@@ -281,11 +371,63 @@ impl Partition {
         crate::disk_throttle::acquire(records.len() as u64).await;
         let info = self
             .log
-            .append_written(vec![records.clone()], AppendOptions::client(now_ms))
+            .append_written(vec![records.clone()], self.client_append_options(now_ms))
             .await
             .map_err(|e| append_error(&e))?;
         self.remember_request(&records, info.first_offset);
         Ok(info)
+    }
+
+    /// Client appends carry this leader's epoch in every batch (what followers' epoch
+    /// caches and OffsetForLeaderEpoch read).
+    fn client_append_options(&self, now_ms: i64) -> AppendOptions {
+        AppendOptions {
+            leader_epoch: self.leader_epoch().max(-1),
+            ..AppendOptions::client(now_ms)
+        }
+    }
+
+    /// Follower: appends the leader's batches as they are (their offsets kept), and
+    /// remembers their producers' sequences, so idempotence survives a leader change.
+    pub async fn append_replicated(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<LogAppendInfo, AppendError> {
+        let _guard = self.lock.lock().await;
+        let opts = AppendOptions {
+            origin: ringmq_engine::AppendOrigin::Replication,
+            leader_epoch: -1,
+            now_ms,
+        };
+        let info = self.log.append_written(vec![records.clone()], opts).await?;
+        let mut producers = self.producers.borrow_mut();
+        for (_, h, _) in BatchIter::new(&records).map_while(Result::ok) {
+            if h.has_producer_id() && !h.is_control() {
+                remember(&mut producers, &h, h.base_offset);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Follower: truncation to the leader's history; producer state is rebuilt from
+    /// what is left.
+    pub async fn truncate_to(&self, offset: Offset) -> Result<(), ringmq_engine::LogOpError> {
+        let _guard = self.lock.lock().await;
+        let truncated = self.log.log_mut().truncate_to(offset)?;
+        if truncated {
+            self.producers.borrow_mut().clear();
+            self.rebuild_producer_state();
+        }
+        Ok(())
+    }
+
+    /// Follower: the log starts over at `offset` (it is behind the leader's log start).
+    pub async fn restart_at(&self, offset: Offset) -> Result<(), ringmq_engine::LogOpError> {
+        let _guard = self.lock.lock().await;
+        self.log.log_mut().truncate_fully_and_start_at(offset)?;
+        self.producers.borrow_mut().clear();
+        Ok(())
     }
 
     /// Sequence checks of every producer batch in a request: `Some` if it is a duplicate.

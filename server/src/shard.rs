@@ -38,6 +38,11 @@ pub struct ShardCtx {
     pub queued_request_bytes: std::cell::Cell<u64>,
     /// Readers waiting for `queued_request_bytes` to drop under this shard's share.
     pub queue_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// The metadata index this shard's partitions were last reconciled to (held while
+    /// reconciling, so reconciles run one at a time).
+    pub reconciled: futures_util::lock::Mutex<u64>,
+    /// Leaders this shard's replica fetchers run for.
+    pub fetchers: RefCell<std::collections::HashSet<i32>>,
 }
 
 /// The shard went away (shutting down) before answering.
@@ -109,6 +114,10 @@ impl ShardCtx {
         rx.await.map_err(|_| ShardGone(shard))
     }
 
+    pub fn shard_count(&self) -> usize {
+        self.broker.shard_count()
+    }
+
     pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
@@ -142,6 +151,7 @@ impl ShardCtx {
         let handle = LogHandle::new(log);
         let partition = Rc::new(Partition::new(
             Arc::from(topic),
+            meta.id,
             index,
             handle,
             Arc::clone(&self.broker),
@@ -228,6 +238,8 @@ pub fn run(
         ))),
         queued_request_bytes: std::cell::Cell::new(0),
         queue_waiters: RefCell::new(Vec::new()),
+        reconciled: futures_util::lock::Mutex::new(0),
+        fetchers: RefCell::new(std::collections::HashSet::new()),
     });
     runtime.block_on(async move {
         let c = Rc::clone(&ctx);
@@ -238,7 +250,7 @@ pub fn run(
             }
         })
         .detach();
-        open_owned_partitions(&ctx).await;
+        crate::cluster::reconcile::reconcile(&ctx).await;
         ready.wait();
         for l in listeners {
             let c = Rc::clone(&ctx);
@@ -254,24 +266,10 @@ pub fn run(
         .detach();
         let c = Rc::clone(&ctx);
         compio::runtime::spawn(offsets_expiry_loop(c)).detach();
+        let c = Rc::clone(&ctx);
+        compio::runtime::spawn(isr_loop(c)).detach();
         maintenance_loop(ctx).await;
     });
-}
-
-async fn open_owned_partitions(ctx: &Rc<ShardCtx>) {
-    let image = ctx.broker.image();
-    for t in image.topics.values() {
-        for (index, _) in t
-            .placement
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s == ctx.id)
-        {
-            if let Err(e) = ctx.open_partition(&t.name, index as i32).await {
-                tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open partition");
-            }
-        }
-    }
 }
 
 async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
@@ -354,6 +352,17 @@ fn hand_over(
         .map_err(|_| std::io::Error::other("shard inbox closed"))
 }
 
+/// Leaders check their followers' lag (`replica.lag.time.max.ms`) a few times per period.
+async fn isr_loop(ctx: Rc<ShardCtx>) {
+    let every = Duration::from_millis((ctx.broker.config.replica_lag_time_max_ms / 4).clamp(50, 1000));
+    loop {
+        compio::time::sleep(every).await;
+        for p in ctx.partitions() {
+            p.check_isr(&ctx);
+        }
+    }
+}
+
 /// Retention and compaction for this shard's partitions every
 /// `log.retention.check.interval.ms`.
 async fn maintenance_loop(ctx: Rc<ShardCtx>) {
@@ -392,9 +401,31 @@ impl ShardCtx {
 }
 
 impl ShardCtx {
-    /// Runs `f` with partition `index` of `topic` on its owner shard. Errors are Kafka's:
-    /// unknown topic/partition, or not served here (NOT_LEADER_OR_FOLLOWER).
+    /// Runs `f` with partition `index` of `topic` on its owner shard, if this broker leads
+    /// it. Errors are Kafka's: unknown topic/partition, or not led here
+    /// (NOT_LEADER_OR_FOLLOWER).
     pub async fn with_partition<R, F>(
+        self: &Rc<Self>,
+        topic: &str,
+        index: i32,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Partition) -> Result<R, kafka_protocol::ResponseError> + Send + 'static,
+    {
+        self.with_replica(topic, index, move |p| {
+            if p.is_leader() {
+                f(p)
+            } else {
+                Err(kafka_protocol::ResponseError::NotLeaderOrFollower)
+            }
+        })
+        .await
+    }
+
+    /// Like [`Self::with_partition`] for any replica this broker holds (leader or follower).
+    pub async fn with_replica<R, F>(
         self: &Rc<Self>,
         topic: &str,
         index: i32,
@@ -408,11 +439,7 @@ impl ShardCtx {
         let image = self.broker.image();
         let owner = image
             .topic(topic)
-            .and_then(|m| {
-                usize::try_from(index)
-                    .ok()
-                    .and_then(|i| m.placement.get(i).copied())
-            })
+            .and_then(|m| m.owner_shard(index, self.shard_count()))
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
         let name = topic.to_owned();
         self.on_shard(owner, move |c| async move {
@@ -440,11 +467,16 @@ impl ShardCtx {
         Fut: Future<Output = R> + 'static,
     {
         use crate::offsets::{OFFSETS_TOPIC, partition_for};
-        let owner = self
-            .broker
-            .image()
+        let image = self.broker.image();
+        let topic = image
             .topic(OFFSETS_TOPIC)
-            .and_then(|m| m.placement.get(partition_for(group) as usize).copied())
+            .ok_or(kafka_protocol::ResponseError::CoordinatorNotAvailable)?;
+        let partition = partition_for(group);
+        if topic.state(partition).map(|s| s.leader) != Some(self.broker.config.node_id) {
+            return Err(kafka_protocol::ResponseError::NotCoordinator);
+        }
+        let owner = topic
+            .owner_shard(partition, self.shard_count())
             .ok_or(kafka_protocol::ResponseError::CoordinatorNotAvailable)?;
         self.on_shard(owner, f)
             .await

@@ -1,5 +1,7 @@
-//! Clean shutdown on SIGTERM / SIGINT: every shard flushes its partitions and writes
-//! their checkpoints (so the next start validates nothing), then the process exits 0.
+//! Clean shutdown on SIGTERM / SIGINT: a controlled shutdown first (the controller moves
+//! this broker's leaderships to other in-sync replicas, so clients see only retriable
+//! errors), then every shard flushes its partitions and writes their checkpoints (so the
+//! next start validates nothing), and the process exits 0.
 //! The signals are blocked in every thread and taken synchronously by one thread
 //! (`sigwait`), so no handler runs on a shard.
 
@@ -9,6 +11,9 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use crate::broker::Broker;
+
+/// Longest the controlled shutdown may wait for leadership to move.
+pub const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(30);
 
 /// Longest a shard may take to flush before the process exits anyway.
 pub const SHUTDOWN_FLUSH_MAX: Duration = Duration::from_secs(60);
@@ -43,7 +48,12 @@ pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 return;
             }
-            tracing::info!(signal = sig, "shutting down: flushing partitions");
+            tracing::info!(signal = sig, "shutting down: moving leadership away");
+            let others = broker.image().live_brokers().any(|b| b.id != broker.config.node_id);
+            if others && !broker.cluster.controlled_shutdown(CONTROLLED_SHUTDOWN_MAX) {
+                tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
+            }
+            tracing::info!("flushing partitions");
             let mut waits = Vec::new();
             for shard in 0..broker.shard_count() {
                 let (tx, rx) = oneshot::channel();

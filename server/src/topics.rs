@@ -1,15 +1,17 @@
-//! Topic administration shared by CreateTopics, Metadata auto-creation, DeleteTopics and
-//! CreatePartitions: validation with Kafka's rules and errors, the metadata commit, and
-//! opening/closing the partitions on their owner shards.
+//! Topic administration shared by CreateTopics, Metadata auto-creation, DeleteTopics,
+//! CreatePartitions and AlterConfigs: validation with Kafka's rules and errors, then the
+//! change through the active controller. Partitions open and close on their owner shards
+//! when the shards reconcile the committed change (`cluster::reconcile`); these functions
+//! return once this broker has.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
-use uuid::Uuid;
 
-use crate::metadata::{MetadataRecord, TopicMeta};
+use crate::cluster::controller::{Answer, ControllerRequest};
+use crate::metadata::TopicMeta;
 use crate::shard::ShardCtx;
 
 /// Longest legal topic name (Kafka's limit).
@@ -64,54 +66,23 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
-/// The metadata writer (a poisoned lock is a broker bug, reported as Kafka's unknown error).
-pub fn lock_store(
-    ctx: &ShardCtx,
-) -> Result<std::sync::MutexGuard<'_, crate::metadata::MetadataStore>, TopicError> {
-    ctx.broker
-        .store
-        .lock()
-        .map_err(|_| err(ResponseError::UnknownServerError, "metadata lock poisoned"))
-}
-
-/// SPEC T7: refuses `adding` partitions when this broker would then host more than
-/// `max.broker.partitions` (internal topics do not count). Checked under the metadata
-/// lock, so concurrent creations cannot both slip under the limit.
-pub fn check_partition_limit(
-    ctx: &ShardCtx,
-    image: &crate::metadata::MetadataImage,
-    adding: i32,
-) -> Result<(), TopicError> {
-    let Some(limit) = ctx.broker.config.max_broker_partitions else {
-        return Ok(());
-    };
-    let in_use: usize = image
-        .topics
-        .values()
-        .filter(|t| !t.internal)
-        .map(|t| t.placement.len())
-        .sum();
-    if in_use + adding as usize > limit as usize {
-        return Err(err(
-            ResponseError::PolicyViolation,
-            format!(
-                "adding {adding} partitions would exceed this broker's partition limit: \
-                 {in_use} of max.broker.partitions={limit} are in use; delete topics or \
-                 use a larger flavor"
-            ),
-        ));
+impl From<crate::cluster::SubmitError> for TopicError {
+    fn from(e: crate::cluster::SubmitError) -> Self {
+        err(e.code, e.message)
     }
-    Ok(())
 }
 
-/// Brokers in the cluster (one node until the cluster issue).
-pub const BROKERS: i16 = 1;
+/// Live brokers (registered, not fenced): caps a defaulted replication factor.
+pub fn live_brokers(ctx: &ShardCtx) -> i16 {
+    ctx.broker.image().live_brokers().count().max(1) as i16
+}
 
-/// Validates, commits to metadata and opens the partitions. With `validate_only`, stops
-/// after validation.
+/// Validates and creates a topic (with `validate_only`, stops after validation).
+/// `assignment` gives explicit replicas per partition.
 pub async fn create(
     ctx: &Rc<ShardCtx>,
     t: NewTopic,
+    assignment: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<TopicMeta, TopicError> {
     validate_name(&t.name)?;
@@ -121,160 +92,130 @@ pub async fn create(
             format!("number of partitions must be in 1..{PARTITIONS_PER_TOPIC_MAX}"),
         ));
     }
-    if t.replication_factor < 1 || t.replication_factor > BROKERS {
-        return Err(err(
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "replication factor {} must be in 1..{BROKERS} (brokers available: {BROKERS})",
-                t.replication_factor
-            ),
-        ));
-    }
     ctx.broker
         .config
         .log_config(&t.configs)
         .map_err(|m| err(ResponseError::InvalidConfig, m))?;
-    let meta = {
-        let mut store = lock_store(ctx)?;
-        if store.image().topic(&t.name).is_some() {
-            return Err(err(
-                ResponseError::TopicAlreadyExists,
-                format!("Topic '{}' already exists.", t.name),
-            ));
-        }
-        check_partition_limit(ctx, store.image(), t.partitions)?;
-        let placement = store
-            .image()
-            .place(t.partitions as usize, ctx.broker.shard_count());
-        let meta = TopicMeta {
-            name: t.name.clone(),
-            id: Uuid::new_v4(),
-            placement,
-            configs: t.configs,
-            internal: false,
-        };
-        if validate_only {
-            return Ok(meta);
-        }
-        store
-            .commit(&[MetadataRecord::TopicCreated(meta.clone())])
-            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
-        meta
+    check_replication(ctx, &t)?;
+    let req = ControllerRequest::CreateTopic {
+        name: t.name.clone(),
+        partitions: t.partitions,
+        replication_factor: t.replication_factor,
+        assignment,
+        configs: t.configs,
+        validate_only,
+        internal: false,
     };
-    open_partitions(ctx, &meta, 0).await?;
-    tracing::info!(topic = %meta.name, partitions = meta.placement.len(), "created topic");
+    let (_, answer) = ctx.broker.cluster.submit(req).await?;
+    let Answer::Topic(meta) = answer else {
+        return Err(err(
+            ResponseError::UnknownServerError,
+            "controller answered no topic",
+        ));
+    };
+    if !validate_only {
+        tracing::info!(topic = %meta.name, partitions = meta.partition_count(), "created topic");
+    }
     Ok(meta)
 }
 
-/// Opens partitions `from..` of `meta` on their owner shards and waits for all.
-pub async fn open_partitions(
-    ctx: &Rc<ShardCtx>,
-    meta: &TopicMeta,
-    from: usize,
-) -> Result<(), TopicError> {
-    let opens = meta
-        .placement
-        .iter()
-        .enumerate()
-        .skip(from)
-        .map(|(i, &shard)| {
-            let name = meta.name.clone();
-            ctx.on_shard(shard, move |c| async move {
-                c.open_partition(&name, i as i32).await.map(|_| ())
-            })
-        });
-    for r in join_all(opens).await {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(m)) => return Err(err(ResponseError::KafkaStorageError, m)),
-            Err(e) => return Err(err(ResponseError::UnknownServerError, e.to_string())),
-        }
+/// Topic-level replication settings that cannot work with the replica count:
+/// `min.insync.replicas` above it, synchronous replication on one replica (SPEC T5).
+fn check_replication(ctx: &ShardCtx, t: &NewTopic) -> Result<(), TopicError> {
+    let rf = i32::from(t.replication_factor);
+    let min_isr = t
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ctx.broker.config.min_insync_replicas);
+    if t.configs.contains_key("min.insync.replicas") && min_isr > rf {
+        return Err(err(
+            ResponseError::InvalidConfig,
+            format!("min.insync.replicas={min_isr} is more than the {rf} replicas"),
+        ));
     }
     Ok(())
 }
 
-/// Deletes a topic: metadata first (clients stop seeing it), then the partitions.
+/// Deletes a topic: metadata first (clients stop seeing it), then every replica's
+/// files as the brokers reconcile.
 pub async fn delete(ctx: &Rc<ShardCtx>, name: &str) -> Result<TopicMeta, TopicError> {
-    let meta = {
-        let mut store = lock_store(ctx)?;
-        let Some(meta) = store.image().topic(name).cloned() else {
-            return Err(err(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            ));
-        };
-        if meta.internal {
-            return Err(err(
-                ResponseError::InvalidTopicException,
-                format!("topic '{name}' is internal"),
-            ));
-        }
-        store
-            .commit(&[MetadataRecord::TopicDeleted {
-                name: name.to_owned(),
-            }])
-            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
-        meta
+    let req = ControllerRequest::DeleteTopic {
+        name: name.to_owned(),
     };
-    let deletes = meta.placement.iter().enumerate().map(|(i, &shard)| {
-        let name = meta.name.clone();
-        ctx.on_shard(shard, move |c| async move {
-            c.delete_partition(&name, i as i32)
-        })
-    });
-    for r in join_all(deletes).await {
-        if let Ok(Err(m)) = r {
-            tracing::warn!(topic = %name, error = %m, "deleting partition files failed");
-        }
-    }
+    let (_, answer) = ctx.broker.cluster.submit(req).await?;
+    let Answer::Topic(meta) = answer else {
+        return Err(err(
+            ResponseError::UnknownServerError,
+            "controller answered no topic",
+        ));
+    };
     tracing::info!(topic = %name, "deleted topic");
     Ok(meta)
 }
 
 /// Replaces a topic's config overrides (AlterConfigs / IncrementalAlterConfigs): validated,
-/// committed to metadata, then applied to the open logs on their owner shards.
+/// committed, then applied to the open logs on their owner shards.
 pub async fn set_configs(
     ctx: &Rc<ShardCtx>,
     name: &str,
     edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), TopicError>,
     validate_only: bool,
 ) -> Result<(), TopicError> {
-    let meta = {
-        let mut store = lock_store(ctx)?;
-        let Some(mut meta) = store.image().topic(name).cloned() else {
-            return Err(err(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            ));
-        };
-        edit(&mut meta.configs)?;
-        ctx.broker
-            .config
-            .log_config(&meta.configs)
-            .map_err(|m| err(ResponseError::InvalidConfig, m))?;
-        if validate_only {
-            return Ok(());
-        }
-        store
-            .commit(&[MetadataRecord::TopicConfigChanged {
-                name: name.to_owned(),
-                configs: meta.configs.clone(),
-            }])
-            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
-        meta
+    let Some(mut meta) = ctx.broker.image().topic(name).cloned() else {
+        return Err(err(
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{name}' does not exist"),
+        ));
     };
-    let updates = meta.placement.iter().enumerate().map(|(i, &shard)| {
+    edit(&mut meta.configs)?;
+    ctx.broker
+        .config
+        .log_config(&meta.configs)
+        .map_err(|m| err(ResponseError::InvalidConfig, m))?;
+    if validate_only {
+        return Ok(());
+    }
+    let req = ControllerRequest::SetTopicConfigs {
+        name: name.to_owned(),
+        configs: meta.configs.clone(),
+    };
+    ctx.broker.cluster.submit(req).await?;
+    let shards = ctx.shard_count();
+    let updates = (0..meta.partition_count() as i32).filter_map(|i| {
+        let shard = meta.owner_shard(i, shards)?;
         let (name, configs) = (meta.name.clone(), meta.configs.clone());
-        ctx.on_shard(shard, move |c| async move {
-            if let (Some(p), Ok(cfg)) = (
-                c.partition(&name, i as i32),
-                c.broker.config.log_config(&configs),
-            ) {
+        Some(ctx.on_shard(shard, move |c| async move {
+            if let (Some(p), Ok(cfg)) =
+                (c.partition(&name, i), c.broker.config.log_config(&configs))
+            {
                 p.log.log_mut().update_config(cfg);
             }
-        })
+        }))
     });
     join_all(updates).await;
     tracing::info!(topic = %name, configs = ?meta.configs, "altered topic configs");
+    Ok(())
+}
+
+/// Adds partitions to a topic (CreatePartitions).
+pub async fn grow(
+    ctx: &Rc<ShardCtx>,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    if count > PARTITIONS_PER_TOPIC_MAX {
+        return Err(err(
+            ResponseError::InvalidPartitions,
+            format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
+        ));
+    }
+    let req = ControllerRequest::CreatePartitions {
+        name: name.to_owned(),
+        count,
+        validate_only,
+    };
+    ctx.broker.cluster.submit(req).await?;
     Ok(())
 }

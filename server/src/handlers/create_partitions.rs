@@ -1,5 +1,5 @@
 //! CreatePartitions (key 37): grows a topic to `count` partitions (never shrinks, SPEC T3),
-//! placing the new ones on the least-loaded shards.
+//! the controller placing the new ones' replicas as it does a new topic's.
 
 use std::rc::Rc;
 
@@ -9,10 +9,9 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::metadata::MetadataRecord;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
-use crate::topics::{self, PARTITIONS_PER_TOPIC_MAX, TopicError};
+use crate::topics::{self, TopicError};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -47,52 +46,11 @@ async fn grow(
     manual: bool,
     validate_only: bool,
 ) -> Result<(), TopicError> {
-    let err = |code, message: String| TopicError { code, message };
     if manual {
-        return Err(err(
-            ResponseError::InvalidRequest,
-            "manual replica assignment is not supported yet".into(),
-        ));
+        return Err(TopicError {
+            code: ResponseError::InvalidRequest,
+            message: "manual replica assignment is not supported yet".into(),
+        });
     }
-    let (meta, current) = {
-        let mut store = topics::lock_store(ctx)?;
-        let Some(meta) = store.image().topic(name).cloned() else {
-            return Err(err(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            ));
-        };
-        let current = meta.placement.len() as i32;
-        if count <= current {
-            return Err(err(
-                ResponseError::InvalidPartitions,
-                format!("topic has {current} partitions; the count can only grow"),
-            ));
-        }
-        if count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(err(
-                ResponseError::InvalidPartitions,
-                format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
-            ));
-        }
-        topics::check_partition_limit(ctx, store.image(), count - current)?;
-        if validate_only {
-            return Ok(());
-        }
-        let placement = store
-            .image()
-            .place((count - current) as usize, ctx.broker.shard_count());
-        let image = store
-            .commit(&[MetadataRecord::PartitionsAdded {
-                name: name.to_owned(),
-                placement,
-            }])
-            .map_err(|e| err(ResponseError::KafkaStorageError, format!("metadata: {e}")))?;
-        let meta = image
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| err(ResponseError::UnknownServerError, "topic vanished".into()))?;
-        (meta, current as usize)
-    };
-    topics::open_partitions(ctx, &meta, current).await
+    topics::grow(ctx, name, count, validate_only).await
 }

@@ -40,7 +40,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 t.num_partitions
             },
             replication_factor: if t.replication_factor == -1 {
-                cfg.default_replication_factor.min(topics::BROKERS)
+                cfg.default_replication_factor
+                    .min(topics::live_brokers(ctx))
             } else {
                 t.replication_factor
             },
@@ -51,20 +52,26 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .with_name(t.name.clone())
             .with_error_message(None);
         let assigned = if t.assignments.is_empty() {
-            Ok(())
+            Ok(None)
         } else {
-            manual_assignment(&t, cfg.node_id).map(|(partitions, rf)| {
+            manual_assignment(&t, &ctx.broker.image()).map(|(partitions, rf, replicas)| {
                 new.partitions = partitions;
                 new.replication_factor = rf;
+                Some(replicas)
             })
         };
         let (partitions, rf) = (new.partitions, new.replication_factor);
-        if let Err((code, message)) = assigned {
-            result = result
-                .with_error_code(code.code())
-                .with_error_message(Some(StrBytes::from_string(message)));
-        } else {
-            match topics::create(ctx, new, body.validate_only).await {
+        let assignment = match assigned {
+            Ok(a) => Ok(a),
+            Err((code, message)) => {
+                result = result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message)));
+                Err(())
+            }
+        };
+        if let Ok(assignment) = assignment {
+            match topics::create(ctx, new, assignment, body.validate_only).await {
                 Ok(meta) => {
                     // topic_id exists from v7, the partition counts from v5.
                     if v >= 7 {
@@ -90,13 +97,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     protocol::single(ApiKey::CreateTopics, v, req.correlation_id(), &resp)
 }
 
-/// Validates an explicit replica assignment as Kafka does and returns the partition count
-/// and replication factor it implies: partitions numbered 0..n, each with the same number
-/// of distinct, registered brokers, and no partition count or replication factor beside it.
+/// Replicas per partition of an explicit assignment.
+type Assignment = Vec<Vec<i32>>;
+
+/// Validates an explicit replica assignment as Kafka does and returns the partition count,
+/// replication factor and replicas it implies: partitions numbered 0..n, each with the
+/// same number of distinct, registered brokers, and no partition count or replication
+/// factor beside it.
 fn manual_assignment(
     t: &CreatableTopic,
-    node_id: i32,
-) -> Result<(i32, i16), (ResponseError, String)> {
+    image: &crate::metadata::MetadataImage,
+) -> Result<(i32, i16, Assignment), (ResponseError, String)> {
     if t.num_partitions != -1 || t.replication_factor != -1 {
         return Err((
             ResponseError::InvalidRequest,
@@ -129,14 +140,20 @@ fn manual_assignment(
                 ids.iter().map(|b| b.0).collect::<Vec<_>>()
             ));
         }
-        if let Some(unknown) = ids.iter().find(|b| b.0 != node_id) {
+        if let Some(unknown) = ids.iter().find(|b| !image.brokers.contains_key(&b.0)) {
             return invalid(format!(
                 "Unknown broker(s) {} in the replica assignment of partition {}",
                 unknown.0, a.partition_index
             ));
         }
     }
-    Ok((t.assignments.len() as i32, rf as i16))
+    let mut sorted: Vec<_> = t.assignments.iter().collect();
+    sorted.sort_by_key(|a| a.partition_index);
+    let replicas = sorted
+        .iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect();
+    Ok((t.assignments.len() as i32, rf as i16, replicas))
 }
 
 /// The created topic's configs as CreateTopics v5+ reports them (as DescribeConfigs

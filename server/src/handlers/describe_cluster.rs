@@ -1,4 +1,4 @@
-//! DescribeCluster (key 60): the cluster id, controller and brokers (this node).
+//! DescribeCluster (key 60): the cluster id, the active controller and the live brokers.
 
 use std::rc::Rc;
 
@@ -14,14 +14,22 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let v = req.version();
     let body: DescribeClusterRequest = protocol::decode_body(req.body.clone(), v)?;
     let c = &ctx.broker.config;
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(c.node_id))
-        .with_host(StrBytes::from_string(c.advertised.0.clone()))
-        .with_port(i32::from(c.advertised.1));
+    let image = ctx.broker.image();
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    let controller = ctx.broker.cluster.controller_id().unwrap_or(-1);
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(c.cluster_id.clone()))
-        .with_controller_id(BrokerId(c.node_id))
-        .with_brokers(vec![broker])
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(crate::authorized_ops::reported(
             body.include_cluster_authorized_operations,
             crate::authorized_ops::CLUSTER,

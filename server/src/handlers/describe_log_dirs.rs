@@ -40,7 +40,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let sizes = join_all(
             partitions
                 .iter()
-                .map(|&p| ctx.with_partition(&name, p, |part| Ok(part.log.log().size_bytes()))),
+                .map(|&p| ctx.with_replica(&name, p, |part| Ok(part.log.log().size_bytes()))),
         )
         .await;
         let described: Vec<DescribeLogDirsPartition> = partitions

@@ -82,6 +82,10 @@ struct Target {
     owner: Option<usize>,
     offset: i64,
     max_bytes: i32,
+    /// The fetching follower's broker id, or -1 for a consumer.
+    replica_id: i32,
+    /// The leader epoch the fetcher knows (-1: unknown, not checked).
+    leader_epoch: i32,
 }
 
 #[derive(Debug)]
@@ -275,6 +279,12 @@ fn session_filter(
 
 fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
     let image = ctx.broker.image();
+    // The follower's id moved into ReplicaState in v15.
+    let replica_id = if v >= 15 {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
+    };
     let mut out = Vec::new();
     for t in &body.topics {
         let meta = if v >= 13 {
@@ -283,11 +293,7 @@ fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
             image.topic(t.topic.0.as_str())
         };
         for p in &t.partitions {
-            let owner = meta.and_then(|m| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| m.placement.get(i).copied())
-            });
+            let owner = meta.and_then(|m| m.owner_shard(p.partition, ctx.shard_count()));
             out.push(Target {
                 name: meta.map(|m| m.name.clone()).unwrap_or_default(),
                 wire_name: t.topic.clone(),
@@ -296,6 +302,8 @@ fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
                 owner,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                replica_id: replica_id.max(-1),
+                leader_epoch: p.current_leader_epoch,
             });
         }
     }
@@ -347,12 +355,32 @@ async fn read_on_owner(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool
     .unwrap_or_else(|_| Fetched::error(ResponseError::UnknownServerError))
 }
 
-fn read_one(ctx: &ShardCtx, t: &Target, limit: i32, min_one: bool) -> Fetched {
-    let Some(part) = ctx.partition(&t.name, t.partition) else {
+/// Reads one partition on its owner shard: consumers up to the high watermark, followers
+/// (whose fetch offset is their log end, recorded here) up to the log end.
+fn read_one(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetched {
+    let Some(part) = ctx
+        .partition(&t.name, t.partition)
+        .filter(|p| p.is_leader())
+    else {
         return Fetched::error(ResponseError::NotLeaderOrFollower);
     };
+    let epoch = part.leader_epoch();
+    if t.leader_epoch >= 0 && t.leader_epoch < epoch {
+        return Fetched::error(ResponseError::FencedLeaderEpoch);
+    }
+    if t.leader_epoch > epoch {
+        return Fetched::error(ResponseError::UnknownLeaderEpoch);
+    }
+    if t.replica_id >= 0 {
+        part.follower_fetched(ctx, t.replica_id, t.offset);
+    }
     let log = part.log.log();
     let hw = log.high_watermark();
+    let upper = if t.replica_id >= 0 {
+        log.log_end_offset()
+    } else {
+        hw
+    };
     let mut f = Fetched {
         error: ResponseError::Unknown(0),
         high_watermark: hw.0,
@@ -360,7 +388,7 @@ fn read_one(ctx: &ShardCtx, t: &Target, limit: i32, min_one: bool) -> Fetched {
         range: None,
     };
     let max = u32::try_from(limit.max(0)).unwrap_or(0);
-    match log.read(Offset(t.offset), max, hw, min_one) {
+    match log.read(Offset(t.offset), max, upper, min_one) {
         Ok(info) => f.range = info.range,
         Err(ReadError::OffsetOutOfRange { .. }) => f.error = ResponseError::OffsetOutOfRange,
         Err(e) => {
@@ -382,7 +410,14 @@ async fn wait_for_data(ctx: &Rc<ShardCtx>, targets: &[Target], left: Duration) {
                     let part = c.partition(&t.name, t.partition)?;
                     let rx = part.watch();
                     // Data that arrived since our read: do not wait for the next append.
-                    if part.log.log().high_watermark().0 > t.offset {
+                    let log = part.log.log();
+                    let visible = if t.replica_id >= 0 {
+                        log.log_end_offset()
+                    } else {
+                        log.high_watermark()
+                    };
+                    drop(log);
+                    if visible.0 > t.offset {
                         part.wake_fetchers();
                     }
                     Some(rx)

@@ -1,6 +1,7 @@
 //! FindCoordinator (key 10): the coordinator of a group is the broker leading the group's
-//! `__consumer_offsets` partition — on one node, this broker. Transaction coordinators
-//! are not available until transactions exist (SPEC K3).
+//! `__consumer_offsets` partition (COORDINATOR_NOT_AVAILABLE while it has no leader or the
+//! topic does not exist yet). Transaction coordinators are not available until
+//! transactions exist (SPEC K3).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -13,51 +14,84 @@ use crate::shard::ShardCtx;
 
 const KEY_TYPE_GROUP: i8 = 0;
 
+/// The broker leading `group`'s `__consumer_offsets` partition: (id, host, port).
+fn coordinator(
+    image: &crate::metadata::MetadataImage,
+    group: &str,
+) -> Result<(i32, StrBytes, i32), (ResponseError, &'static str)> {
+    let not_available = (
+        ResponseError::CoordinatorNotAvailable,
+        "the group's coordinator is not available yet",
+    );
+    let partition = crate::offsets::partition_for(group);
+    let leader = image
+        .topic(crate::offsets::OFFSETS_TOPIC)
+        .and_then(|t| t.state(partition))
+        .map(|s| s.leader)
+        .ok_or(not_available)?;
+    let b = image
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .ok_or(not_available)?;
+    Ok((
+        b.id,
+        StrBytes::from_string(b.host.clone()),
+        i32::from(b.port),
+    ))
+}
+
 pub fn handle(ctx: &ShardCtx, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: FindCoordinatorRequest = protocol::decode_body(req.body.clone(), v)?;
-    let c = &ctx.broker.config;
-    let (host, port) = (
-        StrBytes::from_string(c.advertised.0.clone()),
-        i32::from(c.advertised.1),
-    );
-    let error = if body.key_type == KEY_TYPE_GROUP {
-        None
-    } else {
-        Some(ResponseError::CoordinatorNotAvailable)
+    let image = ctx.broker.image();
+    let find = |key: &str| {
+        if body.key_type == KEY_TYPE_GROUP {
+            coordinator(&image, key)
+        } else {
+            Err((
+                ResponseError::CoordinatorNotAvailable,
+                "transactions are not supported yet",
+            ))
+        }
     };
-    let message = error.map(|_| StrBytes::from_static_str("transactions are not supported yet"));
     let resp = if v >= 4 {
         let coordinators = body
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|key| {
                 let co = Coordinator::default()
-                    .with_key(key)
+                    .with_key(key.clone())
                     .with_error_message(None);
-                match error {
-                    None => co
-                        .with_node_id(BrokerId(c.node_id))
-                        .with_host(host.clone())
+                match find(key.as_str()) {
+                    Ok((id, host, port)) => co
+                        .with_node_id(BrokerId(id))
+                        .with_host(host)
                         .with_port(port),
-                    Some(e) => co
+                    Err((e, m)) => co
                         .with_error_code(e.code())
-                        .with_error_message(message.clone())
+                        .with_error_message(Some(StrBytes::from_static_str(m)))
                         .with_node_id(BrokerId(-1)),
                 }
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let r = match error {
-            None => FindCoordinatorResponse::default()
-                .with_node_id(BrokerId(c.node_id))
-                .with_host(host)
-                .with_port(port),
-            Some(e) => FindCoordinatorResponse::default()
-                .with_error_code(e.code())
-                .with_node_id(BrokerId(-1))
-                .with_port(-1),
+        let (r, message) = match find(body.key.as_str()) {
+            Ok((id, host, port)) => (
+                FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(host)
+                    .with_port(port),
+                None,
+            ),
+            Err((e, m)) => (
+                FindCoordinatorResponse::default()
+                    .with_error_code(e.code())
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
+                Some(StrBytes::from_static_str(m)),
+            ),
         };
         // error_message exists from v1.
         if v >= 1 {

@@ -8,11 +8,11 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Request;
-use crate::metadata::MetadataRecord;
+use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
 
-pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
+pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: InitProducerIdRequest = protocol::decode_body(req.body.clone(), v)?;
     let resp = if body.transactional_id.is_some() {
@@ -21,7 +21,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     } else {
-        match allocate(ctx) {
+        match allocate(ctx).await {
             Ok(id) => InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0),
@@ -34,15 +34,39 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     protocol::single(ApiKey::InitProducerId, v, req.correlation_id(), &resp)
 }
 
-fn allocate(ctx: &ShardCtx) -> Result<i64, ResponseError> {
-    let mut store = ctx
-        .broker
-        .store
-        .lock()
-        .map_err(|_| ResponseError::UnknownServerError)?;
-    let id = store.image().next_producer_id;
-    store
-        .commit(&[MetadataRecord::ProducerIdsAllocated { next: id + 1 }])
-        .map_err(|_| ResponseError::KafkaStorageError)?;
-    Ok(id)
+/// Producer ids a broker takes from the controller at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// The next producer id from this broker's block, taking a new block from the controller
+/// when it is used up (one metadata commit per thousand producers).
+async fn allocate(ctx: &Rc<ShardCtx>) -> Result<i64, ResponseError> {
+    loop {
+        {
+            let mut block = ctx
+                .broker
+                .producer_ids
+                .lock()
+                .map_err(|_| ResponseError::UnknownServerError)?;
+            if let Some(id) = block.next() {
+                return Ok(id);
+            }
+        }
+        let req = ControllerRequest::AllocateProducerIds {
+            count: PRODUCER_ID_BLOCK,
+        };
+        match ctx.broker.cluster.submit(req).await {
+            Ok((_, Answer::ProducerIds { first })) => {
+                let mut block = ctx
+                    .broker
+                    .producer_ids
+                    .lock()
+                    .map_err(|_| ResponseError::UnknownServerError)?;
+                if block.is_empty() {
+                    *block = first..first + PRODUCER_ID_BLOCK;
+                }
+            }
+            Ok(_) => return Err(ResponseError::UnknownServerError),
+            Err(e) => return Err(e.code),
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! Metadata (key 3): brokers (the advertised listener), topics with their partitions.
-//! On one node every partition's leader, replica set and ISR is this broker. Unknown
-//! topics are created with the defaults when both the request and
-//! `auto.create.topics.enable` allow it (replication factor capped by the brokers).
+//! Metadata (key 3): the live brokers (their advertised listeners), the active
+//! controller, and topics with each partition's leader, leader epoch, replicas, ISR and
+//! offline replicas (those on fenced brokers). Unknown topics are created with the
+//! defaults when both the request and `auto.create.topics.enable` allow it (replication
+//! factor capped by the live brokers).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -51,16 +52,34 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             }
         }
     }
-    let (host, port) = &cfg.advertised;
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(cfg.node_id))
-        .with_host(StrBytes::from_string(host.clone()))
-        .with_port(i32::from(*port));
+    let image = ctx.broker.image();
+    let mut brokers: Vec<MetadataResponseBroker> = image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    if !brokers.iter().any(|b| b.node_id.0 == cfg.node_id) {
+        // Not (yet) unfenced: a client that bootstrapped here still learns where it is.
+        let (host, port) = &cfg.advertised;
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(cfg.node_id))
+                .with_host(StrBytes::from_string(host.clone()))
+                .with_port(i32::from(*port))
+                .with_rack(cfg.broker_rack.clone().map(StrBytes::from_string)),
+        );
+    }
     let mut resp = MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_topics(topics);
     if v >= 1 {
-        resp = resp.with_controller_id(BrokerId(cfg.node_id));
+        let controller = ctx.broker.cluster.controller_id().unwrap_or(-1);
+        resp = resp.with_controller_id(BrokerId(controller));
     }
     // topic_authorized_operations exists from v8 (the cluster's only v8-v10).
     if v >= 8 {
@@ -119,10 +138,12 @@ async fn named_topic(
     let new = NewTopic {
         name: name.to_owned(),
         partitions: cfg.num_partitions,
-        replication_factor: cfg.default_replication_factor.min(topics::BROKERS),
+        replication_factor: cfg
+            .default_replication_factor
+            .min(topics::live_brokers(ctx)),
         configs: BTreeMap::new(),
     };
-    match topics::create(ctx, new, false).await {
+    match topics::create(ctx, new, None, false).await {
         Ok(t) => topic_entry(ctx, &t),
         // Another request created it meanwhile.
         Err(e) if e.code == ResponseError::TopicAlreadyExists => {
@@ -149,15 +170,32 @@ async fn named_topic(
 }
 
 pub fn topic_entry(ctx: &ShardCtx, t: &TopicMeta) -> MetadataResponseTopic {
-    let me = BrokerId(ctx.broker.config.node_id);
-    let partitions = (0..t.placement.len() as i32)
-        .map(|i| {
+    let image = ctx.broker.image();
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let offline: Vec<i32> = s
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !image.is_live(*r))
+                .collect();
+            let error = if s.leader == crate::metadata::NO_LEADER {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
-                .with_partition_index(i)
-                .with_leader_id(me)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+                .with_error_code(error)
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(s.leader))
+                .with_leader_epoch(s.leader_epoch)
+                .with_replica_nodes(ids(&s.replicas))
+                .with_isr_nodes(ids(&s.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -34,6 +34,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -95,6 +96,7 @@ macro_rules! served_apis {
 served_apis! {
     Produce => ProduceRequest, ProduceResponse;
     Fetch => FetchRequest, FetchResponse;
+    OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
     ListOffsets => ListOffsetsRequest, ListOffsetsResponse;
     Metadata => MetadataRequest, MetadataResponse;
     ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
@@ -225,10 +227,11 @@ pub async fn dispatch(
         ApiKey::Produce => produce::handle(ctx, req).await,
         ApiKey::Fetch => fetch::handle(ctx, req).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(ctx, req).await.map(Some),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(ctx, req).await.map(Some),
         ApiKey::Metadata => metadata::handle(ctx, req).await.map(Some),
         ApiKey::CreateTopics => create_topics::handle(ctx, req).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(ctx, req).await.map(Some),
-        ApiKey::InitProducerId => init_producer_id::handle(ctx, req).map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, req).await.map(Some),
         ApiKey::DeleteRecords => delete_records::handle(ctx, req).await.map(Some),
         ApiKey::DescribeConfigs => describe_configs::handle(ctx, req).map(Some),
         ApiKey::CreatePartitions => create_partitions::handle(ctx, req).await.map(Some),

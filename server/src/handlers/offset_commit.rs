@@ -121,20 +121,18 @@ async fn store(
 ) -> Result<(), ResponseError> {
     let partition = offsets::partition_for(group);
     let batch = offsets::commit_batch(group, &commits, now);
-    let group = group.to_owned();
-    let image = ctx.broker.image();
-    let owner = image
-        .topic(OFFSETS_TOPIC)
-        .and_then(|m| m.placement.get(partition as usize).copied())
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    ctx.on_shard(owner, move |c| async move {
+    let name = group.to_owned();
+    ctx.on_coordinator(group, move |c| async move {
+        let group = name;
         c.groups
             .borrow()
             .validate_commit(&group, generation, &member, instance.as_deref())?;
         let part = c
             .partition(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        part.append(batch, now).await.map_err(|e| {
+        part.append_acked(batch, now, -1, crate::offsets::OFFSETS_COMMIT_TIMEOUT)
+            .await
+            .map_err(|e| {
             tracing::warn!(%group, error = %e.message, "storing offsets failed");
             ResponseError::CoordinatorNotAvailable
         })?;
@@ -145,5 +143,5 @@ async fn store(
         Ok(())
     })
     .await
-    .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    .and_then(|r| r)
 }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, 
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::offsets::{self, Committed, OFFSETS_TOPIC};
+use crate::offsets::Committed;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
 
@@ -77,14 +77,9 @@ async fn lookup(
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
-    let partition = offsets::partition_for(group);
-    let image = ctx.broker.image();
-    let owner = image
-        .topic(OFFSETS_TOPIC)
-        .and_then(|m| m.placement.get(partition as usize).copied())
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let group = group.to_owned();
-    ctx.on_shard(owner, move |c| async move {
+    let name = group.to_owned();
+    ctx.on_coordinator(group, move |c| async move {
+        let group = name;
         let cache = c.offsets.borrow();
         match wanted {
             Some(list) => list

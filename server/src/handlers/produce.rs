@@ -29,6 +29,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
     let image = ctx.broker.image();
     let now = now_ms();
     let acks = body.acks;
+    let timeout = std::time::Duration::from_millis(body.timeout_ms.clamp(0, 300_000) as u64);
     let mut topics = Vec::new();
     let mut appends = Vec::new();
     for topic in body.topic_data {
@@ -59,9 +60,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                     ));
                 }
                 let meta = meta.ok_or_else(|| PartitionError::new(unknown, "unknown topic"))?;
-                let owner = usize::try_from(p.index)
-                    .ok()
-                    .and_then(|i| meta.placement.get(i).copied());
+                let owner = meta.owner_shard(p.index, ctx.shard_count());
                 let owner = owner.ok_or_else(|| {
                     PartitionError::new(ResponseError::UnknownTopicOrPartition, "unknown partition")
                 })?;
@@ -80,7 +79,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                 let result = ctx
                     .on_shard(owner, move |c| async move {
                         match c.partition(&name, index) {
-                            Some(part) => part.append(records, now).await,
+                            Some(part) => part.append_acked(records, now, acks, timeout).await,
                             None => Err(PartitionError::new(
                                 ResponseError::NotLeaderOrFollower,
                                 "partition not open here",

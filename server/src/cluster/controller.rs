@@ -1,0 +1,812 @@
+//! The active controller (KRaft's QuorumController): runs on the Raft leader and turns
+//! requests — broker registrations and heartbeats, topic changes, AlterPartition — into
+//! metadata records, which it proposes to the quorum one decision at a time (so each
+//! decision reads the image every earlier one produced).
+//!
+//! It also keeps the brokers' leases: a broker that has not heartbeaten for
+//! `broker.session.timeout.ms` is fenced, leaves every ISR it was in (except the last
+//! member's place, so the partition can come back when it does) and loses its
+//! leaderships to the next in-sync replica, or to any live replica when unclean election
+//! is enabled for the topic. A broker that asks to shut down (controlled shutdown) first
+//! hands its leaderships to other in-sync replicas.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::raft_store::MetaStore;
+use super::{Proposal, Raft};
+use crate::metadata::{
+    BrokerMeta, MetadataImage, MetadataRecord, NO_LEADER, PartitionState, TopicMeta,
+};
+
+/// Validates a topic's config overrides (the broker's `log_config`).
+pub type ConfigCheck = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+
+/// What the controller needs from the broker config.
+#[derive(Clone)]
+pub struct ControllerConfig {
+    pub node_id: i32,
+    pub shards: usize,
+    pub session_timeout: Duration,
+    pub unclean_default: bool,
+    pub max_broker_partitions: Option<u32>,
+    pub offsets_replication_factor: i16,
+    /// Voters in the quorum (brokers expected before `__consumer_offsets` is created).
+    pub voters: usize,
+    pub log_config_check: ConfigCheck,
+}
+
+impl std::fmt::Debug for ControllerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerConfig")
+            .field("node_id", &self.node_id)
+            .field("session_timeout", &self.session_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    RegisterBroker {
+        id: i32,
+        incarnation: Uuid,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+    },
+    Heartbeat {
+        id: i32,
+        incarnation: Uuid,
+        applied: u64,
+        shutting_down: bool,
+    },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        /// Explicit replicas per partition (CreateTopics assignments).
+        assignment: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        internal: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        validate_only: bool,
+    },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    AllocateProducerIds {
+        count: i64,
+    },
+    /// A leader's ISR change (Kafka's AlterPartition).
+    AlterPartition {
+        name: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    None,
+    ProducerIds {
+        first: i64,
+    },
+    Topic(TopicMeta),
+    Heartbeat {
+        registered: bool,
+        fenced: bool,
+        shutdown_ready: bool,
+    },
+    Partition(PartitionState),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerReply {
+    /// Done; the metadata log holds the decision at `index`.
+    Done {
+        index: u64,
+        answer: Answer,
+    },
+    Error {
+        code: i16,
+        message: String,
+    },
+    NotController {
+        leader: Option<u64>,
+    },
+}
+
+type Decision = Result<(Vec<MetadataRecord>, Answer), (ResponseError, String)>;
+
+fn refuse(code: ResponseError, message: impl Into<String>) -> Decision {
+    Err((code, message.into()))
+}
+
+struct LeaseState {
+    leases: HashMap<i32, Instant>,
+    /// The Raft term this controller's leases were started in.
+    term: Option<u64>,
+}
+
+pub struct Controller {
+    config: ControllerConfig,
+    raft: Raft,
+    store: Arc<MetaStore>,
+    state: tokio::sync::Mutex<LeaseState>,
+}
+
+impl Controller {
+    pub fn new(config: ControllerConfig, raft: Raft, store: Arc<MetaStore>) -> Self {
+        Controller {
+            config,
+            raft,
+            store,
+            state: tokio::sync::Mutex::new(LeaseState {
+                leases: HashMap::new(),
+                term: None,
+            }),
+        }
+    }
+
+    /// The term this node leads in, if it is the Raft leader.
+    fn leading_term(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        (m.current_leader == Some(m.id)).then_some(m.current_term)
+    }
+
+    /// Handles a request if this node is the active controller.
+    pub async fn handle_local(&self, req: ControllerRequest) -> ControllerReply {
+        let Some(term) = self.leading_term() else {
+            let leader = self.raft.metrics().borrow().current_leader;
+            return ControllerReply::NotController { leader };
+        };
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let image = self.store.image();
+        if state.term != Some(term) {
+            // A new controller gives every registered broker a full session.
+            state.term = Some(term);
+            state.leases = image.brokers.keys().map(|id| (*id, now)).collect();
+        }
+        let decision = self.decide(&req, &image, &mut state, now);
+        self.propose(decision, image.offset).await
+    }
+
+    async fn propose(&self, decision: Decision, current: u64) -> ControllerReply {
+        match decision {
+            Err((code, message)) => ControllerReply::Error {
+                code: code.code(),
+                message,
+            },
+            Ok((records, answer)) if records.is_empty() => ControllerReply::Done {
+                index: current,
+                answer,
+            },
+            Ok((records, answer)) => match self.raft.client_write(Proposal { records }).await {
+                Ok(r) => ControllerReply::Done {
+                    index: r.log_id.index,
+                    answer,
+                },
+                Err(e) => match e.forward_to_leader() {
+                    Some(f) => ControllerReply::NotController {
+                        leader: f.leader_id,
+                    },
+                    None => ControllerReply::Error {
+                        code: ResponseError::NotController.code(),
+                        message: format!("metadata quorum: {e}"),
+                    },
+                },
+            },
+        }
+    }
+
+    /// Periodic duties of the active controller: fencing brokers whose lease expired and
+    /// creating `__consumer_offsets` once the expected brokers are up.
+    pub async fn tick(&self) {
+        let Some(term) = self.leading_term() else {
+            return;
+        };
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let image = self.store.image();
+        if state.term != Some(term) {
+            state.term = Some(term);
+            state.leases = image.brokers.keys().map(|id| (*id, now)).collect();
+        }
+        let mut records = Vec::new();
+        let mut scratch = image.clone();
+        for b in image.brokers.values().filter(|b| !b.fenced) {
+            let last = state.leases.get(&b.id).copied().unwrap_or(now);
+            if now.duration_since(last) > self.config.session_timeout {
+                tracing::warn!(broker = b.id, "broker session expired: fencing it");
+                let fence = self.fence(&scratch, b.id);
+                for r in &fence {
+                    scratch.apply(r);
+                }
+                records.extend(fence);
+            }
+        }
+        if scratch.topic(crate::offsets::OFFSETS_TOPIC).is_none() {
+            let live = scratch.live_brokers().count();
+            let wanted = (self.config.offsets_replication_factor.max(1) as usize)
+                .min(self.config.voters.max(1));
+            if live >= wanted {
+                let req = ControllerRequest::CreateTopic {
+                    name: crate::offsets::OFFSETS_TOPIC.to_owned(),
+                    partitions: crate::offsets::OFFSETS_PARTITIONS as i32,
+                    replication_factor: wanted as i16,
+                    assignment: None,
+                    configs: [
+                        ("cleanup.policy", "compact"),
+                        ("segment.bytes", crate::offsets::OFFSETS_SEGMENT_BYTES),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                    validate_only: false,
+                    internal: true,
+                };
+                if let Ok((r, _)) = self.decide(&req, &scratch, &mut state, now) {
+                    records.extend(r);
+                }
+            }
+        }
+        if !records.is_empty() {
+            let reply = self
+                .propose(Ok((records, Answer::None)), image.offset)
+                .await;
+            if let ControllerReply::Error { message, .. } = reply {
+                tracing::warn!(error = %message, "controller tick proposal failed");
+            }
+        }
+    }
+
+    fn decide(
+        &self,
+        req: &ControllerRequest,
+        image: &MetadataImage,
+        state: &mut LeaseState,
+        now: Instant,
+    ) -> Decision {
+        match req {
+            ControllerRequest::RegisterBroker {
+                id,
+                incarnation,
+                host,
+                port,
+                rack,
+            } => {
+                state.leases.insert(*id, now);
+                let mut records = Vec::new();
+                if let Some(old) = image.brokers.get(id) {
+                    if old.incarnation == *incarnation {
+                        return Ok((Vec::new(), Answer::None));
+                    }
+                    // A restarted broker: its old incarnation's leaderships move first.
+                    records.extend(self.fence(image, *id));
+                }
+                records.push(MetadataRecord::BrokerRegistered(BrokerMeta {
+                    id: *id,
+                    incarnation: *incarnation,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    fenced: true,
+                    epoch: image.offset + 1,
+                    shutting_down: false,
+                }));
+                tracing::info!(broker = id, %host, port, "broker registered");
+                Ok((records, Answer::None))
+            }
+            ControllerRequest::Heartbeat {
+                id,
+                incarnation,
+                applied,
+                shutting_down,
+            } => {
+                let Some(b) = image
+                    .brokers
+                    .get(id)
+                    .filter(|b| b.incarnation == *incarnation)
+                else {
+                    return Ok((
+                        Vec::new(),
+                        Answer::Heartbeat {
+                            registered: false,
+                            fenced: true,
+                            shutdown_ready: false,
+                        },
+                    ));
+                };
+                state.leases.insert(*id, now);
+                if *shutting_down {
+                    return Ok(self.controlled_shutdown(image, b));
+                }
+                if b.fenced && *applied >= b.epoch {
+                    tracing::info!(broker = id, "broker caught up: unfencing it");
+                    let records = self.unfence(image, *id);
+                    return Ok((
+                        records,
+                        Answer::Heartbeat {
+                            registered: true,
+                            fenced: false,
+                            shutdown_ready: false,
+                        },
+                    ));
+                }
+                Ok((
+                    Vec::new(),
+                    Answer::Heartbeat {
+                        registered: true,
+                        fenced: b.fenced,
+                        shutdown_ready: false,
+                    },
+                ))
+            }
+            ControllerRequest::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                assignment,
+                configs,
+                validate_only,
+                internal,
+            } => {
+                if image.topic(name).is_some() {
+                    return refuse(
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{name}' already exists."),
+                    );
+                }
+                if let Err(m) = (self.config.log_config_check)(configs) {
+                    return refuse(ResponseError::InvalidConfig, m);
+                }
+                let replicas = match assignment {
+                    Some(a) => {
+                        if let Some(unknown) =
+                            a.iter().flatten().find(|b| !image.brokers.contains_key(b))
+                        {
+                            return refuse(
+                                ResponseError::InvalidReplicaAssignment,
+                                format!("Unknown broker(s) {unknown} in the replica assignment"),
+                            );
+                        }
+                        a.clone()
+                    }
+                    None => self.assign(image, *partitions, *replication_factor, 0)?,
+                };
+                if !internal {
+                    self.check_partition_limit(image, replicas.len() as i32)?;
+                }
+                let meta = TopicMeta {
+                    name: name.clone(),
+                    id: Uuid::new_v4(),
+                    placement: image.place(replicas.len(), self.config.shards),
+                    partitions: replicas.into_iter().map(PartitionState::new).collect(),
+                    configs: configs.clone(),
+                    internal: *internal,
+                };
+                if *validate_only {
+                    return Ok((Vec::new(), Answer::Topic(meta)));
+                }
+                tracing::info!(topic = %name, partitions = meta.partitions.len(), "creating topic");
+                Ok((
+                    vec![MetadataRecord::TopicCreated(meta.clone())],
+                    Answer::Topic(meta),
+                ))
+            }
+            ControllerRequest::DeleteTopic { name } => {
+                let Some(t) = image.topic(name) else {
+                    return refuse(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    );
+                };
+                if t.internal {
+                    return refuse(
+                        ResponseError::InvalidTopicException,
+                        format!("topic '{name}' is internal"),
+                    );
+                }
+                Ok((
+                    vec![MetadataRecord::TopicDeleted { name: name.clone() }],
+                    Answer::Topic(t.clone()),
+                ))
+            }
+            ControllerRequest::CreatePartitions {
+                name,
+                count,
+                validate_only,
+            } => {
+                let Some(t) = image.topic(name) else {
+                    return refuse(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    );
+                };
+                let current = t.partition_count() as i32;
+                if *count <= current {
+                    return refuse(
+                        ResponseError::InvalidPartitions,
+                        format!("topic has {current} partitions; the count can only grow"),
+                    );
+                }
+                let rf = t.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
+                let replicas = self.assign(image, count - current, rf, current)?;
+                self.check_partition_limit(image, count - current)?;
+                if *validate_only {
+                    return Ok((Vec::new(), Answer::None));
+                }
+                Ok((
+                    vec![MetadataRecord::PartitionsAdded {
+                        name: name.clone(),
+                        placement: image.place(replicas.len(), self.config.shards),
+                        partitions: replicas.into_iter().map(PartitionState::new).collect(),
+                    }],
+                    Answer::None,
+                ))
+            }
+            ControllerRequest::SetTopicConfigs { name, configs } => {
+                if image.topic(name).is_none() {
+                    return refuse(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    );
+                }
+                if let Err(m) = (self.config.log_config_check)(configs) {
+                    return refuse(ResponseError::InvalidConfig, m);
+                }
+                Ok((
+                    vec![MetadataRecord::TopicConfigChanged {
+                        name: name.clone(),
+                        configs: configs.clone(),
+                    }],
+                    Answer::None,
+                ))
+            }
+            ControllerRequest::AllocateProducerIds { count } => {
+                let first = image.next_producer_id;
+                Ok((
+                    vec![MetadataRecord::ProducerIdsAllocated {
+                        next: first + count.max(&1),
+                    }],
+                    Answer::ProducerIds { first },
+                ))
+            }
+            ControllerRequest::AlterPartition {
+                name,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => self.alter_partition(
+                image,
+                name,
+                *partition,
+                *leader,
+                *leader_epoch,
+                *partition_epoch,
+                isr,
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> Decision {
+        let Some(s) = image.topic(name).and_then(|t| t.state(partition)) else {
+            return refuse(ResponseError::UnknownTopicOrPartition, "no such partition");
+        };
+        if s.leader != leader || s.leader_epoch != leader_epoch {
+            return refuse(
+                ResponseError::FencedLeaderEpoch,
+                format!(
+                    "leader {leader} epoch {leader_epoch} is not the current leader {} epoch {}",
+                    s.leader, s.leader_epoch
+                ),
+            );
+        }
+        if s.partition_epoch != partition_epoch {
+            return refuse(
+                ResponseError::InvalidUpdateVersion,
+                format!(
+                    "partition epoch {partition_epoch} is not the current {}",
+                    s.partition_epoch
+                ),
+            );
+        }
+        if !isr.contains(&leader) || isr.iter().any(|r| !s.replicas.contains(r)) {
+            return refuse(
+                ResponseError::InvalidRequest,
+                format!(
+                    "ISR {isr:?} must hold the leader and only replicas of {:?}",
+                    s.replicas
+                ),
+            );
+        }
+        if let Some(r) = isr.iter().filter(|r| !s.isr.contains(r)).find(|r| {
+            !image
+                .brokers
+                .get(r)
+                .is_some_and(|b| !b.fenced && !b.shutting_down)
+        }) {
+            return refuse(
+                ResponseError::IneligibleReplica,
+                format!("replica {r} is fenced or shutting down"),
+            );
+        }
+        let mut new = s.clone();
+        new.isr = s
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| isr.contains(r))
+            .collect();
+        new.partition_epoch += 1;
+        Ok((
+            vec![MetadataRecord::PartitionChanged {
+                name: name.to_owned(),
+                partition,
+                state: new.clone(),
+            }],
+            Answer::Partition(new),
+        ))
+    }
+
+    fn check_partition_limit(
+        &self,
+        image: &MetadataImage,
+        adding: i32,
+    ) -> Result<(), (ResponseError, String)> {
+        let Some(limit) = self.config.max_broker_partitions else {
+            return Ok(());
+        };
+        let brokers = image.brokers.len().max(1);
+        let in_use: usize = image
+            .topics
+            .values()
+            .filter(|t| !t.internal)
+            .map(|t| t.partitions.iter().map(|p| p.replicas.len()).sum::<usize>())
+            .sum();
+        let per_broker = (in_use + adding.max(0) as usize).div_ceil(brokers);
+        if per_broker > limit as usize {
+            return Err((
+                ResponseError::PolicyViolation,
+                format!(
+                    "adding {adding} partitions would exceed this broker's partition limit: \
+                     {} of max.broker.partitions={limit} are in use; delete topics or use a \
+                     larger flavor",
+                    in_use.div_ceil(brokers)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replicas for `count` new partitions (numbered from `first`), Kafka-style: brokers
+    /// ordered so consecutive ones alternate racks, each partition starting one broker
+    /// further, its replicas the next `rf` brokers — spread over brokers and racks.
+    fn assign(
+        &self,
+        image: &MetadataImage,
+        count: i32,
+        rf: i16,
+        first: i32,
+    ) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+        let live: Vec<&BrokerMeta> = image.live_brokers().filter(|b| !b.shutting_down).collect();
+        if rf < 1 || rf as usize > live.len() {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication \
+                     factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                    live.len()
+                ),
+            ));
+        }
+        let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+        for b in &live {
+            by_rack.entry(b.rack.as_deref()).or_default().push(b.id);
+        }
+        let mut ordered = Vec::with_capacity(live.len());
+        let mut i = 0;
+        while ordered.len() < live.len() {
+            for ids in by_rack.values() {
+                if let Some(id) = ids.get(i) {
+                    ordered.push(*id);
+                }
+            }
+            i += 1;
+        }
+        let n = ordered.len();
+        let start = image.topics.len() + first as usize;
+        Ok((0..count as usize)
+            .map(|p| {
+                (0..rf as usize)
+                    .map(|r| ordered[(start + p + r) % n])
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Records fencing broker `id`: out of every ISR (but the last member), its
+    /// leaderships elected elsewhere.
+    fn fence(&self, image: &MetadataImage, id: i32) -> Vec<MetadataRecord> {
+        let mut records = vec![MetadataRecord::BrokerFenced { id }];
+        let mut after = image.clone();
+        after.apply(&records[0]);
+        for t in image.topics.values() {
+            let unclean = self.unclean(t);
+            for (p, s) in t.partitions.iter().enumerate() {
+                if !s.replicas.contains(&id) {
+                    continue;
+                }
+                let mut new = s.clone();
+                if new.isr.len() > 1 {
+                    new.isr.retain(|r| *r != id);
+                }
+                if s.leader == id {
+                    elect(&mut new, &after, unclean, Some(id));
+                }
+                if new != *s {
+                    new.partition_epoch += 1;
+                    records.push(MetadataRecord::PartitionChanged {
+                        name: t.name.clone(),
+                        partition: p as i32,
+                        state: new,
+                    });
+                }
+            }
+        }
+        records
+    }
+
+    /// Records unfencing broker `id`, and leaders for partitions it can lead again.
+    fn unfence(&self, image: &MetadataImage, id: i32) -> Vec<MetadataRecord> {
+        let mut records = vec![MetadataRecord::BrokerUnfenced { id }];
+        let mut after = image.clone();
+        after.apply(&records[0]);
+        for t in image.topics.values() {
+            let unclean = self.unclean(t);
+            for (p, s) in t.partitions.iter().enumerate() {
+                if s.leader != NO_LEADER || !s.replicas.contains(&id) {
+                    continue;
+                }
+                let mut new = s.clone();
+                elect(&mut new, &after, unclean, None);
+                if new != *s {
+                    new.partition_epoch += 1;
+                    records.push(MetadataRecord::PartitionChanged {
+                        name: t.name.clone(),
+                        partition: p as i32,
+                        state: new,
+                    });
+                }
+            }
+        }
+        records
+    }
+
+    /// Controlled shutdown: leaderships move to other in-sync replicas and the broker
+    /// leaves the ISRs it follows in; once it leads nothing that could move, it is
+    /// fenced and may exit.
+    fn controlled_shutdown(
+        &self,
+        image: &MetadataImage,
+        b: &BrokerMeta,
+    ) -> (Vec<MetadataRecord>, Answer) {
+        let mut records = Vec::new();
+        if !b.shutting_down {
+            records.push(MetadataRecord::BrokerShuttingDown { id: b.id });
+            tracing::info!(broker = b.id, "controlled shutdown");
+        }
+        let mut after = image.clone();
+        for r in &records {
+            after.apply(r);
+        }
+        let mut stuck = 0;
+        for t in image.topics.values() {
+            for (p, s) in t.partitions.iter().enumerate() {
+                if !s.isr.contains(&b.id) || s.isr.len() < 2 {
+                    if s.leader == b.id {
+                        stuck += 1;
+                    }
+                    continue;
+                }
+                let mut new = s.clone();
+                new.isr.retain(|r| *r != b.id);
+                if s.leader == b.id {
+                    elect(&mut new, &after, false, Some(b.id));
+                    if new.leader == NO_LEADER {
+                        stuck += 1;
+                        continue;
+                    }
+                }
+                new.partition_epoch += 1;
+                records.push(MetadataRecord::PartitionChanged {
+                    name: t.name.clone(),
+                    partition: p as i32,
+                    state: new,
+                });
+            }
+        }
+        let ready = stuck == 0 || image.live_brokers().filter(|o| o.id != b.id).count() == 0;
+        if ready && !b.fenced {
+            records.push(MetadataRecord::BrokerFenced { id: b.id });
+        }
+        (
+            records,
+            Answer::Heartbeat {
+                registered: true,
+                fenced: ready,
+                shutdown_ready: ready,
+            },
+        )
+    }
+
+    fn unclean(&self, t: &TopicMeta) -> bool {
+        t.configs
+            .get("unclean.leader.election.enable")
+            .map_or(self.config.unclean_default, |v| v == "true")
+    }
+}
+
+/// Elects a leader for `s` on `image` (which already reflects the change that caused the
+/// election): the first replica in the ISR that is live and not shutting down, else with
+/// `unclean` the first live replica (the ISR becomes just it), else none. `excluded` never
+/// leads. The leader epoch moves on when the leader changes.
+fn elect(s: &mut PartitionState, image: &MetadataImage, unclean: bool, excluded: Option<i32>) {
+    let eligible = |r: &i32| {
+        Some(*r) != excluded
+            && image
+                .brokers
+                .get(r)
+                .is_some_and(|b| !b.fenced && !b.shutting_down)
+    };
+    let clean = s
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| s.isr.contains(r) && eligible(r));
+    let new = match clean {
+        Some(l) => l,
+        None if unclean => match s.replicas.iter().copied().find(eligible) {
+            Some(l) => {
+                tracing::warn!(leader = l, isr = ?s.isr, "unclean leader election: records the old ISR had may be lost");
+                s.isr = vec![l];
+                l
+            }
+            None => NO_LEADER,
+        },
+        None => NO_LEADER,
+    };
+    if new != s.leader {
+        s.leader = new;
+        s.leader_epoch += 1;
+    }
+}

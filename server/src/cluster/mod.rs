@@ -1,0 +1,511 @@
+//! The cluster: the controller quorum (KRaft's model on openraft), this broker's
+//! registration and lease, and the path by which metadata changes reach every shard.
+//!
+//! Every node keeps the metadata log; the controller-eligible nodes (`process.roles`
+//! containing `controller`, listed in `controller.quorum.voters`) replicate it with Raft,
+//! and the Raft leader is the active controller ([`controller::Controller`]). A single
+//! node runs the same code with a quorum of one. Shards never talk to the quorum
+//! directly: a metadata change (CreateTopics, AlterPartition, ...) is [`Cluster::submit`]ted
+//! here, forwarded to the active controller, committed, applied by every node's state
+//! machine ([`raft_store`]), published as the new image, and reconciled by each shard
+//! against its partitions ([`reconcile`]). `submit` returns once this broker's shards have
+//! reconciled the change, so a client that created a topic can use it on this broker.
+//!
+//! All of this runs on one "controller" thread with a small tokio runtime: it is control
+//! traffic, rare next to the data path, and openraft is built on tokio.
+
+pub mod controller;
+pub mod network;
+pub mod raft_store;
+pub mod reconcile;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_channel::mpsc;
+use kafka_protocol::ResponseError;
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::shard::ShardTask;
+use controller::{Answer, Controller, ControllerConfig, ControllerReply, ControllerRequest};
+
+openraft::declare_raft_types!(
+    /// The metadata quorum's types: entries carry metadata records.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// One controller decision: records committed together.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal {
+    pub records: Vec<MetadataRecord>,
+}
+
+/// What applying an entry answers: its log index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    pub index: u64,
+}
+
+/// How long a metadata change may take before the client hears REQUEST_TIMED_OUT.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the active controller checks leases.
+pub const CONTROLLER_TICK: Duration = Duration::from_millis(100);
+
+/// A metadata change that failed, as a Kafka error.
+#[derive(Debug, Clone)]
+pub struct SubmitError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+/// The metadata log index each shard has reconciled its partitions to.
+struct Reconciled {
+    per_shard: Vec<AtomicU64>,
+    min: tokio::sync::watch::Sender<u64>,
+}
+
+/// Publishes applied images to the broker's shards.
+struct BrokerPublisher {
+    metadata: Arc<ArcSwap<MetadataImage>>,
+    inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
+}
+
+impl raft_store::Publisher for BrokerPublisher {
+    fn publish(&self, image: Arc<MetadataImage>) {
+        self.metadata.store(image);
+        for inbox in &self.inboxes {
+            let task: ShardTask = Box::new(reconcile::schedule);
+            let _ = inbox.unbounded_send(task);
+        }
+    }
+}
+
+pub struct Cluster {
+    node_id: i32,
+    runtime: tokio::runtime::Handle,
+    raft: Raft,
+    controller: Arc<Controller>,
+    incarnation: Uuid,
+    reconciled: Reconciled,
+    /// Connections to other voters for forwarded requests.
+    peers: tokio::sync::Mutex<HashMap<u64, network::Peer>>,
+    shutting_down: AtomicBool,
+    shutdown_ready: AtomicBool,
+    /// The controller fences this broker (not registered or not caught up yet).
+    fenced: AtomicBool,
+}
+
+/// The controller thread's runtime, kept for the life of the process.
+static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+impl Cluster {
+    /// Opens the metadata store, starts the quorum member (and its controller listener),
+    /// and replays the committed log. Shards receive reconcile tasks in `inboxes`.
+    pub fn start(
+        config: &BrokerConfig,
+        metadata: Arc<ArcSwap<MetadataImage>>,
+        inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        use anyhow::Context;
+        let runtime = match RUNTIME.get() {
+            Some(rt) => rt,
+            None => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("controller")
+                    .enable_all()
+                    .build()
+                    .context("starting the controller runtime")?;
+                RUNTIME.get_or_init(|| rt)
+            }
+        };
+        let shards = inboxes.len();
+        let store = raft_store::MetaStore::open(
+            config.data_dir.join("__cluster_metadata"),
+            config.node_id,
+            Box::new(BrokerPublisher { metadata, inboxes }),
+        )
+        .context("loading cluster metadata")?;
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_id.clone(),
+            heartbeat_interval: 150,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .context("controller quorum config")?;
+        let node_id = config.node_id as u64;
+        let (log_store, state_machine) = openraft::storage::Adaptor::new(Arc::clone(&store));
+        let raft = runtime
+            .block_on(Raft::new(
+                node_id,
+                Arc::new(raft_config),
+                network::Network,
+                log_store,
+                state_machine,
+            ))
+            .context("starting the controller quorum member")?;
+        let voters = config.quorum_voters();
+        let controller_config = ControllerConfig {
+            node_id: config.node_id,
+            shards,
+            session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+            unclean_default: config.unclean_leader_election,
+            max_broker_partitions: config.max_broker_partitions,
+            offsets_replication_factor: config.offsets_topic_replication_factor,
+            voters: voters.len(),
+            log_config_check: {
+                let c = config.clone();
+                Arc::new(move |overrides| c.log_config(overrides).map(|_| ()))
+            },
+        };
+        let controller = Arc::new(Controller::new(
+            controller_config,
+            raft.clone(),
+            Arc::clone(&store),
+        ));
+        if let Some(addr) = config.controller_listener {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("cannot listen on the controller listener {addr}"))?;
+            runtime.spawn(network::serve(
+                listener,
+                raft.clone(),
+                Arc::clone(&controller),
+            ));
+        }
+        let members: BTreeMap<u64, BasicNode> = voters
+            .iter()
+            .map(|(id, addr)| (*id as u64, BasicNode { addr: addr.clone() }))
+            .collect();
+        if !runtime.block_on(raft.is_initialized())?
+            && let Err(e) = runtime.block_on(raft.initialize(members))
+        {
+            tracing::debug!(error = %e, "quorum already initialized elsewhere");
+        }
+        // Replay what this node knows is committed before anything reads the image.
+        let committed = store.committed_index();
+        let replayed = runtime.block_on(
+            raft.wait(Some(Duration::from_secs(30)))
+                .applied_index_at_least(Some(committed), "replay the committed metadata log"),
+        );
+        if let Err(e) = replayed {
+            anyhow::bail!("replaying the metadata log: {e}");
+        }
+        let cluster = Arc::new(Cluster {
+            node_id: config.node_id,
+            runtime: runtime.handle().clone(),
+            raft,
+            controller,
+            incarnation: Uuid::new_v4(),
+            reconciled: Reconciled {
+                per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+                min: tokio::sync::watch::channel(0).0,
+            },
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            shutdown_ready: AtomicBool::new(false),
+            fenced: AtomicBool::new(true),
+        });
+        let c = Arc::clone(&cluster);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(CONTROLLER_TICK).await;
+                c.controller.tick().await;
+            }
+        });
+        Ok(cluster)
+    }
+
+    /// Starts registering and heartbeating (after the shards run).
+    pub fn start_heartbeats(self: &Arc<Self>, config: &BrokerConfig) {
+        let c = Arc::clone(self);
+        let register = ControllerRequest::RegisterBroker {
+            id: config.node_id,
+            incarnation: self.incarnation,
+            host: config.advertised.0.clone(),
+            port: config.advertised.1,
+            rack: config.broker_rack.clone(),
+        };
+        let interval = Duration::from_millis(config.broker_heartbeat_interval_ms.max(10));
+        self.runtime
+            .spawn(async move { c.heartbeat_loop(register, interval).await });
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, register: ControllerRequest, interval: Duration) {
+        let mut registered = false;
+        loop {
+            let shutting_down = self.shutting_down.load(Ordering::Relaxed);
+            if !registered {
+                match self
+                    .submit_inner(register.clone(), Duration::from_secs(2))
+                    .await
+                {
+                    Ok(_) => registered = true,
+                    Err(e) => tracing::debug!(error = %e.message, "broker registration pending"),
+                }
+                if registered {
+                    continue;
+                }
+            } else {
+                let hb = ControllerRequest::Heartbeat {
+                    id: self.node_id,
+                    incarnation: self.incarnation,
+                    applied: self.applied(),
+                    shutting_down,
+                };
+                match self.submit_inner(hb, Duration::from_secs(2)).await {
+                    Ok((
+                        _,
+                        Answer::Heartbeat {
+                            registered: r,
+                            fenced,
+                            shutdown_ready,
+                        },
+                    )) => {
+                        registered = r;
+                        self.fenced.store(fenced, Ordering::Relaxed);
+                        if shutdown_ready {
+                            self.shutdown_ready.store(true, Ordering::Relaxed);
+                        }
+                        if !fenced && !shutting_down {
+                            // Caught up and serving: heartbeat at the configured pace.
+                        } else {
+                            tokio::time::sleep(interval.min(Duration::from_millis(100))).await;
+                            continue;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e.message, "broker heartbeat failed"),
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// The metadata index every shard of this broker has reconciled.
+    pub fn applied(&self) -> u64 {
+        *self.reconciled.min.borrow()
+    }
+
+    /// A shard reports it reconciled its partitions with the image at `index`.
+    pub fn mark_reconciled(&self, shard: usize, index: u64) {
+        if let Some(s) = self.reconciled.per_shard.get(shard) {
+            s.fetch_max(index, Ordering::Relaxed);
+        }
+        let min = self
+            .reconciled
+            .per_shard
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(index);
+        self.reconciled.min.send_if_modified(|v| {
+            let grew = min > *v;
+            *v = (*v).max(min);
+            grew
+        });
+    }
+
+    /// Whether the controller currently fences this broker.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// The active controller's node id, if known.
+    pub fn controller_id(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|l| l as i32)
+    }
+
+    /// The quorum's view for DescribeQuorum and `ringmq cluster describe`.
+    pub fn quorum(&self) -> QuorumView {
+        let m = self.raft.metrics().borrow().clone();
+        let voters: Vec<i32> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|v| v as i32)
+            .collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let progress = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, l)| (*id as i32, l.map_or(0, |l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        QuorumView {
+            leader: m.current_leader.map_or(-1, |l| l as i32),
+            term: m.current_term,
+            high_watermark: m.last_applied.map_or(0, |l| l.index),
+            last_index: last,
+            voters,
+            progress,
+        }
+    }
+
+    /// Commits a metadata change through the active controller and waits until this
+    /// broker's shards have reconciled it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        req: ControllerRequest,
+    ) -> Result<(u64, Answer), SubmitError> {
+        let c = Arc::clone(self);
+        let job = self.runtime.spawn(async move {
+            let (index, answer) = c.submit_inner(req, SUBMIT_TIMEOUT).await?;
+            c.wait_reconciled(index, SUBMIT_TIMEOUT).await?;
+            Ok((index, answer))
+        });
+        job.await.unwrap_or_else(|e| {
+            Err(SubmitError {
+                code: ResponseError::UnknownServerError,
+                message: format!("controller task failed: {e}"),
+            })
+        })
+    }
+
+    async fn wait_reconciled(&self, index: u64, timeout: Duration) -> Result<(), SubmitError> {
+        let mut rx = self.reconciled.min.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|v| *v >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(SubmitError {
+                code: ResponseError::RequestTimedOut,
+                message: format!("metadata change {index} was not applied here in time"),
+            }),
+        }
+    }
+
+    async fn submit_inner(
+        &self,
+        req: ControllerRequest,
+        timeout: Duration,
+    ) -> Result<(u64, Answer), SubmitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let reply = match leader {
+                Some(l) if l == self.node_id as u64 => {
+                    self.controller.handle_local(req.clone()).await
+                }
+                Some(l) => self.forward(l, &req).await,
+                None => ControllerReply::NotController { leader: None },
+            };
+            match reply {
+                ControllerReply::Done { index, answer } => return Ok((index, answer)),
+                ControllerReply::Error { code, message } => {
+                    return Err(SubmitError {
+                        code: ResponseError::try_from_code(code)
+                            .unwrap_or(ResponseError::UnknownServerError),
+                        message,
+                    });
+                }
+                ControllerReply::NotController { .. } if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ControllerReply::NotController { .. } => {
+                    return Err(SubmitError {
+                        code: ResponseError::RequestTimedOut,
+                        message: "no active controller (is a quorum of the controllers up?)".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, leader: u64, req: &ControllerRequest) -> ControllerReply {
+        let addr = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.addr.clone())
+        };
+        let Some(addr) = addr else {
+            return ControllerReply::NotController { leader: None };
+        };
+        let mut peers = self.peers.lock().await;
+        let peer = peers
+            .entry(leader)
+            .or_insert_with(|| network::Peer::new(addr));
+        match peer
+            .call(
+                &network::Rpc::Controller(req.clone()),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Ok(network::RpcReply::Controller(r)) => r,
+            Ok(_) => ControllerReply::NotController { leader: None },
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "forwarding to the controller failed");
+                ControllerReply::NotController { leader: None }
+            }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to move this broker's leaderships away
+    /// and waits (at most `timeout`) until it says the broker may stop.
+    /// Call it from a thread outside every runtime (the signal handler's).
+    pub fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.block_until(timeout, || self.shutdown_ready.load(Ordering::Relaxed))
+    }
+
+    /// Blocks the calling (non-runtime) thread until `done()` or `timeout`; whether done.
+    pub fn block_until(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
+        self.runtime.block_on(async {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if done() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            done()
+        })
+    }
+}
+
+/// The metadata quorum as DescribeQuorum reports it.
+#[derive(Debug, Clone)]
+pub struct QuorumView {
+    pub leader: i32,
+    pub term: u64,
+    pub high_watermark: u64,
+    pub last_index: u64,
+    pub voters: Vec<i32>,
+    /// The leader's view of each voter's replicated log index (on the leader only).
+    pub progress: BTreeMap<i32, u64>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `SnapshotData` of the type config.
+pub type SnapshotData = Cursor<Vec<u8>>;

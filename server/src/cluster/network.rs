@@ -1,0 +1,226 @@
+//! The controller listener's wire: Raft RPCs between the quorum's voters and controller
+//! requests (registration, heartbeats, topic changes, AlterPartition) from brokers to the
+//! active controller. A frame is a 4-byte big-endian length and a JSON body; one request
+//! at a time per connection. This traffic is small and rare next to the data path, so it
+//! runs on the controller thread's tokio runtime, not on the shards.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::TypeConfig;
+use super::controller::{ControllerReply, ControllerRequest};
+
+type NodeId = u64;
+
+/// Largest frame accepted (a metadata snapshot of a big cluster fits comfortably).
+pub const FRAME_MAX: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Controller(ControllerRequest),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcReply {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Controller(ControllerReply),
+}
+
+pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await
+}
+
+pub async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> io::Result<T> {
+    let len = stream.read_u32().await? as usize;
+    if len > FRAME_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("controller frame of {len} bytes is over {FRAME_MAX}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A connection to one peer, opened on first use and reopened after an error.
+pub struct Peer {
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+impl Peer {
+    pub fn new(addr: String) -> Self {
+        Peer { addr, conn: None }
+    }
+
+    /// Sends `rpc` and waits for the reply, at most `timeout`.
+    pub async fn call(&mut self, rpc: &Rpc, timeout: Duration) -> io::Result<RpcReply> {
+        let result = tokio::time::timeout(timeout, self.call_inner(rpc)).await;
+        match result {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} did not answer", self.addr),
+                ))
+            }
+        }
+    }
+
+    async fn call_inner(&mut self, rpc: &Rpc) -> io::Result<RpcReply> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(&self.addr).await?;
+            s.set_nodelay(true)?;
+            self.conn = Some(s);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::other("no connection"));
+        };
+        write_frame(conn, rpc).await?;
+        read_frame(conn).await
+    }
+}
+
+/// openraft's network: one [`Peer`] per replication stream.
+pub struct Network;
+
+pub struct PeerClient(Peer);
+
+fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&e))
+}
+
+fn unexpected<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {
+    unreachable(io::Error::other("unexpected reply type"))
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient(Peer::new(node.addr.clone()))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.0.call(&Rpc::Append(rpc), option.hard_ttl()).await {
+            Ok(RpcReply::Append(r)) => {
+                r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.0.call(&Rpc::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(RpcReply::Snapshot(r)) => {
+                r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.0.call(&Rpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(RpcReply::Vote(r)) => {
+                r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}
+
+/// Serves the controller listener: Raft RPCs to the local Raft, controller requests to
+/// the local controller (which answers "not the controller" when it is not).
+pub async fn serve(
+    listener: TcpListener,
+    raft: super::Raft,
+    controller: Arc<super::controller::Controller>,
+) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "controller listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (raft, controller) = (raft.clone(), Arc::clone(&controller));
+        tokio::spawn(async move {
+            loop {
+                let rpc: Rpc = match read_frame(&mut stream).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::UnexpectedEof {
+                            tracing::debug!(%peer, error = %e, "controller connection closed");
+                        }
+                        return;
+                    }
+                };
+                let reply = match rpc {
+                    Rpc::Append(r) => RpcReply::Append(raft.append_entries(r).await),
+                    Rpc::Vote(r) => RpcReply::Vote(raft.vote(r).await),
+                    Rpc::Snapshot(r) => RpcReply::Snapshot(raft.install_snapshot(r).await),
+                    Rpc::Controller(r) => RpcReply::Controller(controller.handle_local(r).await),
+                };
+                if let Err(e) = write_frame(&mut stream, &reply).await {
+                    tracing::debug!(%peer, error = %e, "controller reply failed");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Resolves `host:port` for a peer (kept as a string so names re-resolve on reconnect).
+pub fn addr_string(addr: &SocketAddr) -> String {
+    addr.to_string()
+}

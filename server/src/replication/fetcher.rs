@@ -1,0 +1,378 @@
+//! Follower side of replication: one fetcher per (shard, leader broker), running on the
+//! shard that owns the follower replicas, batching all of them into one Kafka Fetch
+//! (with this broker's replica id) per round — Kafka's ReplicaFetcherThread, on the data
+//! path's own thread. The leader's batches are appended byte for byte with their offsets;
+//! the follower's high watermark follows the leader's.
+//!
+//! After a leader change a follower first truncates to the new leader's history: it asks
+//! OffsetForLeaderEpoch for the end of its own latest epoch on the leader and cuts its log
+//! there (no divergent suffix survives). A follower behind the leader's log start starts
+//! over at it. The fetcher ends when this shard follows nothing from that leader.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use ringmq_engine::Offset;
+use ringmq_engine::batch::BatchIter;
+
+use crate::partition::Partition;
+use crate::shard::{ShardCtx, now_ms};
+
+/// Fetch version the fetcher speaks (replica id in the request body, leader epochs).
+const FETCH_VERSION: i16 = 12;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
+/// Pause after an error before the next round.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Starts the fetcher for `leader` on this shard unless it runs.
+pub fn ensure(ctx: &Rc<ShardCtx>, leader: i32) {
+    if leader == ctx.broker.config.node_id || !ctx.fetchers.borrow_mut().insert(leader) {
+        return;
+    }
+    let c = Rc::clone(ctx);
+    compio::runtime::spawn(async move {
+        run(&c, leader).await;
+        c.fetchers.borrow_mut().remove(&leader);
+    })
+    .detach();
+}
+
+/// This shard's replicas that follow `leader`.
+fn followed(ctx: &ShardCtx, leader: i32) -> Vec<Rc<Partition>> {
+    let me = ctx.broker.config.node_id;
+    ctx.partitions()
+        .into_iter()
+        .filter(|p| {
+            let r = p.replica.borrow();
+            r.leader == leader && r.replicas.contains(&me)
+        })
+        .collect()
+}
+
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+async fn run(ctx: &Rc<ShardCtx>, leader: i32) {
+    let mut conn: Option<Conn> = None;
+    loop {
+        let parts = followed(ctx, leader);
+        if parts.is_empty() {
+            return;
+        }
+        let address = ctx
+            .broker
+            .image()
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .map(|b| format!("{}:{}", b.host, b.port));
+        let Some(address) = address else {
+            compio::time::sleep(BACKOFF).await;
+            continue;
+        };
+        if conn.is_none() {
+            match TcpStream::connect(&address).await {
+                Ok(stream) => {
+                    let _ = socket2::SockRef::from(&stream).set_tcp_nodelay(true);
+                    conn = Some(Conn {
+                        stream,
+                        correlation: 0,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");
+                    compio::time::sleep(BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let (truncating, ready): (Vec<_>, Vec<_>) = parts
+            .into_iter()
+            .partition(|p| p.repl.borrow().needs_truncation);
+        let result = if truncating.is_empty() {
+            fetch(ctx, c, &ready).await
+        } else {
+            truncate(ctx, c, &truncating).await
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => compio::time::sleep(BACKOFF).await,
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "replica fetch failed; reconnecting");
+                conn = None;
+                compio::time::sleep(BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Sends one request and reads its response on the fetcher's connection.
+async fn call<Req: Encodable, Resp: Decodable>(
+    c: &mut Conn,
+    api: ApiKey,
+    version: i16,
+    req: &Req,
+    timeout: Duration,
+) -> io::Result<Resp> {
+    c.correlation = c.correlation.wrapping_add(1);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(c.correlation)
+        .with_client_id(Some(StrBytes::from_static_str("ringmq-replica-fetcher")))
+        .encode(&mut buf, api.request_header_version(version))
+        .and_then(|_| req.encode(&mut buf, version))
+        .map_err(|e| io::Error::other(format!("encoding {api:?}: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let exchange = async {
+        let BufResult(res, _) = c.stream.write_all(buf.to_vec()).await;
+        res?;
+        let BufResult(res, len_buf) = c.stream.read_exact([0u8; 4]).await;
+        res?;
+        let len = i32::from_be_bytes(len_buf);
+        if !(0..=256 << 20).contains(&len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("response frame of {len} bytes"),
+            ));
+        }
+        let body = Vec::with_capacity(len as usize);
+        let BufResult(res, body) =
+            c.stream.read_exact(compio::buf::IoBuf::slice(body, ..len as usize)).await;
+        res?;
+        Ok(Bytes::from(compio::buf::IntoInner::into_inner(body)))
+    };
+    let mut frame = compio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{api:?} timed out")))??;
+    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if header.correlation_id != c.correlation {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "response out of order",
+        ));
+    }
+    Resp::decode(&mut frame, version)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{api:?}: {e}")))
+}
+
+/// One fetch round for `parts`. `Ok(false)` asks for a pause (errors answered).
+async fn fetch(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io::Result<bool> {
+    let cfg = &ctx.broker.config;
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for p in parts {
+        let log = p.log.log();
+        topics.entry(&p.topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(p.leader_epoch())
+                .with_fetch_offset(log.log_end_offset().0)
+                .with_last_fetched_epoch(log.leader_epochs().latest_epoch().unwrap_or(-1))
+                .with_log_start_offset(log.log_start_offset().0)
+                .with_partition_max_bytes(cfg.replica_fetch_max_bytes),
+        );
+    }
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(cfg.node_id))
+        .with_max_wait_ms(cfg.replica_fetch_wait_max_ms as i32)
+        .with_min_bytes(1)
+        .with_max_bytes(cfg.replica_fetch_response_max_bytes)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(name.to_owned())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let timeout = Duration::from_millis(cfg.replica_fetch_wait_max_ms) + Duration::from_secs(30);
+    let resp: FetchResponse = call(c, ApiKey::Fetch, FETCH_VERSION, &req, timeout).await?;
+    if resp.error_code != 0 {
+        return Ok(false);
+    }
+    let mut healthy = true;
+    for t in resp.responses {
+        for pd in t.partitions {
+            let Some(part) = parts
+                .iter()
+                .find(|p| p.topic.as_ref() == t.topic.0.as_str() && p.index == pd.partition_index)
+            else {
+                continue;
+            };
+            match ResponseError::try_from_code(pd.error_code) {
+                None => {
+                    if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
+                        let records = whole_batches(records);
+                        if !records.is_empty() {
+                            match part.append_replicated(records, now_ms()).await {
+                                Ok(_) => {}
+                                Err(ringmq_engine::AppendError::OffsetsOutOfOrder { .. }) => {
+                                    part.repl.borrow_mut().needs_truncation = true;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "appending replicated records failed");
+                                    healthy = false;
+                                }
+                            }
+                        }
+                    }
+                    let mut log = part.log.log_mut();
+                    let hw = Offset(pd.high_watermark.min(log.log_end_offset().0));
+                    log.update_high_watermark(hw);
+                }
+                Some(ResponseError::OffsetOutOfRange) => {
+                    let leo = part.log.log().log_end_offset().0;
+                    if pd.log_start_offset > leo {
+                        if let Err(e) = part.restart_at(Offset(pd.log_start_offset)).await {
+                            tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "restarting the follower log failed");
+                        }
+                    } else {
+                        part.repl.borrow_mut().needs_truncation = true;
+                    }
+                }
+                Some(e) => {
+                    tracing::debug!(topic = %part.topic, partition = part.index, error = ?e, "replica fetch error");
+                    healthy = false;
+                }
+            }
+        }
+    }
+    Ok(healthy)
+}
+
+/// The prefix of `records` made of whole batches (a fetch may end mid-batch).
+fn whole_batches(records: Bytes) -> Bytes {
+    let mut end = 0;
+    for item in BatchIter::new(&records) {
+        match item {
+            Ok((at, h, _)) => end = at + h.total_size(),
+            Err(_) => break,
+        }
+    }
+    records.slice(..end)
+}
+
+/// Truncates each of `parts` to where its latest epoch ends on the leader.
+async fn truncate(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io::Result<bool> {
+    let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut asked = Vec::new();
+    for p in parts {
+        let latest = p.log.log().leader_epochs().latest_epoch();
+        let Some(epoch) = latest else {
+            // No epoch history (an empty log, or one written before epochs were kept):
+            // what is above the high watermark may be divergent.
+            let hw = p.log.log().high_watermark();
+            if let Err(e) = p.truncate_to(hw).await {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "follower truncation failed");
+                continue;
+            }
+            p.repl.borrow_mut().needs_truncation = false;
+            continue;
+        };
+        asked.push((Rc::clone(p), epoch));
+        topics.entry(&p.topic).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(p.leader_epoch())
+                .with_leader_epoch(epoch),
+        );
+    }
+    if asked.is_empty() {
+        return Ok(true);
+    }
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(ctx.broker.config.node_id))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(name.to_owned())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let resp: OffsetForLeaderEpochResponse = call(
+        c,
+        ApiKey::OffsetForLeaderEpoch,
+        OFFSET_FOR_LEADER_EPOCH_VERSION,
+        &req,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let mut healthy = true;
+    for t in resp.topics {
+        for r in t.partitions {
+            let Some((part, asked_epoch)) = asked
+                .iter()
+                .find(|(p, _)| p.topic.as_ref() == t.topic.0.as_str() && p.index == r.partition)
+            else {
+                continue;
+            };
+            if r.error_code != 0 {
+                healthy = false;
+                continue;
+            }
+            let (leo, hw) = {
+                let log = part.log.log();
+                (log.log_end_offset(), log.high_watermark())
+            };
+            let target = if r.end_offset < 0 {
+                // The leader knows no epoch at or below ours: keep what is committed.
+                hw
+            } else {
+                // If the leader's answer is an older epoch, our own end of that epoch
+                // bounds it too.
+                let own_end = if r.leader_epoch < *asked_epoch {
+                    part.log
+                        .log()
+                        .leader_epochs()
+                        .end_offset_for(r.leader_epoch, leo)
+                        .map_or(leo, |(_, end)| end)
+                } else {
+                    leo
+                };
+                Offset(r.end_offset).min(own_end).min(leo)
+            };
+            if target < leo {
+                tracing::info!(topic = %part.topic, partition = part.index, from = leo.0, to = target.0, "truncating the follower to the leader's history");
+            }
+            match part.truncate_to(target).await {
+                Ok(()) => part.repl.borrow_mut().needs_truncation = false,
+                Err(e) => {
+                    tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "follower truncation failed");
+                    healthy = false;
+                }
+            }
+        }
+    }
+    Ok(healthy)
+}
