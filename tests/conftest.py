@@ -138,3 +138,108 @@ def kafka_peer(tmp_path_factory):
     subprocess.run([str(KAFKA_SH), "start", str(d), str(port), "512m"], check=True, timeout=300)
     yield f"127.0.0.1:{port}"
     subprocess.run([str(KAFKA_SH), "stop", str(d)], timeout=60)
+
+
+# What a cluster member logs at WARN when peers die on purpose: Raft's view of an
+# unreachable voter, fencing, ISR shrinking.
+CLUSTER_EXPECTED_LOG = [r"openraft", r"broker session expired", r"shrinking the ISR",
+                        r"unclean leader election"]
+
+
+class Cluster:
+    """N ringmqd processes on 127.0.0.1, each a broker and a controller-quorum voter
+    (KRaft combined mode), with their own ports and data directories."""
+
+    def __init__(self, tmp: Path, n: int, properties=None):
+        ports = [(free_port(), free_port()) for _ in range(n)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        self.brokers = {}
+        for i, (port, cport) in enumerate(ports):
+            node = i + 1
+            d = tmp / f"node{node}"
+            d.mkdir(exist_ok=True)
+            props = {
+                "process.roles": "broker,controller",
+                "node.id": node,
+                "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                "controller.listener.names": "CONTROLLER",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "broker.heartbeat.interval.ms": 200,
+                "broker.session.timeout.ms": 1500,
+                "replica.lag.time.max.ms": 3000,
+                "ringmq.shards": 1,
+                **(properties or {}),
+            }
+            b = Broker(d, properties=props)
+            b.port = port
+            b.bootstrap = f"127.0.0.1:{port}"
+            b.node_id = node
+            b.expected_log = list(CLUSTER_EXPECTED_LOG)
+            self.brokers[node] = b
+
+    @property
+    def bootstrap(self):
+        return ",".join(b.bootstrap for b in self.brokers.values())
+
+    def start(self):
+        for b in self.brokers.values():
+            b.start()
+        self.wait_for_brokers(len(self.brokers))
+        return self
+
+    def live(self):
+        return [b for b in self.brokers.values() if b.proc and b.alive()]
+
+    def metadata(self, via=None, topic=None):
+        from confluent_kafka.admin import AdminClient
+        bootstrap = (via or self.live()[0]).bootstrap
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        return admin.list_topics(topic=topic, timeout=10)
+
+    def wait_for_brokers(self, n, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if all(len(self.metadata(via=b).brokers) == n for b in self.live()):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the cluster did not reach {n} live brokers")
+
+    def leader(self, topic, partition):
+        return self.metadata(topic=topic).topics[topic].partitions[partition].leader
+
+    def wait_for(self, predicate, timeout=30, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if predicate():
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def stop(self):
+        for b in self.brokers.values():
+            b.stop()
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    clusters = []
+
+    def make(n=3, properties=None):
+        c = Cluster(tmp_path, n, properties)
+        clusters.append(c)
+        return c
+
+    yield make
+    for c in clusters:
+        c.stop()
+    for c in clusters:
+        for b in c.brokers.values():
+            bad = b.unexpected_log_lines()
+            assert not bad, f"unexpected ERROR/WARN in node {b.node_id}'s log:\n" + "\n".join(bad[:20])

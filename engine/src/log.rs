@@ -488,7 +488,9 @@ impl UnifiedLog {
         let mut epoch_starts: Vec<(i32, Offset)> = Vec::new();
         for h in &headers {
             if h.partition_leader_epoch >= 0
-                && epoch_starts.last().is_none_or(|(e, _)| *e != h.partition_leader_epoch)
+                && epoch_starts
+                    .last()
+                    .is_none_or(|(e, _)| *e != h.partition_leader_epoch)
             {
                 epoch_starts.push((h.partition_leader_epoch, h.base_offset));
             }

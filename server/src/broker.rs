@@ -262,7 +262,10 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             .cluster
             .block_until(std::time::Duration::from_secs(20), || {
                 !broker.cluster.is_fenced()
-                    && broker.image().topic(crate::offsets::OFFSETS_TOPIC).is_some()
+                    && broker
+                        .image()
+                        .topic(crate::offsets::OFFSETS_TOPIC)
+                        .is_some()
                     && broker.cluster.applied() >= broker.image().offset
             });
     }

@@ -284,7 +284,8 @@ impl Partition {
         }
         let info = self.append(records, now_ms).await?;
         if acks == -1 {
-            self.wait_replicated(info.last_offset.plus(1), timeout).await?;
+            self.wait_replicated(info.last_offset.plus(1), timeout)
+                .await?;
         }
         Ok(info)
     }

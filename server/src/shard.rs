@@ -354,7 +354,8 @@ fn hand_over(
 
 /// Leaders check their followers' lag (`replica.lag.time.max.ms`) a few times per period.
 async fn isr_loop(ctx: Rc<ShardCtx>) {
-    let every = Duration::from_millis((ctx.broker.config.replica_lag_time_max_ms / 4).clamp(50, 1000));
+    let every =
+        Duration::from_millis((ctx.broker.config.replica_lag_time_max_ms / 4).clamp(50, 1000));
     loop {
         compio::time::sleep(every).await;
         for p in ctx.partitions() {

@@ -49,7 +49,10 @@ pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
                 return;
             }
             tracing::info!(signal = sig, "shutting down: moving leadership away");
-            let others = broker.image().live_brokers().any(|b| b.id != broker.config.node_id);
+            let others = broker
+                .image()
+                .live_brokers()
+                .any(|b| b.id != broker.config.node_id);
             if others && !broker.cluster.controlled_shutdown(CONTROLLED_SHUTDOWN_MAX) {
                 tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
             }

@@ -60,6 +60,8 @@ pub struct Applied {
 
 /// How long a metadata change may take before the client hears REQUEST_TIMED_OUT.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a voter other than the lowest-numbered waits before initializing a new quorum.
+pub const INITIALIZE_FALLBACK: Duration = Duration::from_secs(5);
 /// How often the active controller checks leases.
 pub const CONTROLLER_TICK: Duration = Duration::from_millis(100);
 
@@ -193,19 +195,35 @@ impl Cluster {
             .iter()
             .map(|(id, addr)| (*id as u64, BasicNode { addr: addr.clone() }))
             .collect();
-        if !runtime.block_on(raft.is_initialized())?
-            && let Err(e) = runtime.block_on(raft.initialize(members))
-        {
-            tracing::debug!(error = %e, "quorum already initialized elsewhere");
+        if !runtime.block_on(raft.is_initialized())? {
+            // A new quorum: the lowest voter id writes the first membership; the others do
+            // too if they have heard from nobody after a while (the lowest may be down).
+            let first = voters.iter().map(|(id, _)| *id).min() == Some(config.node_id);
+            let delay = if first {
+                Duration::ZERO
+            } else {
+                INITIALIZE_FALLBACK
+            };
+            let r = raft.clone();
+            runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                if matches!(r.is_initialized().await, Ok(false))
+                    && let Err(e) = r.initialize(members).await
+                {
+                    tracing::debug!(error = %e, "quorum already initialized elsewhere");
+                }
+            });
         }
         // Replay what this node knows is committed before anything reads the image.
         let committed = store.committed_index();
-        let replayed = runtime.block_on(
-            raft.wait(Some(Duration::from_secs(30)))
-                .applied_index_at_least(Some(committed), "replay the committed metadata log"),
-        );
-        if let Err(e) = replayed {
-            anyhow::bail!("replaying the metadata log: {e}");
+        if committed > 0 {
+            let replayed = runtime.block_on(
+                raft.wait(Some(Duration::from_secs(30)))
+                    .applied_index_at_least(Some(committed), "replay the committed metadata log"),
+            );
+            if let Err(e) = replayed {
+                anyhow::bail!("replaying the metadata log: {e}");
+            }
         }
         let cluster = Arc::new(Cluster {
             node_id: config.node_id,

@@ -133,9 +133,9 @@ async fn store(
         part.append_acked(batch, now, -1, crate::offsets::OFFSETS_COMMIT_TIMEOUT)
             .await
             .map_err(|e| {
-            tracing::warn!(%group, error = %e.message, "storing offsets failed");
-            ResponseError::CoordinatorNotAvailable
-        })?;
+                tracing::warn!(%group, error = %e.message, "storing offsets failed");
+                ResponseError::CoordinatorNotAvailable
+            })?;
         let mut cache = c.offsets.borrow_mut();
         for (topic, p, committed) in commits {
             cache.put(&group, &topic, p, committed);

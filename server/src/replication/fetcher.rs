@@ -159,8 +159,10 @@ async fn call<Req: Encodable, Resp: Decodable>(
             ));
         }
         let body = Vec::with_capacity(len as usize);
-        let BufResult(res, body) =
-            c.stream.read_exact(compio::buf::IoBuf::slice(body, ..len as usize)).await;
+        let BufResult(res, body) = c
+            .stream
+            .read_exact(compio::buf::IoBuf::slice(body, ..len as usize))
+            .await;
         res?;
         Ok(Bytes::from(compio::buf::IntoInner::into_inner(body)))
     };

@@ -197,7 +197,10 @@ impl Partition {
         if out_of_sync.is_empty() {
             return;
         }
-        let new: Vec<i32> = isr.into_iter().filter(|r| !out_of_sync.contains(r)).collect();
+        let new: Vec<i32> = isr
+            .into_iter()
+            .filter(|r| !out_of_sync.contains(r))
+            .collect();
         self.alter_isr(ctx, new);
     }
 
@@ -263,7 +266,11 @@ impl Partition {
 
     /// acks=all: waits until the high watermark reaches `target` (every in-sync replica
     /// has the records), at most `timeout`.
-    pub async fn wait_replicated(&self, target: Offset, timeout: Duration) -> Result<(), PartitionError> {
+    pub async fn wait_replicated(
+        &self,
+        target: Offset,
+        timeout: Duration,
+    ) -> Result<(), PartitionError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if self.log.log().high_watermark() >= target {
