@@ -275,3 +275,81 @@ def test_consumer_group_survives_the_coordinator_dying(make_cluster):
             got.append(int(m.value()))
     cons.close()
     assert sorted(got) == list(range(300, 330)), f"resumed at the wrong place: {sorted(got)[:5]}..."
+
+
+def test_kafka_tools_describe_the_quorum_and_the_replicas(make_cluster):
+    from conftest import KAFKA_SH
+    c = make_cluster(3).start()
+    create(c.bootstrap, "tools", partitions=2, rf=3)
+
+    def tool(cls, *args):
+        r = subprocess.run([str(KAFKA_SH), "tool", cls, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    status = tool("org.apache.kafka.tools.MetadataQuorumCommand",
+                  "--bootstrap-server", c.brokers[2].bootstrap, "describe", "--status")
+    controller = c.metadata().controller_id
+    assert f"LeaderId:               {controller}" in status, status
+    assert "CurrentVoters:" in status and all(f"\"id\": {n}" in status or f"{n}" in status for n in (1, 2, 3))
+    desc = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", c.brokers[3].bootstrap,
+                "--describe", "--topic", "tools")
+    lines = [line for line in desc.splitlines() if "Partition:" in line]
+    assert len(lines) == 2, desc
+    for line in lines:
+        assert "Replicas: " in line and "Isr: " in line
+        replicas = line.split("Replicas: ")[1].split()[0].split(",")
+        assert sorted(replicas) == ["1", "2", "3"], line
+    under = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", c.bootstrap,
+                 "--describe", "--under-replicated-partitions")
+    assert "tools" not in under
+
+
+def test_ringmq_cluster_start_runs_a_local_cluster(tmp_path):
+    import os
+    import signal
+    from conftest import ROOT, free_port
+    ringmq = ROOT / "target" / "release" / "ringmq"
+    base = free_port()
+    while any(not _free(p) for p in (base, base + 1, base + 2, base + 100, base + 101, base + 102)):
+        base = free_port()
+    proc = subprocess.Popen([str(ringmq), "cluster", "start", "--brokers", "3", "--dir", str(tmp_path / "c"),
+                             "--base-port", str(base)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("bootstrap.servers="):
+                break
+        bootstrap = lines[-1].strip().split("=", 1)[1]
+        assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3))
+        out = subprocess.run([str(ringmq), "-b", bootstrap, "cluster", "describe"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        assert "(active controller)" in out and "under-replicated: 0" in out, out
+        for n in (1, 2, 3):
+            assert f"127.0.0.1:{base + n - 1}" in out
+        subprocess.run([str(ringmq), "-b", bootstrap, "topic", "create", "t", "-p", "3", "-r", "3"],
+                       check=True, timeout=60)
+        subprocess.run([str(ringmq), "-b", bootstrap, "produce", "t"], input="a\nb\nc\n", text=True,
+                       check=True, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    for n in (1, 2, 3):
+        log = (tmp_path / "c" / f"node{n}" / "ringmqd.log").read_text()
+        assert "shutdown complete" in log
+        assert "PANIC" not in log
+        # Replication factor 3 on 3 brokers: every node holds every partition.
+        assert all(os.path.isdir(tmp_path / "c" / f"node{n}" / "data" / f"t-{p}") for p in range(3))
+
+
+def _free(port):
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False

@@ -178,6 +178,62 @@ fn metrics_text(broker: &Broker) -> String {
         "Open client connections",
         &[("", open as u64)],
     );
+    let me = broker.config.node_id;
+    let led = image
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.leader == me);
+    let (mut leading, mut under) = (0u64, 0u64);
+    for p in led {
+        leading += 1;
+        if p.isr.len() < p.replicas.len() {
+            under += 1;
+        }
+    }
+    let offline = image
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.leader == crate::metadata::NO_LEADER)
+        .count() as u64;
+    let quorum = broker.cluster.quorum();
+    gauge(
+        &mut out,
+        "ringmq_leader_partitions",
+        "Partitions this broker leads",
+        &[("", leading)],
+    );
+    gauge(
+        &mut out,
+        "ringmq_under_replicated_partitions",
+        "Partitions led here whose ISR is smaller than their replica set",
+        &[("", under)],
+    );
+    gauge(
+        &mut out,
+        "ringmq_offline_partitions",
+        "Partitions without a leader (cluster-wide)",
+        &[("", offline)],
+    );
+    gauge(
+        &mut out,
+        "ringmq_active_controller",
+        "1 on the active controller (the metadata quorum's leader)",
+        &[("", u64::from(quorum.leader == me))],
+    );
+    gauge(
+        &mut out,
+        "ringmq_metadata_offset",
+        "Metadata log index this broker has applied to all its shards",
+        &[("", broker.cluster.applied())],
+    );
+    gauge(
+        &mut out,
+        "ringmq_fenced",
+        "1 while the controller fences this broker",
+        &[("", u64::from(broker.cluster.is_fenced()))],
+    );
     let shards: Vec<(String, u64)> = per_shard
         .iter()
         .enumerate()

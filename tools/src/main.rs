@@ -1,6 +1,8 @@
 //! `ringmq`, the operator CLI. It speaks the Kafka protocol (through librdkafka), so it
 //! works against any Kafka-compatible broker:
 //!
+//! - `ringmq cluster start|describe` (a local N-broker cluster in one command; brokers,
+//!   controller and replication health)
 //! - `ringmq topic create|list|describe|alter|delete`
 //! - `ringmq produce TOPIC` (console producer: stdin lines, optional key separator,
 //!   headers) and `ringmq consume TOPIC` (console consumer).
@@ -11,6 +13,7 @@
 //! Exit codes: 0 success, 1 the operation failed (one-line reason on stderr), 2 bad usage.
 
 mod bench;
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -37,6 +40,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a local cluster; describe a cluster's brokers, controller and replication.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -69,6 +75,7 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Cluster(cmd) => cluster::run(&cli.bootstrap, cmd).await,
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,

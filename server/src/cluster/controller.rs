@@ -90,6 +90,8 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         count: i64,
     },
+    /// The quorum as the active controller sees it (DescribeQuorum).
+    DescribeQuorum,
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         name: String,
@@ -114,6 +116,7 @@ pub enum Answer {
         shutdown_ready: bool,
     },
     Partition(PartitionState),
+    Quorum(super::QuorumView),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +179,12 @@ impl Controller {
             let leader = self.raft.metrics().borrow().current_leader;
             return ControllerReply::NotController { leader };
         };
+        if let ControllerRequest::DescribeQuorum = req {
+            return ControllerReply::Done {
+                index: 0,
+                answer: Answer::Quorum(super::quorum_view(&self.raft)),
+            };
+        }
         let mut state = self.state.lock().await;
         let now = Instant::now();
         let image = self.store.image();
@@ -285,6 +294,7 @@ impl Controller {
         now: Instant,
     ) -> Decision {
         match req {
+            ControllerRequest::DescribeQuorum => Ok((Vec::new(), Answer::None)),
             ControllerRequest::RegisterBroker {
                 id,
                 incarnation,

@@ -345,6 +345,11 @@ impl Cluster {
         self.fenced.load(Ordering::Relaxed)
     }
 
+    /// This node's view of the quorum.
+    pub fn quorum(&self) -> QuorumView {
+        quorum_view(&self.raft)
+    }
+
     /// The active controller's node id, if known.
     pub fn controller_id(&self) -> Option<i32> {
         self.raft
@@ -352,35 +357,6 @@ impl Cluster {
             .borrow()
             .current_leader
             .map(|l| l as i32)
-    }
-
-    /// The quorum's view for DescribeQuorum and `ringmq cluster describe`.
-    pub fn quorum(&self) -> QuorumView {
-        let m = self.raft.metrics().borrow().clone();
-        let voters: Vec<i32> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .map(|v| v as i32)
-            .collect();
-        let last = m.last_log_index.unwrap_or(0);
-        let progress = m
-            .replication
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .map(|(id, l)| (*id as i32, l.map_or(0, |l| l.index)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        QuorumView {
-            leader: m.current_leader.map_or(-1, |l| l as i32),
-            term: m.current_term,
-            high_watermark: m.last_applied.map_or(0, |l| l.index),
-            last_index: last,
-            voters,
-            progress,
-        }
     }
 
     /// Commits a metadata change through the active controller and waits until this
@@ -506,7 +482,7 @@ impl Cluster {
 }
 
 /// The metadata quorum as DescribeQuorum reports it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuorumView {
     pub leader: i32,
     pub term: u64,
@@ -515,6 +491,37 @@ pub struct QuorumView {
     pub voters: Vec<i32>,
     /// The leader's view of each voter's replicated log index (on the leader only).
     pub progress: BTreeMap<i32, u64>,
+    /// Each voter's controller address.
+    pub addresses: BTreeMap<i32, String>,
+}
+
+/// This node's view of the quorum (complete on the leader).
+pub fn quorum_view(raft: &Raft) -> QuorumView {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<i32> = membership.voter_ids().map(|v| v as i32).collect();
+    let addresses = membership
+        .nodes()
+        .map(|(id, n)| (*id as i32, n.addr.clone()))
+        .collect();
+    let progress = m
+        .replication
+        .as_ref()
+        .map(|r| {
+            r.iter()
+                .map(|(id, l)| (*id as i32, l.map_or(0, |l| l.index)))
+                .collect()
+        })
+        .unwrap_or_default();
+    QuorumView {
+        leader: m.current_leader.map_or(-1, |l| l as i32),
+        term: m.current_term,
+        high_watermark: m.last_applied.map_or(0, |l| l.index),
+        last_index: m.last_log_index.unwrap_or(0),
+        voters,
+        progress,
+        addresses,
+    }
 }
 
 impl std::fmt::Debug for Cluster {

@@ -29,7 +29,6 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let v = req.version();
     let body: DescribeTopicPartitionsRequest = protocol::decode_body(req.body.clone(), v)?;
     let image = ctx.broker.image();
-    let me = BrokerId(ctx.broker.config.node_id);
     let mut names: Vec<String> = if body.topics.is_empty() {
         image.topics.keys().cloned().collect()
     } else {
@@ -68,20 +67,29 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
         } else {
             0
         };
-        let count = meta.placement.len() as i32;
+        let count = meta.partition_count() as i32;
         if left == 0 {
             next_cursor = Some(cursor(&name, first));
             break;
         }
         let end = count.min(first.saturating_add(left));
+        let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
         let partitions = (first..end)
-            .map(|i| {
+            .filter_map(|i| Some((i, meta.state(i)?)))
+            .map(|(i, s)| {
+                let offline: Vec<i32> = s
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !image.is_live(*r))
+                    .collect();
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(i)
-                    .with_leader_id(me)
-                    .with_leader_epoch(0)
-                    .with_replica_nodes(vec![me])
-                    .with_isr_nodes(vec![me])
+                    .with_leader_id(BrokerId(s.leader))
+                    .with_leader_epoch(s.leader_epoch)
+                    .with_replica_nodes(ids(&s.replicas))
+                    .with_isr_nodes(ids(&s.isr))
+                    .with_offline_replicas(ids(&offline))
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
             })

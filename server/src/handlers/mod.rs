@@ -21,6 +21,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
@@ -107,6 +108,7 @@ served_apis! {
     DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse;
     CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse;
     DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
+    DescribeQuorum => DescribeQuorumRequest, DescribeQuorumResponse;
     AlterConfigs => AlterConfigsRequest, AlterConfigsResponse;
     IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
     FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
@@ -236,6 +238,7 @@ pub async fn dispatch(
         ApiKey::DescribeConfigs => describe_configs::handle(ctx, req).map(Some),
         ApiKey::CreatePartitions => create_partitions::handle(ctx, req).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, req).map(Some),
+        ApiKey::DescribeQuorum => describe_quorum::handle(ctx, req).await.map(Some),
         ApiKey::AlterConfigs => alter_configs::handle(ctx, req).await.map(Some),
         ApiKey::FindCoordinator => find_coordinator::handle(ctx, req).map(Some),
         ApiKey::OffsetCommit => offset_commit::handle(ctx, req).await.map(Some),

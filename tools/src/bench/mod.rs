@@ -8,6 +8,7 @@
 
 mod flavor;
 mod native;
+pub(crate) use native::Wire;
 pub mod stats;
 pub mod workload;
 

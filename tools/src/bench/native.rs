@@ -56,7 +56,7 @@ const CLIENT_ID: &str = "ringmq-bench";
 const PARTITION_FETCH_BYTES: i32 = 1 << 20;
 
 /// One Kafka connection: framing, correlation ids and version negotiation.
-struct Wire {
+pub(crate) struct Wire {
     stream: TcpStream,
     correlation: i32,
     buf: BytesMut,
@@ -67,7 +67,7 @@ struct Wire {
 }
 
 impl Wire {
-    fn connect(addr: &str) -> anyhow::Result<Wire> {
+    pub(crate) fn connect(addr: &str) -> anyhow::Result<Wire> {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
@@ -101,7 +101,11 @@ impl Wire {
     }
 
     /// Sends `req` and waits for its response.
-    fn call<R: Request>(&mut self, version: i16, req: &R) -> anyhow::Result<R::Response> {
+    pub(crate) fn call<R: Request>(
+        &mut self,
+        version: i16,
+        req: &R,
+    ) -> anyhow::Result<R::Response> {
         let correlation = self.send(version, req)?;
         if let Some(last) = self.last.take() {
             reclaim(last, &mut self.rx);

@@ -1,0 +1,255 @@
+//! `ringmq cluster ...`: a local cluster in one command (`start`: N brokers on 127.0.0.1,
+//! each a controller-quorum voter, with their own ports and data directories; stopped
+//! cleanly on Ctrl-C), and `describe` (brokers, controller, partitions' replication
+//! health) against any Kafka-compatible cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start a local cluster: N ringmqd processes on 127.0.0.1, combined broker and
+    /// controller, replication factor up to N. Prints the bootstrap list; Ctrl-C stops it.
+    Start {
+        /// Brokers (and quorum voters) to run.
+        #[arg(long, default_value_t = 3)]
+        brokers: u16,
+        /// Directory for each node's config, data and log (node1/, node2/, ...).
+        #[arg(long, default_value = "./ringmq-cluster")]
+        dir: PathBuf,
+        /// First Kafka port; node N listens on BASE+N-1 and its controller on
+        /// BASE+100+N-1.
+        #[arg(long, default_value_t = 9092)]
+        base_port: u16,
+        /// Shards per broker (default: cores / brokers, at least 1).
+        #[arg(long)]
+        shards: Option<usize>,
+        /// The ringmqd binary (default: next to this one, else on PATH).
+        #[arg(long)]
+        ringmqd: Option<PathBuf>,
+    },
+    /// Brokers, the active controller, and partitions whose ISR is short of their replicas.
+    Describe,
+}
+
+pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Start {
+            brokers,
+            dir,
+            base_port,
+            shards,
+            ringmqd,
+        } => start(brokers, &dir, base_port, shards, ringmqd),
+        ClusterCommand::Describe => describe(bootstrap),
+    }
+}
+
+fn ringmqd_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| {
+            let me = std::env::current_exe().ok()?;
+            let sibling = me.with_file_name("ringmqd");
+            sibling.exists().then_some(sibling)
+        })
+        .unwrap_or_else(|| PathBuf::from("ringmqd"))
+}
+
+/// The `server.properties` of node `id` in a local cluster.
+pub fn node_properties(id: u16, brokers: u16, base_port: u16, shards: usize, dir: &Path) -> String {
+    let voters: Vec<String> = (1..=brokers)
+        .map(|n| format!("{n}@127.0.0.1:{}", base_port + 100 + n - 1))
+        .collect();
+    format!(
+        "# ringmq local cluster node {id} (written by `ringmq cluster start`)\n\
+         process.roles=broker,controller\n\
+         node.id={id}\n\
+         controller.quorum.voters={}\n\
+         listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}\n\
+         advertised.listeners=PLAINTEXT://127.0.0.1:{}\n\
+         controller.listener.names=CONTROLLER\n\
+         listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+         inter.broker.listener.name=PLAINTEXT\n\
+         log.dirs={}\n\
+         default.replication.factor={}\n\
+         offsets.topic.replication.factor={}\n\
+         min.insync.replicas={}\n\
+         ringmq.shards={shards}\n",
+        voters.join(","),
+        base_port + id - 1,
+        base_port + 100 + id - 1,
+        base_port + id - 1,
+        dir.join("data").display(),
+        brokers.min(3),
+        brokers.min(3),
+        if brokers >= 3 { 2 } else { 1 },
+    )
+}
+
+fn start(
+    brokers: u16,
+    dir: &Path,
+    base_port: u16,
+    shards: Option<usize>,
+    ringmqd: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if brokers == 0 || brokers > 50 {
+        bail!("--brokers must be in 1..50");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = shards.unwrap_or((cores / brokers as usize).max(1));
+    let binary = ringmqd_path(ringmqd);
+    let mut children: Vec<(u16, Child)> = Vec::new();
+    for id in 1..=brokers {
+        let node_dir = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&node_dir)
+            .with_context(|| format!("creating {}", node_dir.display()))?;
+        let config = node_dir.join("server.properties");
+        std::fs::write(
+            &config,
+            node_properties(id, brokers, base_port, shards, &node_dir),
+        )?;
+        let log = std::fs::File::create(node_dir.join("ringmqd.log"))?;
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        children.push((id, child));
+    }
+    let bootstrap: Vec<String> = (1..=brokers)
+        .map(|id| format!("127.0.0.1:{}", base_port + id - 1))
+        .collect();
+    let bootstrap = bootstrap.join(",");
+    let ready = wait_for_brokers(&bootstrap, brokers as usize, Duration::from_secs(60));
+    if let Err(e) = ready {
+        stop_all(&mut children);
+        return Err(e.context(format!(
+            "see the logs in {}/node*/ringmqd.log",
+            dir.display()
+        )));
+    }
+    println!("ringmq cluster of {brokers} broker(s) is up");
+    println!("bootstrap.servers={bootstrap}");
+    println!(
+        "logs and data: {}/node*/  (Ctrl-C stops the cluster)",
+        dir.display()
+    );
+    wait_for_signal();
+    println!("stopping...");
+    stop_all(&mut children);
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() {
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask/sigwait on a sigset_t we own; the
+    // signals are blocked first so sigwait takes them.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+    }
+}
+
+/// SIGTERM to every node (a controlled shutdown each), then waits for them.
+fn stop_all(children: &mut [(u16, Child)]) {
+    for (_, c) in children.iter() {
+        // SAFETY: kill(2) with a child pid we spawned and still own.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    for (id, c) in children.iter_mut() {
+        match c.wait() {
+            Ok(s) if s.success() => {}
+            Ok(s) => eprintln!("node {id} exited with {s}"),
+            Err(e) => eprintln!("node {id}: {e}"),
+        }
+    }
+}
+
+fn wait_for_brokers(bootstrap: &str, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    // The CLI's current-thread runtime has nothing else to run meanwhile.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(md) = consumer.fetch_metadata(None, Duration::from_secs(2))
+            && md.brokers().len() >= n
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the cluster did not reach {n} live brokers in {timeout:?}");
+        }
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn describe(bootstrap: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("fetching metadata")?;
+    let controller = controller_id(bootstrap).unwrap_or(-1);
+    println!("brokers:");
+    let mut brokers: Vec<_> = md.brokers().iter().collect();
+    brokers.sort_by_key(|b| b.id());
+    for b in brokers {
+        let role = if b.id() == controller {
+            "  (active controller)"
+        } else {
+            ""
+        };
+        println!("  {:>4}  {}:{}{role}", b.id(), b.host(), b.port());
+    }
+    let (mut partitions, mut under, mut offline) = (0, Vec::new(), Vec::new());
+    for t in md.topics() {
+        for p in t.partitions() {
+            partitions += 1;
+            if p.leader() < 0 {
+                offline.push(format!("{}-{}", t.name(), p.id()));
+            } else if p.isr().len() < p.replicas().len() {
+                under.push(format!("{}-{}", t.name(), p.id()));
+            }
+        }
+    }
+    println!(
+        "partitions: {partitions}, under-replicated: {}, offline: {}",
+        under.len(),
+        offline.len()
+    );
+    for p in under.iter().take(20) {
+        println!("  under-replicated {p}");
+    }
+    for p in offline.iter().take(20) {
+        println!("  offline {p}");
+    }
+    Ok(())
+}
+
+/// The active controller's id, from DescribeCluster.
+fn controller_id(bootstrap: &str) -> anyhow::Result<i32> {
+    use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
+    let mut wire = crate::bench::Wire::connect(first)?;
+    let resp: DescribeClusterResponse = wire.call(0, &DescribeClusterRequest::default())?;
+    Ok(resp.controller_id.0)
+}
