@@ -30,11 +30,13 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, tmp: Path, extra_args=(), properties=None):
+    def __init__(self, tmp: Path, extra_args=(), properties=None, host="127.0.0.1", netns=None):
         self.dir = tmp / "data"
+        self.host = host
+        self.netns = netns
         self.port = free_port()
         self.http_port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.bootstrap = f"{host}:{self.port}"
         self.extra_args = list(extra_args)
         self.log_path = tmp / "ringmqd.log"
         self.config_path = None
@@ -46,9 +48,11 @@ class Broker:
 
     def start(self):
         args = [str(RINGMQD), "--data-dir", str(self.dir), "--listen", self.bootstrap,
-                "--http", f"127.0.0.1:{self.http_port}", *self.extra_args]
+                "--http", f"{self.host}:{self.http_port}", *self.extra_args]
         if self.config_path:
             args += ["--config", str(self.config_path)]
+        if self.netns:
+            args = ["ip", "netns", "exec", self.netns, *args]
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "RINGMQ_LOG": "info"})
@@ -59,7 +63,7 @@ class Broker:
             try:
                 # The admin HTTP listener starts just after the Kafka one.
                 for port in (self.port, self.http_port):
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    socket.create_connection((self.host, port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -82,7 +86,7 @@ class Broker:
         return self.proc.poll() is None
 
     def metrics(self):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(f"http://{self.host}:{self.http_port}/metrics", timeout=5).read().decode()
         return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) ([0-9.e+-]+)$", text, re.M)}
 
     def unexpected_log_lines(self):
@@ -150,19 +154,24 @@ class Cluster:
     """N ringmqd processes on 127.0.0.1, each a broker and a controller-quorum voter
     (KRaft combined mode), with their own ports and data directories."""
 
-    def __init__(self, tmp: Path, n: int, properties=None):
+    def __init__(self, tmp: Path, n: int, properties=None, network=None):
+        """With `network` (a Netns), node N runs in its own network namespace at
+        network.ip(N), so a test can cut it off."""
         ports = [(free_port(), free_port()) for _ in range(n)]
-        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        hosts = [network.ip(i + 1) if network else "127.0.0.1" for i in range(n)]
+        voters = ",".join(f"{i + 1}@{hosts[i]}:{c}" for i, (_, c) in enumerate(ports))
         self.brokers = {}
+        self.network = network
         for i, (port, cport) in enumerate(ports):
             node = i + 1
+            host = hosts[i]
             d = tmp / f"node{node}"
             d.mkdir(exist_ok=True)
             props = {
                 "process.roles": "broker,controller",
                 "node.id": node,
                 "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
                 "controller.listener.names": "CONTROLLER",
                 "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                 "broker.heartbeat.interval.ms": 200,
@@ -171,9 +180,9 @@ class Cluster:
                 "ringmq.shards": 1,
                 **(properties or {}),
             }
-            b = Broker(d, properties=props)
+            b = Broker(d, properties=props, host=host, netns=network.name(node) if network else None)
             b.port = port
-            b.bootstrap = f"127.0.0.1:{port}"
+            b.bootstrap = f"{host}:{port}"
             b.node_id = node
             b.expected_log = list(CLUSTER_EXPECTED_LOG)
             self.brokers[node] = b
@@ -227,18 +236,76 @@ class Cluster:
             b.stop()
 
 
+class Netns:
+    """One network namespace per node, joined by a bridge in the root namespace (where
+    the tests' clients run): `cut(n)` takes node n off the network, `heal(n)` puts it
+    back. Needs root (the test command runs as root on the CI machines)."""
+
+    def __init__(self, nodes: int):
+        import random
+        self.tag = f"rq{os.getpid() % 1000}{random.randrange(100)}"
+        self.subnet = f"10.{random.randrange(100, 250)}.{random.randrange(1, 250)}"
+        self.nodes = nodes
+        self.bridge = f"{self.tag}br"
+        self._run("ip", "link", "add", self.bridge, "type", "bridge")
+        self._run("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
+        self._run("ip", "link", "set", self.bridge, "up")
+        for n in range(1, nodes + 1):
+            ns, veth = self.name(n), self.veth(n)
+            self._run("ip", "netns", "add", ns)
+            self._run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self._run("ip", "link", "set", veth, "master", self.bridge, "up")
+            self._run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.ip(n)}/24", "dev", "eth0")
+            self._run("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+            self._run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    @staticmethod
+    def _run(*args):
+        subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+    def name(self, n):
+        return f"{self.tag}n{n}"
+
+    def veth(self, n):
+        return f"{self.tag}v{n}"
+
+    def ip(self, n):
+        return f"{self.subnet}.{n}"
+
+    def cut(self, n):
+        self._run("ip", "link", "set", self.veth(n), "down")
+
+    def heal(self, n):
+        self._run("ip", "link", "set", self.veth(n), "up")
+
+    def close(self):
+        for n in range(1, self.nodes + 1):
+            subprocess.run(["ip", "netns", "del", self.name(n)], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+
+def netns_available():
+    try:
+        Netns(1).close()
+        return True
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return False
+
+
 @pytest.fixture
 def make_cluster(tmp_path):
     clusters = []
 
-    def make(n=3, properties=None):
-        c = Cluster(tmp_path, n, properties)
+    def make(n=3, properties=None, network=None):
+        c = Cluster(tmp_path, n, properties, network)
         clusters.append(c)
         return c
 
     yield make
     for c in clusters:
         c.stop()
+        if c.network:
+            c.network.close()
     for c in clusters:
         for b in c.brokers.values():
             bad = b.unexpected_log_lines()

@@ -24,10 +24,12 @@ def create(bootstrap, name, partitions=3, rf=3, config=None):
 
 
 def logs_of(cluster, topic, partition):
-    """Each live node's segment bytes of a partition (sha256 of the concatenated logs)."""
+    """Each live replica's segment bytes of a partition (sha256 of the concatenated logs)."""
     out = {}
     for b in cluster.live():
         d = b.dir / f"{topic}-{partition}"
+        if not d.is_dir():
+            continue
         h = hashlib.sha256()
         for f in sorted(d.glob("*.log")):
             h.update(f.read_bytes())
@@ -353,3 +355,148 @@ def _free(port):
             return True
         except OSError:
             return False
+
+
+ISOLATED_PRODUCER = r'''
+import json, sys
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+out = {}
+for acks in ("all", "1"):
+    acked = []
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "message.timeout.ms": 4000,
+                  "enable.idempotence": False, "linger.ms": 0})
+    for i in range(20):
+        p.produce(topic, value=f"iso-{acks}-{i}".encode(), partition=0,
+                  on_delivery=lambda err, m: acked.append(err is None))
+    p.flush(15)
+    out[acks] = sum(acked)
+print(json.dumps(out))
+'''
+
+
+def test_a_cut_off_leader_acknowledges_nothing_and_its_divergent_records_are_truncated(make_cluster, tmp_path):
+    import json
+    import sys
+
+    import pytest
+    from conftest import Netns, netns_available
+    if not netns_available():
+        pytest.skip("network namespaces need root and iproute2")
+    net = Netns(3)
+    c = make_cluster(3, network=net, properties={"unclean.leader.election.enable": "false"}).start()
+    create(c.bootstrap, "split", partitions=1, rf=3, config={"min.insync.replicas": "2"})
+    base = {}
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(100):
+        p.produce("split", value=f"m{i}".encode(), partition=0,
+                  on_delivery=lambda err, m: err is None and base.__setitem__((m.partition(), m.offset()), m.value()))
+    assert p.flush(20) == 0
+    wait_in_sync(c, "split", 1)
+    leader = c.leader("split", 0)
+    others = [b for n, b in c.brokers.items() if n != leader]
+    net.cut(leader)
+    # A producer on the cut-off side still reaches the old leader, which cannot replicate.
+    script = tmp_path / "isolated.py"
+    script.write_text(ISOLATED_PRODUCER)
+    r = subprocess.run(["ip", "netns", "exec", net.name(leader), sys.executable, str(script),
+                        c.brokers[leader].bootstrap, "split"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    isolated = json.loads(r.stdout.strip().splitlines()[-1])
+    assert isolated["all"] == 0, f"the cut-off leader acknowledged acks=all writes: {isolated}"
+    # The majority elects a new leader and goes on acknowledging acks=all writes.
+    c.wait_for(lambda: c.metadata(via=others[0], topic="split").topics["split"].partitions[0].leader not in (leader, -1),
+               30, "a new leader on the majority side")
+    majority = ",".join(b.bootstrap for b in others)
+    with Checker(majority, "split") as chk:
+        c.wait_for(lambda: len(chk.acked) > 300, 30, "acknowledgements on the majority side")
+    net.heal(leader)
+    wait_in_sync(c, "split", 1, timeout=60)
+    acked = {**base, **chk.acked}
+    got = consume_to_end(c.bootstrap, "split", 1)
+    stored = {(g[0], g[1]): g[3] for g in got}
+    lost = [k for k, v in acked.items() if stored.get(k) != v]
+    assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:5]}"
+    assert not [g for g in got if g[3].startswith(b"iso-")], "records only the cut-off leader had survived"
+    c.wait_for(lambda: len(set(logs_of(c, "split", 0).values())) == 1, 30,
+               "the old leader's log to equal the new leader's byte for byte")
+    print(f"cut-off leader acked {isolated['1']} acks=1 writes that were truncated after healing")
+
+
+def test_unclean_leader_election_off_keeps_the_partition_offline_until_an_in_sync_replica_returns(make_cluster):
+    c = make_cluster(3, properties={"unclean.leader.election.enable": "false"}).start()
+    leader, follower, before, after = _leave_only_the_leader_in_sync(c, "clean")
+    c.brokers[leader].kill9()
+    c.brokers[follower].start()
+    c.wait_for(lambda: sorted(c.metadata().brokers) == sorted(n for n in (1, 2, 3) if n != leader), 30,
+               "the old leader fenced and the out-of-sync follower back")
+    time.sleep(2)
+    part = c.metadata(topic="clean").topics["clean"].partitions[0]
+    assert part.leader == -1, "an out-of-sync replica became leader with unclean election off"
+    c.brokers[leader].start()
+    c.wait_for(lambda: c.leader("clean", 0) == leader, 30, "the in-sync replica to lead again")
+    got = consume_to_end(c.brokers[leader].bootstrap, "clean", 1)
+    assert len(got) == before + after, "records were lost with unclean election off"
+
+
+def test_unclean_leader_election_on_trades_records_for_availability(make_cluster):
+    c = make_cluster(3, properties={"unclean.leader.election.enable": "true"}).start()
+    leader, follower, before, after = _leave_only_the_leader_in_sync(c, "unclean")
+    c.brokers[leader].kill9()
+    c.brokers[follower].start()
+    c.wait_for(lambda: c.leader("unclean", 0) == follower, 30, "the out-of-sync replica to take over")
+    got = consume_to_end(c.brokers[follower].bootstrap, "unclean", 1)
+    # The trade-off: available again, minus what only the old ISR had.
+    assert len(got) == before, f"expected the {before} records the revived replica had, got {len(got)}"
+    # The old leader comes back as a follower and drops its divergent records.
+    c.brokers[leader].start()
+    c.wait_for(lambda: len(c.metadata(topic="unclean").topics["unclean"].partitions[0].isrs) == 2, 30,
+               "the old leader to rejoin the ISR")
+    c.wait_for(lambda: len(set(logs_of(c, "unclean", 0).values())) == 1, 30,
+               "the old leader to truncate to the new leader's log")
+
+
+def _leave_only_the_leader_in_sync(c, topic):
+    """A two-replica partition (the third broker keeps the controller quorum alive):
+    `before` records on both replicas, then the follower killed and `after` more records
+    on the leader alone (min.insync.replicas=1)."""
+    create(c.bootstrap, topic, partitions=1, rf=2, config={"min.insync.replicas": "1"})
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(100):
+        p.produce(topic, value=f"before-{i}".encode())
+    assert p.flush(20) == 0
+    wait_in_sync(c, topic, 1, replicas=2)
+    part = c.metadata(topic=topic).topics[topic].partitions[0]
+    leader = part.leader
+    follower = next(r for r in part.replicas if r != leader)
+    c.brokers[follower].kill9()
+    c.wait_for(lambda: c.metadata(topic=topic).topics[topic].partitions[0].isrs == [leader], 20,
+               "the ISR to shrink to the leader")
+    for i in range(50):
+        p.produce(topic, value=f"after-{i}".encode())
+    assert p.flush(20) == 0
+    return leader, follower, 100, 50
+
+
+def test_synchronous_replication_waits_for_every_replica(make_cluster):
+    from confluent_kafka import KafkaException
+    import pytest
+    c = make_cluster(3).start()
+    with pytest.raises(KafkaException, match="INVALID_CONFIG|needs 2 or more replicas"):
+        create(c.bootstrap, "sync1", partitions=1, rf=1, config={"ringmq.sync.replication": "true"})
+    create(c.bootstrap, "sync3", partitions=1, rf=3, config={"ringmq.sync.replication": "true"})
+    ok = []
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    p.produce("sync3", value=b"a", on_delivery=lambda err, m: ok.append(err))
+    p.flush(10)
+    assert ok == [None]
+    leader = c.leader("sync3", 0)
+    c.brokers[next(n for n in (1, 2, 3) if n != leader)].kill9()
+    c.wait_for(lambda: len(c.metadata(topic="sync3").topics["sync3"].partitions[0].isrs) == 2, 20,
+               "the ISR to shrink")
+    errs = []
+    p2 = Producer({"bootstrap.servers": c.brokers[leader].bootstrap, "acks": "all", "retries": 0,
+                   "message.timeout.ms": 3000})
+    p2.produce("sync3", value=b"b", on_delivery=lambda err, m: errs.append(err))
+    p2.flush(10)
+    assert errs and errs[0] is not None and errs[0].name() == "NOT_ENOUGH_REPLICAS", errs

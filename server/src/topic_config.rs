@@ -20,7 +20,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.bytes",
     "segment.ms",
     "unclean.leader.election.enable",
+    SYNC_REPLICATION,
 ];
+
+/// SPEC T5, the seeds' "synchronous replication": acks=all is answered only once every
+/// assigned replica has the records (not just the in-sync ones). Needs 2+ replicas.
+pub const SYNC_REPLICATION: &str = "ringmq.sync.replication";
 
 /// Applies one topic config to `c`, or says why the value is invalid.
 pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
@@ -101,7 +106,7 @@ pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
             c.segment_bytes = b;
         }
         "segment.ms" => c.segment_ms = int(value)?.max(1),
-        "unclean.leader.election.enable" => {
+        "unclean.leader.election.enable" | SYNC_REPLICATION => {
             value
                 .parse::<bool>()
                 .map_err(|_| format!("{key}={value}: not true/false"))?;
@@ -145,6 +150,7 @@ pub fn describe(
         "segment.bytes" => c.segment_bytes.to_string(),
         "segment.ms" => c.segment_ms.to_string(),
         "unclean.leader.election.enable" => "true".into(),
+        SYNC_REPLICATION => "false".into(),
         _ => String::new(),
     }
 }

@@ -96,7 +96,6 @@ pub async fn create(
         .config
         .log_config(&t.configs)
         .map_err(|m| err(ResponseError::InvalidConfig, m))?;
-    check_replication(ctx, &t)?;
     let req = ControllerRequest::CreateTopic {
         name: t.name.clone(),
         partitions: t.partitions,
@@ -117,24 +116,6 @@ pub async fn create(
         tracing::info!(topic = %meta.name, partitions = meta.partition_count(), "created topic");
     }
     Ok(meta)
-}
-
-/// Topic-level replication settings that cannot work with the replica count:
-/// `min.insync.replicas` above it, synchronous replication on one replica (SPEC T5).
-fn check_replication(ctx: &ShardCtx, t: &NewTopic) -> Result<(), TopicError> {
-    let rf = i32::from(t.replication_factor);
-    let min_isr = t
-        .configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(ctx.broker.config.min_insync_replicas);
-    if t.configs.contains_key("min.insync.replicas") && min_isr > rf {
-        return Err(err(
-            ResponseError::InvalidConfig,
-            format!("min.insync.replicas={min_isr} is more than the {rf} replicas"),
-        ));
-    }
-    Ok(())
 }
 
 /// Deletes a topic: metadata first (clients stop seeing it), then every replica's

@@ -135,6 +135,9 @@ pub enum ControllerReply {
     },
 }
 
+/// Longest a proposal may wait for the quorum to commit it.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 type Decision = Result<(Vec<MetadataRecord>, Answer), (ResponseError, String)>;
 
 fn refuse(code: ResponseError, message: impl Into<String>) -> Decision {
@@ -207,12 +210,19 @@ impl Controller {
                 index: current,
                 answer,
             },
-            Ok((records, answer)) => match self.raft.client_write(Proposal { records }).await {
-                Ok(r) => ControllerReply::Done {
+            Ok((records, answer)) => match tokio::time::timeout(
+                PROPOSE_TIMEOUT,
+                self.raft.client_write(Proposal { records }),
+            )
+            .await
+            {
+                // A leader cut off from the quorum cannot commit: answer, do not hang.
+                Err(_) => ControllerReply::NotController { leader: None },
+                Ok(Ok(r)) => ControllerReply::Done {
                     index: r.log_id.index,
                     answer,
                 },
-                Err(e) => match e.forward_to_leader() {
+                Ok(Err(e)) => match e.forward_to_leader() {
                     Some(f) => ControllerReply::NotController {
                         leader: f.leader_id,
                     },
@@ -404,6 +414,8 @@ impl Controller {
                 if !internal {
                     self.check_partition_limit(image, replicas.len() as i32)?;
                 }
+                let rf = replicas.first().map_or(0, Vec::len);
+                check_replication_configs(configs, rf)?;
                 let meta = TopicMeta {
                     name: name.clone(),
                     id: Uuid::new_v4(),
@@ -473,12 +485,14 @@ impl Controller {
                 ))
             }
             ControllerRequest::SetTopicConfigs { name, configs } => {
-                if image.topic(name).is_none() {
+                let Some(t) = image.topic(name) else {
                     return refuse(
                         ResponseError::UnknownTopicOrPartition,
                         format!("topic '{name}' does not exist"),
                     );
-                }
+                };
+                let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
+                check_replication_configs(configs, rf)?;
                 if let Err(m) = (self.config.log_config_check)(configs) {
                     return refuse(ResponseError::InvalidConfig, m);
                 }
@@ -784,6 +798,26 @@ impl Controller {
             .get("unclean.leader.election.enable")
             .map_or(self.config.unclean_default, |v| v == "true")
     }
+}
+
+/// Synchronous replication (SPEC T5) needs more than one replica, as the seeds say.
+fn check_replication_configs(
+    configs: &BTreeMap<String, String>,
+    replicas: usize,
+) -> Result<(), (ResponseError, String)> {
+    let sync = configs
+        .get(crate::topic_config::SYNC_REPLICATION)
+        .is_some_and(|v| v == "true");
+    if sync && replicas < 2 {
+        return Err((
+            ResponseError::InvalidConfig,
+            format!(
+                "{}=true needs 2 or more replicas; this topic has {replicas}",
+                crate::topic_config::SYNC_REPLICATION
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Elects a leader for `s` on `image` (which already reflects the change that caused the

@@ -50,12 +50,16 @@ pub struct ReplicationState {
 }
 
 impl Partition {
-    /// `min.insync.replicas` for this partition's topic.
+    /// `min.insync.replicas` for this partition's topic; with synchronous replication
+    /// (SPEC T5) every assigned replica.
     pub fn min_insync_replicas(&self) -> usize {
-        self.broker
-            .image()
-            .topic(&self.topic)
-            .and_then(|t| t.configs.get("min.insync.replicas"))
+        let image = self.broker.image();
+        let configs = image.topic(&self.topic).map(|t| &t.configs);
+        let get = |k: &str| configs.and_then(|c| c.get(k));
+        if get(crate::topic_config::SYNC_REPLICATION).is_some_and(|v| v == "true") {
+            return self.replica.borrow().replicas.len().max(1);
+        }
+        get("min.insync.replicas")
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(self.broker.config.min_insync_replicas)
             .max(1) as usize
