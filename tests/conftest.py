@@ -23,7 +23,32 @@ RINGMQD = Path(os.environ.get("RINGMQD", ROOT / "target" / "release" / "ringmqd"
 PANIC_LINE = re.compile(r"PANIC:|panicked at")
 
 
+def _ephemeral_low():
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_TAKEN = set()
+
+
 def free_port():
+    """A port below the kernel's ephemeral range: a broker restarted on it later cannot
+    find it taken by some client connection's local port."""
+    import random
+    low = _ephemeral_low()
+    for _ in range(1000):
+        port = random.randrange(10000, max(low, 10001))
+        if port in _PORTS_TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_TAKEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -147,7 +172,7 @@ def kafka_peer(tmp_path_factory):
 # What a cluster member logs at WARN when peers die on purpose: Raft's view of an
 # unreachable voter, fencing, ISR shrinking.
 CLUSTER_EXPECTED_LOG = [r"openraft", r"broker session expired", r"shrinking the ISR",
-                        r"unclean leader election"]
+                        r"unclean leader election", r"controlled shutdown did not finish"]
 
 
 class Cluster:
@@ -232,6 +257,11 @@ class Cluster:
         raise AssertionError(f"timed out waiting for {what}")
 
     def stop(self):
+        # All at once: each asks for a controlled shutdown; those left without a quorum
+        # give up on it after one failed heartbeat.
+        for b in self.brokers.values():
+            if b.proc and b.proc.poll() is None:
+                b.proc.terminate()
         for b in self.brokers.values():
             b.stop()
 

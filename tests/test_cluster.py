@@ -129,7 +129,7 @@ def test_three_brokers_form_one_cluster_and_replicate_byte_for_byte(make_cluster
         got = consume_to_end(b.bootstrap, "rep", 3)
         assert len(got) == 3000
         kc = kafka.KafkaConsumer("rep", bootstrap_servers=b.bootstrap, auto_offset_reset="earliest",
-                                 consumer_timeout_ms=5000, group_id=None)
+                                 consumer_timeout_ms=2000, group_id=None)
         assert sum(1 for _ in kc) == 3000
         kc.close()
         out = subprocess.run(["kcat", "-b", b.bootstrap, "-C", "-t", "rep", "-e", "-q"],
@@ -158,11 +158,34 @@ def test_acks_all_needs_min_insync_replicas(make_cluster):
     assert ok == [None]
 
 
+class GroupReader:
+    """A consumer-group member that keeps consuming (auto-commit) until stopped."""
+
+    def __init__(self, bootstrap, topic, group):
+        self.values = set()
+        self.stop = threading.Event()
+        self.conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                     "auto.commit.interval.ms": 200, "topic.metadata.refresh.interval.ms": 1000}
+        self.topic = topic
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        cons = Consumer(self.conf)
+        cons.subscribe([self.topic])
+        while not self.stop.is_set():
+            m = cons.poll(0.2)
+            if m is not None and not m.error():
+                self.values.add(m.value())
+        cons.close()
+
+
 def test_kill9_of_leaders_in_a_loop_loses_no_acknowledged_message(make_cluster):
     c = make_cluster(3).start()
     create(c.bootstrap, "failover", partitions=3, rf=3, config={"min.insync.replicas": "2"})
     rng = random.Random(11)
     rounds = 5
+    reader = GroupReader(c.bootstrap, "failover", "failover-readers")
+    reader.thread.start()
     with Checker(c.bootstrap, "failover") as chk:
         for rnd in range(rounds):
             time.sleep(0.5 + rng.random())
@@ -177,6 +200,11 @@ def test_kill9_of_leaders_in_a_loop_loses_no_acknowledged_message(make_cluster):
             print(f"round {rnd}: killed broker {victim}, acks resumed in {failover_s:.2f}s")
     assert len(chk.acked) > 1000, f"only {len(chk.acked)} acknowledgements"
     check_no_loss(c, "failover", 3, chk.acked)
+    # The consumer group kept consuming through every failover (at least once).
+    wanted = set(chk.acked.values())
+    c.wait_for(lambda: wanted <= reader.values, 60, "the group to consume every acknowledged message")
+    reader.stop.set()
+    reader.thread.join(20)
     for part in range(3):
         c.wait_for(lambda: len(set(logs_of(c, "failover", part).values())) == 1, 20,
                    f"partition {part}'s replicas to converge byte for byte")

@@ -54,7 +54,7 @@ pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
                 .live_brokers()
                 .any(|b| b.id != broker.config.node_id);
             if others && !broker.cluster.controlled_shutdown(CONTROLLED_SHUTDOWN_MAX) {
-                tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
+                tracing::warn!("controlled shutdown did not finish (no controller answered in time); stopping anyway");
             }
             tracing::info!("flushing partitions");
             let mut waits = Vec::new();

@@ -105,6 +105,8 @@ pub struct Cluster {
     peers: tokio::sync::Mutex<HashMap<u64, network::Peer>>,
     shutting_down: AtomicBool,
     shutdown_ready: AtomicBool,
+    /// A heartbeat sent while shutting down found no controller (no quorum).
+    shutdown_unreachable: AtomicBool,
     /// The controller fences this broker (not registered or not caught up yet).
     fenced: AtomicBool,
 }
@@ -238,6 +240,7 @@ impl Cluster {
             peers: tokio::sync::Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_ready: AtomicBool::new(false),
+            shutdown_unreachable: AtomicBool::new(false),
             fenced: AtomicBool::new(true),
         });
         let c = Arc::clone(&cluster);
@@ -309,7 +312,12 @@ impl Cluster {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e.message, "broker heartbeat failed"),
+                    Err(e) => {
+                        tracing::debug!(error = %e.message, "broker heartbeat failed");
+                        if shutting_down {
+                            self.shutdown_unreachable.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             tokio::time::sleep(interval).await;
@@ -461,9 +469,15 @@ impl Cluster {
     /// Controlled shutdown: asks the controller to move this broker's leaderships away
     /// and waits (at most `timeout`) until it says the broker may stop.
     /// Call it from a thread outside every runtime (the signal handler's).
+    /// Gives up early when no controller answers (the quorum is gone: nobody could take
+    /// the leaderships anyway).
     pub fn controlled_shutdown(&self, timeout: Duration) -> bool {
         self.shutting_down.store(true, Ordering::Relaxed);
-        self.block_until(timeout, || self.shutdown_ready.load(Ordering::Relaxed))
+        self.block_until(timeout, || {
+            self.shutdown_ready.load(Ordering::Relaxed)
+                || self.shutdown_unreachable.load(Ordering::Relaxed)
+        });
+        self.shutdown_ready.load(Ordering::Relaxed)
     }
 
     /// Blocks the calling (non-runtime) thread until `done()` or `timeout`; whether done.
