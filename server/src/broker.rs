@@ -255,20 +255,12 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     }
     ready.wait();
     broker.cluster.start_heartbeats(&broker.config);
-    if broker.config.quorum_voters().len() == 1 {
-        // A quorum of one: be registered, unfenced and hold __consumer_offsets before
-        // saying ready, as the single-node broker always did.
-        broker
-            .cluster
-            .block_until(std::time::Duration::from_secs(20), || {
-                !broker.cluster.is_fenced()
-                    && broker
-                        .image()
-                        .topic(crate::offsets::OFFSETS_TOPIC)
-                        .is_some()
-                    && broker.cluster.applied() >= broker.image().offset
-            });
-    }
+    // A quorum of one is registered, unfenced and holds __consumer_offsets before it
+    // says ready, as the single-node broker always did.
+    let single = broker.config.quorum_voters().len() == 1;
+    broker
+        .cluster
+        .serve_when_ready(single, std::time::Duration::from_secs(20));
     tracing::info!(shards, listeners = ?bound, "ringmqd ready");
     Ok(Running {
         broker,

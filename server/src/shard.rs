@@ -280,6 +280,8 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
             return;
         }
     };
+    // Connections wait in the listen backlog until the broker may serve clients.
+    ctx.broker.cluster.wait_serving().await;
     let mut last_warned: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {

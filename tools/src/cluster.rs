@@ -33,6 +33,10 @@ pub enum ClusterCommand {
         /// The ringmqd binary (default: next to this one, else on PATH).
         #[arg(long)]
         ringmqd: Option<PathBuf>,
+        /// Extra broker config KEY=VALUE for every node (repeatable), e.g.
+        /// broker.session.timeout.ms=3000.
+        #[arg(long = "property", short = 'p', value_parser = crate::key_value)]
+        properties: Vec<(String, String)>,
     },
     /// Brokers, the active controller, and partitions whose ISR is short of their replicas.
     Describe,
@@ -46,7 +50,8 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
             base_port,
             shards,
             ringmqd,
-        } => start(brokers, &dir, base_port, shards, ringmqd),
+            properties,
+        } => start(brokers, &dir, base_port, shards, ringmqd, &properties),
         ClusterCommand::Describe => describe(bootstrap),
     }
 }
@@ -79,7 +84,6 @@ pub fn node_properties(id: u16, brokers: u16, base_port: u16, shards: usize, dir
          log.dirs={}\n\
          default.replication.factor={}\n\
          offsets.topic.replication.factor={}\n\
-         min.insync.replicas={}\n\
          ringmq.shards={shards}\n",
         voters.join(","),
         base_port + id - 1,
@@ -88,7 +92,6 @@ pub fn node_properties(id: u16, brokers: u16, base_port: u16, shards: usize, dir
         dir.join("data").display(),
         brokers.min(3),
         brokers.min(3),
-        if brokers >= 3 { 2 } else { 1 },
     )
 }
 
@@ -98,6 +101,7 @@ fn start(
     base_port: u16,
     shards: Option<usize>,
     ringmqd: Option<PathBuf>,
+    properties: &[(String, String)],
 ) -> anyhow::Result<()> {
     if brokers == 0 || brokers > 50 {
         bail!("--brokers must be in 1..50");
@@ -111,10 +115,11 @@ fn start(
         std::fs::create_dir_all(&node_dir)
             .with_context(|| format!("creating {}", node_dir.display()))?;
         let config = node_dir.join("server.properties");
-        std::fs::write(
-            &config,
-            node_properties(id, brokers, base_port, shards, &node_dir),
-        )?;
+        let mut text = node_properties(id, brokers, base_port, shards, &node_dir);
+        for (k, v) in properties {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(&config, text)?;
         let log = std::fs::File::create(node_dir.join("ringmqd.log"))?;
         let child = Command::new(&binary)
             .arg("--config")

@@ -109,6 +109,10 @@ pub struct Cluster {
     shutdown_unreachable: AtomicBool,
     /// The controller fences this broker (not registered or not caught up yet).
     fenced: AtomicBool,
+    /// Whether the shards accept client connections yet (once unfenced, as Kafka
+    /// brokers start serving clients only after catching up on the metadata).
+    serving: tokio::sync::watch::Sender<bool>,
+    metadata: Arc<ArcSwap<MetadataImage>>,
 }
 
 /// The controller thread's runtime, kept for the life of the process.
@@ -139,7 +143,10 @@ impl Cluster {
         let store = raft_store::MetaStore::open(
             config.data_dir.join("__cluster_metadata"),
             config.node_id,
-            Box::new(BrokerPublisher { metadata, inboxes }),
+            Box::new(BrokerPublisher {
+                metadata: Arc::clone(&metadata),
+                inboxes,
+            }),
         )
         .context("loading cluster metadata")?;
         let raft_config = openraft::Config {
@@ -242,6 +249,8 @@ impl Cluster {
             shutdown_ready: AtomicBool::new(false),
             shutdown_unreachable: AtomicBool::new(false),
             fenced: AtomicBool::new(true),
+            serving: tokio::sync::watch::channel(false).0,
+            metadata,
         });
         let c = Arc::clone(&cluster);
         runtime.spawn(async move {
@@ -322,6 +331,40 @@ impl Cluster {
             }
             tokio::time::sleep(interval).await;
         }
+    }
+
+    /// Waits until the broker may serve clients.
+    pub async fn wait_serving(&self) {
+        let mut rx = self.serving.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Whether this broker is ready for clients: unfenced and caught up on the
+    /// metadata (and, as a quorum of one, holding `__consumer_offsets`).
+    fn ready_for_clients(&self, single: bool) -> bool {
+        let image = self.metadata.load();
+        !self.is_fenced()
+            && self.applied() >= image.offset
+            && (!single || image.topic(crate::offsets::OFFSETS_TOPIC).is_some())
+    }
+
+    /// Opens the doors once ready: a quorum of one waits here (at most `timeout`), as
+    /// the single-node broker always started ready; a cluster member opens them in the
+    /// background when the controller unfences it.
+    pub fn serve_when_ready(self: &Arc<Self>, single: bool, timeout: Duration) {
+        if single {
+            self.block_until(timeout, || self.ready_for_clients(true));
+            self.serving.send_replace(true);
+            return;
+        }
+        let c = Arc::clone(self);
+        self.runtime.spawn(async move {
+            while !c.ready_for_clients(false) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tracing::info!("unfenced and caught up: serving clients");
+            c.serving.send_replace(true);
+        });
     }
 
     /// The metadata index every shard of this broker has reconciled.

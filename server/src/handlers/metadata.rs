@@ -53,7 +53,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         }
     }
     let image = ctx.broker.image();
-    let mut brokers: Vec<MetadataResponseBroker> = image
+    // Only unfenced brokers, as Kafka: clients wait for a broker until it has caught up.
+    let brokers: Vec<MetadataResponseBroker> = image
         .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
@@ -63,17 +64,6 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 .with_rack(b.rack.clone().map(StrBytes::from_string))
         })
         .collect();
-    if !brokers.iter().any(|b| b.node_id.0 == cfg.node_id) {
-        // Not (yet) unfenced: a client that bootstrapped here still learns where it is.
-        let (host, port) = &cfg.advertised;
-        brokers.push(
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(cfg.node_id))
-                .with_host(StrBytes::from_string(host.clone()))
-                .with_port(i32::from(*port))
-                .with_rack(cfg.broker_rack.clone().map(StrBytes::from_string)),
-        );
-    }
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers)
         .with_topics(topics);

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Replicated-cluster figures, side by side in one run on this machine:
+
+1. throughput: one broker, RF=1, acks=1 versus three brokers (`ringmq cluster start`),
+   RF=3, acks=all, min.insync.replicas=2 — `ringmq bench produce`, interleaved A B A B;
+2. failover time: kill -9 of a partition leader to the first acks=all produce
+   acknowledged again, with Kafka's default session timeout and a tuned one;
+3. catch-up: a follower down while 1 GB (default) goes to its partition, then restarted;
+   time until it is back in the ISR.
+
+    benches/cluster/measure.py [--records 500000] [--rounds 2] [--lag-mb 1024] [--json F]
+
+Needs target/release/{ringmqd,ringmq} and the test venv (confluent-kafka).
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benches"))
+from measure import cpu_seconds  # noqa: E402
+
+RINGMQ = ROOT / "target" / "release" / "ringmq"
+RINGMQD = ROOT / "target" / "release" / "ringmqd"
+
+
+def free_base(span=103):
+    """A base port with base..base+2 and base+100..base+102 free, below the ephemeral range."""
+    import random
+    import socket
+    while True:
+        base = random.randrange(12000, 30000)
+        ok = True
+        for p in (base, base + 1, base + 2, base + 100, base + 101, base + 102):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+
+
+class LocalCluster:
+    def __init__(self, brokers, props=()):
+        self.dir = Path(tempfile.mkdtemp(prefix="ringmq-cluster-"))
+        self.base = free_base()
+        self.brokers = brokers
+        args = [str(RINGMQ), "cluster", "start", "--brokers", str(brokers), "--dir", str(self.dir),
+                "--base-port", str(self.base), "--shards", "1"]
+        for k, v in props:
+            args += ["--property", f"{k}={v}"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("bootstrap.servers="):
+                self.bootstrap = line.strip().split("=", 1)[1]
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError("the cluster did not start")
+
+    def addr(self, node):
+        return f"127.0.0.1:{self.base + node - 1}"
+
+    def pid(self, node):
+        out = subprocess.run(["pgrep", "-f", f"{self.dir}/node{node}/server.properties"],
+                             capture_output=True, text=True).stdout.split()
+        return int(out[0]) if out else None
+
+    def kill9(self, node):
+        os.kill(self.pid(node), signal.SIGKILL)
+
+    def restart(self, node):
+        d = self.dir / f"node{node}"
+        log = open(d / "ringmqd.log", "a")
+        return subprocess.Popen([str(RINGMQD), "--config", str(d / "server.properties")], stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    def cpu(self):
+        return sum(cpu_seconds(self.pid(n)) for n in range(1, self.brokers + 1) if self.pid(n))
+
+    def disk_written(self):
+        """Bytes the brokers caused to be written to storage (/proc/PID/io write_bytes)."""
+        total = 0
+        for n in range(1, self.brokers + 1):
+            pid = self.pid(n)
+            if pid:
+                for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+                    if line.startswith("write_bytes:"):
+                        total += int(line.split()[1])
+        return total
+
+    def stop(self, extra=()):
+        for p in extra:
+            p.terminate()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(120)
+        for p in extra:
+            p.wait(30)
+
+
+def ringmq(*args, timeout=600):
+    r = subprocess.run([str(RINGMQ), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"ringmq {' '.join(map(str, args))}: {r.stderr[-2000:]}")
+    return r.stdout
+
+
+def bench(bootstrap, topic, records, acks):
+    out = Path(tempfile.mktemp(suffix=".json"))
+    ringmq("bench", "produce", "-b", bootstrap, "-t", topic, "-n", records, "-s", 1024, "--acks", acks,
+           "--client", "native", "--producers", 2, "--json", out)
+    j = json.loads(out.read_text())
+    out.unlink()
+    return {"msgs_s": j["produced"]["msgs_per_s"], "mb_s": j["produced"]["mb_per_s"],
+            "p99_ms": j["produce_latency"]["p99_ms"]}
+
+
+def measured(cluster, topic, records, acks):
+    cpu0, disk0, t0 = cluster.cpu(), cluster.disk_written(), time.monotonic()
+    r = bench(cluster.bootstrap, topic, records, acks)
+    secs = time.monotonic() - t0
+    r["broker_cpu_s"] = cluster.cpu() - cpu0
+    r["disk_write_mb_s"] = (cluster.disk_written() - disk0) / 1e6 / secs
+    return r
+
+
+def throughput(records, rounds):
+    rows = []
+    for rnd in range(rounds):
+        single = LocalCluster(1)
+        ringmq("topic", "create", "t1", "-p", 6, "-r", 1, "-b", single.bootstrap)
+        a = measured(single, "t1", records, "1")
+        single.stop()
+        trio = LocalCluster(3)
+        ringmq("topic", "create", "t3", "-p", 6, "-r", 3, "-c", "min.insync.replicas=2", "-b", trio.bootstrap)
+        b = measured(trio, "t3", records, "all")
+        trio.stop()
+        rows.append({"round": rnd, "one_broker_rf1_acks1": a, "three_brokers_rf3_acksall": b,
+                     "ratio": b["msgs_s"] / a["msgs_s"]})
+        print(f"round {rnd}: 1 broker RF=1 acks=1 {a['msgs_s']:,.0f} msgs/s (p99 {a['p99_ms']:.0f} ms, "
+              f"disk {a['disk_write_mb_s']:.0f} MB/s); 3 brokers RF=3 acks=all {b['msgs_s']:,.0f} msgs/s "
+              f"(p99 {b['p99_ms']:.0f} ms, disk {b['disk_write_mb_s']:.0f} MB/s); ratio {rows[-1]['ratio']:.2f}",
+              flush=True)
+    return rows
+
+
+def leader_of(bootstrap, topic, partition):
+    from confluent_kafka.admin import AdminClient
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic=topic, timeout=10)
+    p = md.topics[topic].partitions[partition]
+    return p.leader, p.isrs
+
+
+def failover(props, label):
+    from confluent_kafka import Producer
+    c = LocalCluster(3, props)
+    ringmq("topic", "create", "fo", "-p", 1, "-r", 3, "-c", "min.insync.replicas=2", "-b", c.bootstrap)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 0,
+                  "message.timeout.ms": 60000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 100,
+                  "topic.metadata.refresh.interval.ms": 100})
+    for _ in range(100):
+        p.produce("fo", b"warm")
+    p.flush(10)
+    leader, _ = leader_of(c.bootstrap, "fo", 0)
+    acked = []
+    t0 = time.monotonic()
+    c.kill9(leader)
+    p.produce("fo", b"after", on_delivery=lambda err, m: acked.append((err, time.monotonic())))
+    p.flush(60)
+    err, t = acked[0]
+    revived = c.restart(leader)
+    c.stop([revived])
+    secs = t - t0
+    print(f"failover ({label}): {secs:.2f} s from kill -9 to the first acks=all ack", flush=True)
+    return {"label": label, "seconds": secs, "error": str(err) if err else None}
+
+
+def catch_up(lag_mb):
+    from confluent_kafka import Producer
+    c = LocalCluster(3, [("replica.lag.time.max.ms", "5000"), ("broker.session.timeout.ms", "3000"),
+                         ("broker.heartbeat.interval.ms", "500")])
+    ringmq("topic", "create", "cu", "-p", 1, "-r", 3, "-c", "min.insync.replicas=2", "-b", c.bootstrap)
+    leader, _ = leader_of(c.bootstrap, "cu", 0)
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    c.kill9(follower)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_000_000})
+    value = b"x" * 1024
+    n = lag_mb * 1024
+    for i in range(n):
+        while True:
+            try:
+                p.produce("cu", value)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 10000 == 0:
+            p.poll(0)
+    p.flush(300)
+    t0 = time.monotonic()
+    revived = c.restart(follower)
+    while True:
+        _, isrs = leader_of(c.addr(leader), "cu", 0)
+        if follower in isrs:
+            break
+        time.sleep(0.05)
+    secs = time.monotonic() - t0
+    c.stop([revived])
+    print(f"catch-up: follower back in the ISR {secs:.2f} s after restarting with {lag_mb} MB of lag "
+          f"({lag_mb / secs:.0f} MB/s)", flush=True)
+    return {"lag_mb": lag_mb, "seconds": secs, "mb_per_s": lag_mb / secs}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--lag-mb", type=int, default=1024)
+    ap.add_argument("--json")
+    ap.add_argument("--skip", action="append", default=[], help="throughput, failover or catchup")
+    a = ap.parse_args()
+    limits = subprocess.run([str(ROOT.parent / "shared" / "tools" / "physical-limits"), tempfile.gettempdir()],
+                            capture_output=True, text=True)
+    result = {"machine": os.uname().release, "cores": os.cpu_count(),
+              "physical_limits": json.loads(limits.stdout.strip().splitlines()[-1]) if limits.returncode == 0 else None}
+    print(f"physical limits: {result['physical_limits']}", flush=True)
+    if "throughput" not in a.skip:
+        result["throughput"] = throughput(a.records, a.rounds)
+    if "failover" not in a.skip:
+        result["failover"] = [
+            failover([], "defaults: heartbeat 2000 ms, session 9000 ms"),
+            failover([("broker.heartbeat.interval.ms", "200"), ("broker.session.timeout.ms", "1500")],
+                     "tuned: heartbeat 200 ms, session 1500 ms"),
+        ]
+    if "catchup" not in a.skip:
+        result["catch_up"] = catch_up(a.lag_mb)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
