@@ -125,6 +125,14 @@ impl MetadataImage {
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
+    /// A partition's replicas on brokers that are not live (Metadata's offline_replicas).
+    pub fn offline_replicas(&self, s: &PartitionState) -> Vec<i32> {
+        s.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.is_live(*r))
+            .collect()
+    }
     /// Partitions per shard, for balanced placement.
     fn load_per_shard(&self, shards: usize) -> Vec<usize> {
         let mut load = vec![0usize; shards];

@@ -77,12 +77,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
         let partitions = (first..end)
             .filter_map(|i| Some((i, meta.state(i)?)))
             .map(|(i, s)| {
-                let offline: Vec<i32> = s
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|r| !image.is_live(*r))
-                    .collect();
+                let offline = image.offline_replicas(s);
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(i)
                     .with_leader_id(BrokerId(s.leader))

@@ -167,12 +167,7 @@ pub fn topic_entry(ctx: &ShardCtx, t: &TopicMeta) -> MetadataResponseTopic {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let offline: Vec<i32> = s
-                .replicas
-                .iter()
-                .copied()
-                .filter(|r| !image.is_live(*r))
-                .collect();
+            let offline = image.offline_replicas(s);
             let error = if s.leader == crate::metadata::NO_LEADER {
                 ResponseError::LeaderNotAvailable.code()
             } else {
