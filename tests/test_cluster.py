@@ -38,10 +38,15 @@ def logs_of(cluster, topic, partition):
 
 
 def wait_in_sync(cluster, topic, partitions, replicas=3, timeout=30):
+    """Every running broker's metadata shows full ISRs (a broker that was cut off may
+    still answer with what it knew before, as a Kafka broker would)."""
     def full():
-        md = cluster.metadata(topic=topic).topics[topic]
-        return all(len(md.partitions[p].isrs) == replicas for p in range(partitions))
-    cluster.wait_for(full, timeout, f"{topic}'s ISR to hold {replicas} replicas")
+        for b in cluster.live():
+            md = cluster.metadata(via=b, topic=topic).topics[topic]
+            if not all(len(md.partitions[p].isrs) == replicas for p in range(partitions)):
+                return False
+        return True
+    cluster.wait_for(full, timeout, f"{topic}'s ISR to hold {replicas} replicas on every broker")
 
 
 class Checker:

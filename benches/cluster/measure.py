@@ -9,12 +9,16 @@
    time until it is back in the ISR.
 
     benches/cluster/measure.py [--records 500000] [--rounds 2] [--lag-mb 1024] [--json F]
+        [--property num.replica.fetchers=4] [--skip throughput|failover|catchup]
+
+RINGMQ_BENCH_DIR puts the data directories elsewhere (e.g. /dev/shm to take the disk out).
 
 Needs target/release/{ringmqd,ringmq} and the test venv (confluent-kafka).
 """
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +53,7 @@ def free_base(span=103):
 
 class LocalCluster:
     def __init__(self, brokers, props=()):
-        self.dir = Path(tempfile.mkdtemp(prefix="ringmq-cluster-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="ringmq-cluster-", dir=os.environ.get("RINGMQ_BENCH_DIR")))
         self.base = free_base()
         self.brokers = brokers
         args = [str(RINGMQ), "cluster", "start", "--brokers", str(brokers), "--dir", str(self.dir),
@@ -105,6 +109,7 @@ class LocalCluster:
         self.proc.wait(120)
         for p in extra:
             p.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def ringmq(*args, timeout=600):
@@ -133,14 +138,14 @@ def measured(cluster, topic, records, acks):
     return r
 
 
-def throughput(records, rounds):
+def throughput(records, rounds, props=()):
     rows = []
     for rnd in range(rounds):
         single = LocalCluster(1)
         ringmq("topic", "create", "t1", "-p", 6, "-r", 1, "-b", single.bootstrap)
         a = measured(single, "t1", records, "1")
         single.stop()
-        trio = LocalCluster(3)
+        trio = LocalCluster(3, props)
         ringmq("topic", "create", "t3", "-p", 6, "-r", 3, "-c", "min.insync.replicas=2", "-b", trio.bootstrap)
         b = measured(trio, "t3", records, "all")
         trio.stop()
@@ -226,6 +231,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--lag-mb", type=int, default=1024)
     ap.add_argument("--json")
+    ap.add_argument("--property", action="append", default=[], metavar="K=V",
+                    help="a broker property for the three-broker cluster of the throughput figure")
     ap.add_argument("--skip", action="append", default=[], help="throughput, failover or catchup")
     a = ap.parse_args()
     limits = subprocess.run([str(ROOT.parent / "shared" / "tools" / "physical-limits"), tempfile.gettempdir()],
@@ -234,7 +241,9 @@ def main():
               "physical_limits": json.loads(limits.stdout.strip().splitlines()[-1]) if limits.returncode == 0 else None}
     print(f"physical limits: {result['physical_limits']}", flush=True)
     if "throughput" not in a.skip:
-        result["throughput"] = throughput(a.records, a.rounds)
+        props = [tuple(kv.split("=", 1)) for kv in a.property]
+        result["cluster_properties"] = dict(props)
+        result["throughput"] = throughput(a.records, a.rounds, props)
     if "failover" not in a.skip:
         result["failover"] = [
             failover([], "defaults: heartbeat 2000 ms, session 9000 ms"),

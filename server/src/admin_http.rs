@@ -102,6 +102,21 @@ fn metrics_text(broker: &Broker) -> String {
             m.fetch_copied_bytes.load(Ordering::Relaxed),
         ),
         (
+            "ringmq_replica_fetch_rounds_total",
+            "Fetch rounds of this broker's replica fetchers",
+            m.replica_fetch_rounds.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_replica_fetch_round_microseconds_total",
+            "Time spent in replica fetch rounds (request sent to records appended)",
+            m.replica_fetch_round_us.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_replica_fetch_bytes_total",
+            "Record bytes replicated from leaders and appended here",
+            m.replica_fetch_bytes.load(Ordering::Relaxed),
+        ),
+        (
             "ringmq_produce_requests_total",
             "Produce requests",
             m.produce_requests.load(Ordering::Relaxed),

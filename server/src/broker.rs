@@ -36,6 +36,10 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// Times a shard stopped reading requests at `queued.max.request.bytes`.
     pub request_queue_waits: AtomicU64,
+    /// Follower fetch rounds, the microseconds they took, and the bytes they appended.
+    pub replica_fetch_rounds: AtomicU64,
+    pub replica_fetch_round_us: AtomicU64,
+    pub replica_fetch_bytes: AtomicU64,
     /// Produce requests by handling time (read → response ready, durability included):
     /// bucket `i` counts those under 2^i µs, the last one the rest.
     pub produce_time_us: [AtomicU64; LATENCY_BUCKETS],

@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub replica_fetch_wait_max_ms: u64,
     /// `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
     pub replica_fetch_max_bytes: i32,
+    /// Fetchers per (shard, leader broker); a follower partition uses one of them.
+    pub num_replica_fetchers: u32,
     pub replica_fetch_response_max_bytes: i32,
     /// `min.insync.replicas` (broker default; topics may override).
     pub min_insync_replicas: i32,
@@ -136,6 +138,9 @@ impl Default for BrokerConfig {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1024 * 1024,
+            // Kafka's default is 1 (a thread each); here a fetcher is a task on the
+            // shard, and one round trip bounds each fetcher's rate (benches/cluster).
+            num_replica_fetchers: 4,
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             min_insync_replicas: 1,
             unclean_leader_election: true,
@@ -329,8 +334,14 @@ impl BrokerConfig {
                 }
                 "inter.broker.listener.name"
                 | "controller.quorum.election.timeout.ms"
-                | "controller.quorum.fetch.timeout.ms"
-                | "num.replica.fetchers" => {}
+                | "controller.quorum.fetch.timeout.ms" => {}
+                "num.replica.fetchers" => {
+                    self.num_replica_fetchers = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| bad("must be in 1..64"))?
+                }
                 "broker.rack" => self.broker_rack = Some(v.clone()),
                 "broker.heartbeat.interval.ms" => {
                     self.broker_heartbeat_interval_ms =

@@ -195,7 +195,7 @@ impl Partition {
         } else {
             self.repl.borrow_mut().needs_truncation = true;
             if state.leader != crate::metadata::NO_LEADER {
-                crate::replication::fetcher::ensure(ctx, state.leader);
+                crate::replication::fetcher::ensure(ctx, state.leader, self.fetcher_id(ctx));
             }
             tracing::debug!(topic = %self.topic, partition = self.index, leader = state.leader, epoch = state.leader_epoch, "following");
         }

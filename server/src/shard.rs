@@ -41,8 +41,8 @@ pub struct ShardCtx {
     /// The metadata index this shard's partitions were last reconciled to (held while
     /// reconciling, so reconciles run one at a time).
     pub reconciled: futures_util::lock::Mutex<u64>,
-    /// Leaders this shard's replica fetchers run for.
-    pub fetchers: RefCell<std::collections::HashSet<i32>>,
+    /// This shard's replica fetchers: (leader broker, fetcher id).
+    pub fetchers: RefCell<std::collections::HashSet<(i32, u32)>>,
 }
 
 /// The shard went away (shutting down) before answering.

@@ -101,8 +101,9 @@ pub struct Cluster {
     controller: Arc<Controller>,
     incarnation: Uuid,
     reconciled: Reconciled,
-    /// Connections to other voters for forwarded requests.
-    peers: tokio::sync::Mutex<HashMap<u64, network::Peer>>,
+    /// Connections to other voters for forwarded requests, one per peer, each behind
+    /// its own lock: a call stuck on an unreachable node holds up only calls to it.
+    peers: std::sync::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<network::Peer>>>>,
     shutting_down: AtomicBool,
     shutdown_ready: AtomicBool,
     /// A heartbeat sent while shutting down found no controller (no quorum).
@@ -244,7 +245,7 @@ impl Cluster {
                 per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
                 min: tokio::sync::watch::channel(0).0,
             },
-            peers: tokio::sync::Mutex::new(HashMap::new()),
+            peers: std::sync::Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_ready: AtomicBool::new(false),
             shutdown_unreachable: AtomicBool::new(false),
@@ -453,7 +454,7 @@ impl Cluster {
                 Some(l) if l == self.node_id as u64 => {
                     self.controller.handle_local(req.clone()).await
                 }
-                Some(l) => self.forward(l, &req).await,
+                Some(l) => self.forward(l, &req, deadline).await,
                 None => ControllerReply::NotController { leader: None },
             };
             match reply {
@@ -478,7 +479,12 @@ impl Cluster {
         }
     }
 
-    async fn forward(&self, leader: u64, req: &ControllerRequest) -> ControllerReply {
+    async fn forward(
+        &self,
+        leader: u64,
+        req: &ControllerRequest,
+        deadline: Instant,
+    ) -> ControllerReply {
         let addr = {
             let m = self.raft.metrics().borrow().clone();
             m.membership_config
@@ -489,15 +495,27 @@ impl Cluster {
         let Some(addr) = addr else {
             return ControllerReply::NotController { leader: None };
         };
-        let mut peers = self.peers.lock().await;
-        let peer = peers
-            .entry(leader)
-            .or_insert_with(|| network::Peer::new(addr));
-        match peer
-            .call(
-                &network::Rpc::Controller(req.clone()),
-                Duration::from_secs(5),
+        let peer = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                peers
+                    .entry(leader)
+                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(network::Peer::new(addr)))),
             )
+        };
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let Ok(mut peer) = tokio::time::timeout(left, peer.lock()).await else {
+            return ControllerReply::NotController { leader: None };
+        };
+        // Calls queued behind one to a node that stopped answering: the quorum may have
+        // moved on meanwhile.
+        if self.raft.metrics().borrow().current_leader != Some(leader) {
+            return ControllerReply::NotController { leader: None };
+        }
+        match peer
+            .call(&network::Rpc::Controller(req.clone()), left)
             .await
         {
             Ok(network::RpcReply::Controller(r)) => r,

@@ -192,6 +192,40 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
             "queued.max.request.bytes",
             c.queued_max_request_bytes.to_string(),
         ),
+        ("min.insync.replicas", c.min_insync_replicas.to_string()),
+        (
+            "unclean.leader.election.enable",
+            c.unclean_leader_election.to_string(),
+        ),
+        (
+            "offsets.topic.replication.factor",
+            c.offsets_topic_replication_factor.to_string(),
+        ),
+        (
+            "replica.lag.time.max.ms",
+            c.replica_lag_time_max_ms.to_string(),
+        ),
+        (
+            "replica.fetch.wait.max.ms",
+            c.replica_fetch_wait_max_ms.to_string(),
+        ),
+        (
+            "replica.fetch.max.bytes",
+            c.replica_fetch_max_bytes.to_string(),
+        ),
+        (
+            "replica.fetch.response.max.bytes",
+            c.replica_fetch_response_max_bytes.to_string(),
+        ),
+        ("num.replica.fetchers", c.num_replica_fetchers.to_string()),
+        (
+            "broker.heartbeat.interval.ms",
+            c.broker_heartbeat_interval_ms.to_string(),
+        ),
+        (
+            "broker.session.timeout.ms",
+            c.broker_session_timeout_ms.to_string(),
+        ),
     ];
     let mut out: Vec<Entry> = KAFKA_BROKER_CONFIGS
         .iter()

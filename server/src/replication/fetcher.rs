@@ -1,8 +1,11 @@
-//! Follower side of replication: one fetcher per (shard, leader broker), running on the
-//! shard that owns the follower replicas, batching all of them into one Kafka Fetch
-//! (with this broker's replica id) per round — Kafka's ReplicaFetcherThread, on the data
-//! path's own thread. The leader's batches are appended byte for byte with their offsets;
-//! the follower's high watermark follows the leader's.
+//! Follower side of replication: fetchers per (shard, leader broker), running on the
+//! shard that owns the follower replicas, each batching its partitions into one Kafka
+//! Fetch (with this broker's replica id) per round — Kafka's ReplicaFetcherThread, on the
+//! data path's own thread. `num.replica.fetchers` (Kafka's key, default 1) splits a
+//! shard's partitions of one leader over that many fetchers, each with its own connection:
+//! a round trip bounds one fetcher's rate, so more of them replicate more at once. The
+//! leader's batches are appended byte for byte with their offsets; the follower's high
+//! watermark follows the leader's.
 //!
 //! After a leader change a follower first truncates to the new leader's history: it asks
 //! OffsetForLeaderEpoch for the end of its own latest epoch on the leader and cuts its log
@@ -31,6 +34,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use ringmq_engine::Offset;
 use ringmq_engine::batch::BatchIter;
 
+use crate::broker::Metrics;
 use crate::partition::Partition;
 use crate::shard::{ShardCtx, now_ms};
 
@@ -40,21 +44,46 @@ const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Pause after an error before the next round.
 const BACKOFF: Duration = Duration::from_millis(100);
 
-/// Starts the fetcher for `leader` on this shard unless it runs.
-pub fn ensure(ctx: &Rc<ShardCtx>, leader: i32) {
-    if leader == ctx.broker.config.node_id || !ctx.fetchers.borrow_mut().insert(leader) {
+/// Starts fetcher `id` for `leader` on this shard unless it runs.
+pub fn ensure(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
+    if leader == ctx.broker.config.node_id || !ctx.fetchers.borrow_mut().insert((leader, id)) {
         return;
     }
     let c = Rc::clone(ctx);
     compio::runtime::spawn(async move {
-        run(&c, leader).await;
-        c.fetchers.borrow_mut().remove(&leader);
+        run(&c, leader, id).await;
+        c.fetchers.borrow_mut().remove(&(leader, id));
     })
     .detach();
 }
 
-/// This shard's replicas that follow `leader`.
-fn followed(ctx: &ShardCtx, leader: i32) -> Vec<Rc<Partition>> {
+impl Partition {
+    /// Which of the `num.replica.fetchers` fetchers for its leader this follower uses.
+    pub fn fetcher_id(&self, ctx: &ShardCtx) -> u32 {
+        fetcher_for(
+            &self.topic,
+            self.index,
+            ctx.broker.config.num_replica_fetchers,
+        )
+    }
+}
+
+/// Kafka's fetcher choice: `Utils.abs(31 * topic.hashCode() + partition) % fetchers`, with
+/// Java's String hash (UTF-16 units, wrapping) and `Utils.abs(Integer.MIN_VALUE) == 0`.
+fn fetcher_for(topic: &str, partition: i32, fetchers: u32) -> u32 {
+    let hash = topic
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let h = hash.wrapping_mul(31).wrapping_add(partition);
+    if h == i32::MIN {
+        0
+    } else {
+        h.unsigned_abs() % fetchers.max(1)
+    }
+}
+
+/// This shard's replicas that follow `leader` through fetcher `id`.
+fn followed(ctx: &ShardCtx, leader: i32, id: u32) -> Vec<Rc<Partition>> {
     let me = ctx.broker.config.node_id;
     ctx.partitions()
         .into_iter()
@@ -62,6 +91,7 @@ fn followed(ctx: &ShardCtx, leader: i32) -> Vec<Rc<Partition>> {
             let r = p.replica.borrow();
             r.leader == leader && r.replicas.contains(&me)
         })
+        .filter(|p| p.fetcher_id(ctx) == id)
         .collect()
 }
 
@@ -70,10 +100,10 @@ struct Conn {
     correlation: i32,
 }
 
-async fn run(ctx: &Rc<ShardCtx>, leader: i32) {
+async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
     let mut conn: Option<Conn> = None;
     loop {
-        let parts = followed(ctx, leader);
+        let parts = followed(ctx, leader, id);
         if parts.is_empty() {
             return;
         }
@@ -109,7 +139,15 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32) {
             .into_iter()
             .partition(|p| p.repl.borrow().needs_truncation);
         let result = if truncating.is_empty() {
-            fetch(ctx, c, &ready).await
+            let started = std::time::Instant::now();
+            let r = fetch(ctx, c, &ready).await;
+            let m = &ctx.broker.metrics;
+            Metrics::add(&m.replica_fetch_rounds, 1);
+            Metrics::add(
+                &m.replica_fetch_round_us,
+                started.elapsed().as_micros() as u64,
+            );
+            r
         } else {
             truncate(ctx, c, &truncating).await
         };
@@ -234,6 +272,8 @@ async fn fetch(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io:
                     if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
                         let records = whole_batches(records);
                         if !records.is_empty() {
+                            let len = records.len() as u64;
+                            Metrics::add(&ctx.broker.metrics.replica_fetch_bytes, len);
                             match part.append_replicated(records, now_ms()).await {
                                 Ok(_) => {}
                                 Err(ringmq_engine::AppendError::OffsetsOutOfOrder { .. }) => {
@@ -377,4 +417,20 @@ async fn truncate(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> 
         }
     }
     Ok(healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetcher_for;
+
+    #[test]
+    fn partitions_spread_over_fetchers_as_kafka_spreads_them() {
+        // "t3".hashCode() == 3647 in Java; 31 * 3647 == 113057, and 113057 % 4 == 1.
+        let ids: Vec<u32> = (0..6).map(|p| fetcher_for("t3", p, 4)).collect();
+        assert_eq!(ids, vec![1, 2, 3, 0, 1, 2]);
+        // One fetcher takes everything.
+        assert!((0..100).all(|p| fetcher_for("orders", p, 1) == 0));
+        // A negative hash ("__consumer_offsets" overflows) still lands in range.
+        assert!((0..50).all(|p| fetcher_for("__consumer_offsets", p, 3) < 3));
+    }
 }
