@@ -533,3 +533,54 @@ def test_synchronous_replication_waits_for_every_replica(make_cluster):
     p2.produce("sync3", value=b"b", on_delivery=lambda err, m: errs.append(err))
     p2.flush(10)
     assert errs and errs[0] is not None and errs[0].name() == "NOT_ENOUGH_REPLICAS", errs
+
+
+def test_a_broker_that_is_not_the_leader_names_the_leader_in_produce_and_fetch_errors(make_cluster):
+    """KIP-951: NOT_LEADER_OR_FOLLOWER carries the current leader and epoch (Produce v10+,
+    Fetch v12+) and the leader's endpoint (Produce v10+, Fetch v16+)."""
+    from kafka.protocol.consumer import FetchRequest
+    from kafka.protocol.metadata import MetadataRequest
+    from kafka.protocol.producer import ProduceRequest
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from kafka_api import build, call
+
+    c = make_cluster(3).start()
+    create(c.bootstrap, "hint", partitions=1, rf=2)
+    md = call(c.brokers[1].bootstrap, build(MetadataRequest, 12, topics=[{"name": "hint"}],
+                                 allow_auto_topic_creation=False))
+    part = md.topics[0].partitions[0]
+    leader, epoch, topic_id = part.leader_id, part.leader_epoch, md.topics[0].topic_id
+    other = next(b for n, b in c.brokers.items() if n != leader)
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                  producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    b.append(0, timestamp=None, key=None, value=b"v", headers=[])
+    produce = call(other.bootstrap, build(
+        ProduceRequest, 11, acks=-1, timeout_ms=5000, transactional_id=None,
+        topic_data=[{"name": "hint", "partition_data": [{"index": 0, "records": bytes(b.build())}]}]))
+    pr = produce.responses[0].partition_responses[0]
+    assert pr.error_code == 6, pr  # NOT_LEADER_OR_FOLLOWER
+    assert (pr.current_leader.leader_id, pr.current_leader.leader_epoch) == (leader, epoch)
+    ends = {e.node_id: (e.host, e.port) for e in produce.node_endpoints}
+    assert ends == {leader: ("127.0.0.1", c.brokers[leader].port)}
+
+    def fetch(version, **topic):
+        return call(other.bootstrap, build(
+            FetchRequest, version, replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=1 << 20,
+            isolation_level=0, session_id=0, session_epoch=-1,
+            topics=[{**topic, "partitions": [{"partition": 0, "current_leader_epoch": -1, "fetch_offset": 0,
+                                             "last_fetched_epoch": -1, "log_start_offset": -1,
+                                             "partition_max_bytes": 1 << 20}]}],
+            forgotten_topics_data=[], rack_id=""))
+    old = fetch(12, topic="hint").responses[0].partitions[0]
+    assert old.error_code == 6
+    assert (old.current_leader.leader_id, old.current_leader.leader_epoch) == (leader, epoch)
+    new = fetch(16, topic_id=topic_id)
+    assert new.responses[0].partitions[0].current_leader.leader_id == leader
+    assert {e.node_id: e.port for e in new.node_endpoints} == {leader: c.brokers[leader].port}
+    # The leader itself answers without hints.
+    ok = call(c.brokers[leader].bootstrap, build(
+        ProduceRequest, 11, acks=-1, timeout_ms=5000, transactional_id=None,
+        topic_data=[{"name": "hint", "partition_data": [{"index": 0, "records": bytes(b.build())}]}]))
+    assert ok.responses[0].partition_responses[0].error_code == 0
+    assert ok.node_endpoints == []

@@ -56,7 +56,7 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-fn ringmqd_path(explicit: Option<PathBuf>) -> PathBuf {
+pub fn ringmqd_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .or_else(|| {
             let me = std::env::current_exe().ok()?;
@@ -95,6 +95,85 @@ pub fn node_properties(id: u16, brokers: u16, base_port: u16, shards: usize, dir
     )
 }
 
+/// A local cluster's running nodes; dropping it stops them (SIGTERM each, then waits).
+pub struct LocalCluster {
+    children: Vec<(u16, Child)>,
+    pub bootstrap: String,
+}
+
+impl LocalCluster {
+    /// Starts `brokers` nodes under `dir` (node1/, node2/, ...) and waits until all are
+    /// live brokers. `extra_args` go to every ringmqd (e.g. `--profile kafka.4u8g`).
+    pub fn start(
+        brokers: u16,
+        dir: &Path,
+        base_port: u16,
+        shards: usize,
+        binary: &Path,
+        properties: &[(String, String)],
+        extra_args: &[String],
+    ) -> anyhow::Result<LocalCluster> {
+        if brokers == 0 || brokers > 50 {
+            bail!("--brokers must be in 1..50");
+        }
+        let mut cluster = LocalCluster {
+            children: Vec::new(),
+            bootstrap: (1..=brokers)
+                .map(|id| format!("127.0.0.1:{}", base_port + id - 1))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        for id in 1..=brokers {
+            let node_dir = dir.join(format!("node{id}"));
+            std::fs::create_dir_all(&node_dir)
+                .with_context(|| format!("creating {}", node_dir.display()))?;
+            let config = node_dir.join("server.properties");
+            let mut text = node_properties(id, brokers, base_port, shards, &node_dir);
+            for (k, v) in properties {
+                text.push_str(&format!("{k}={v}\n"));
+            }
+            std::fs::write(&config, text)?;
+            let log = std::fs::File::create(node_dir.join("ringmqd.log"))?;
+            let child = Command::new(binary)
+                .args(extra_args)
+                .arg("--config")
+                .arg(&config)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            cluster.children.push((id, child));
+        }
+        wait_for_brokers(
+            &cluster.bootstrap,
+            brokers as usize,
+            Duration::from_secs(60),
+        )
+        .with_context(|| format!("see the logs in {}/node*/ringmqd.log", dir.display()))?;
+        Ok(cluster)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        stop_all(&mut self.children);
+    }
+}
+
+/// `brokers` consecutive free ports from a base, and the same from base + 100 (their
+/// controllers), below the ephemeral range so no client socket takes one meanwhile.
+pub fn free_base_port(brokers: u16) -> anyhow::Result<u16> {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let seed = std::process::id() as u16;
+    for attempt in 0..2000u16 {
+        let base = 12_000 + (seed.wrapping_add(attempt.wrapping_mul(7919)) % 18_000);
+        if (0..brokers).all(|i| free(base + i) && free(base + 100 + i)) {
+            return Ok(base);
+        }
+    }
+    bail!("no {brokers} free ports for a local cluster")
+}
+
 fn start(
     brokers: u16,
     dir: &Path,
@@ -103,54 +182,19 @@ fn start(
     ringmqd: Option<PathBuf>,
     properties: &[(String, String)],
 ) -> anyhow::Result<()> {
-    if brokers == 0 || brokers > 50 {
-        bail!("--brokers must be in 1..50");
-    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shards = shards.unwrap_or((cores / brokers as usize).max(1));
+    let shards = shards.unwrap_or((cores / brokers.max(1) as usize).max(1));
     let binary = ringmqd_path(ringmqd);
-    let mut children: Vec<(u16, Child)> = Vec::new();
-    for id in 1..=brokers {
-        let node_dir = dir.join(format!("node{id}"));
-        std::fs::create_dir_all(&node_dir)
-            .with_context(|| format!("creating {}", node_dir.display()))?;
-        let config = node_dir.join("server.properties");
-        let mut text = node_properties(id, brokers, base_port, shards, &node_dir);
-        for (k, v) in properties {
-            text.push_str(&format!("{k}={v}\n"));
-        }
-        std::fs::write(&config, text)?;
-        let log = std::fs::File::create(node_dir.join("ringmqd.log"))?;
-        let child = Command::new(&binary)
-            .arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        children.push((id, child));
-    }
-    let bootstrap: Vec<String> = (1..=brokers)
-        .map(|id| format!("127.0.0.1:{}", base_port + id - 1))
-        .collect();
-    let bootstrap = bootstrap.join(",");
-    let ready = wait_for_brokers(&bootstrap, brokers as usize, Duration::from_secs(60));
-    if let Err(e) = ready {
-        stop_all(&mut children);
-        return Err(e.context(format!(
-            "see the logs in {}/node*/ringmqd.log",
-            dir.display()
-        )));
-    }
+    let cluster = LocalCluster::start(brokers, dir, base_port, shards, &binary, properties, &[])?;
     println!("ringmq cluster of {brokers} broker(s) is up");
-    println!("bootstrap.servers={bootstrap}");
+    println!("bootstrap.servers={}", cluster.bootstrap);
     println!(
         "logs and data: {}/node*/  (Ctrl-C stops the cluster)",
         dir.display()
     );
     wait_for_signal();
     println!("stopping...");
-    stop_all(&mut children);
+    drop(cluster);
     Ok(())
 }
 

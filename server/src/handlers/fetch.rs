@@ -27,12 +27,15 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{join_all, select, select_all};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::{FileRange, Offset, ReadError};
 
 use super::Request;
+use super::leader_hint::LeaderHints;
 use crate::broker::Metrics;
 use crate::protocol::{self, CloseConnection, Piece, Response};
 use crate::shard::ShardCtx;
@@ -148,7 +151,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         fetched = read_all(ctx, &targets, max_bytes).await;
     }
     let (session_id, targets, fetched) = session_filter(&mode, targets, fetched);
-    encode(&req, v, session_id, &targets, fetched)
+    encode(ctx, &req, v, session_id, &targets, fetched)
 }
 /// Applies KIP-227 to the request: the session mode and the partitions to fetch.
 fn open_session(
@@ -438,6 +441,7 @@ async fn wait_for_data(ctx: &Rc<ShardCtx>, targets: &[Target], left: Duration) {
 }
 
 fn encode(
+    ctx: &ShardCtx,
     req: &Request,
     v: i16,
     session_id: i32,
@@ -447,7 +451,10 @@ fn encode(
     let marker_base = uuid::Uuid::new_v4().as_u128();
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut ranges = Vec::new();
+    let image = ctx.broker.image();
+    let mut hints = LeaderHints::default();
     for (t, f) in targets.iter().zip(fetched) {
+        let hint = hints.hint(&image, &t.name, t.partition, f.error);
         let mut pd = PartitionData::default()
             .with_partition_index(t.partition)
             .with_error_code(f.error.code())
@@ -457,6 +464,16 @@ fn encode(
         // log_start_offset exists from v5.
         if v >= 5 {
             pd = pd.with_log_start_offset(f.log_start_offset);
+        }
+        // KIP-951: the current leader, from v12.
+        if v >= 12
+            && let Some((leader, epoch)) = hint
+        {
+            pd = pd.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch),
+            );
         }
         match f.range {
             Some(range) => {
@@ -481,9 +498,19 @@ fn encode(
         }
     }
     // session_id exists from v7.
-    let resp = FetchResponse::default()
+    let mut resp = FetchResponse::default()
         .with_session_id(if v >= 7 { session_id } else { 0 })
         .with_responses(topics);
+    // The hinted leaders' endpoints, from v16.
+    if v >= 16 {
+        resp.node_endpoints = hints.endpoints(|id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        });
+    }
     let frame = protocol::encode(ApiKey::Fetch, v, req.correlation_id(), &resp)?;
     splice_ranges(frame, ranges, v >= 12)
 }

@@ -9,13 +9,15 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::LogAppendInfo;
 
 use super::Request;
+use super::leader_hint::LeaderHints;
 use crate::broker::Metrics;
 use crate::partition::PartitionError;
 use crate::protocol::{self, CloseConnection, Response};
@@ -102,7 +104,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
         return Ok(None);
     }
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
-    for ((wire_name, topic_id, _, index), result) in topics.into_iter().zip(results) {
+    let mut hints = LeaderHints::default();
+    for ((wire_name, topic_id, name, index), result) in topics.into_iter().zip(results) {
         let pr = match result {
             Ok(info) => {
                 let r = PartitionProduceResponse::default()
@@ -118,12 +121,24 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
             }
             Err(e) => {
                 tracing::debug!(partition = index, code = ?e.code, error = %e.message, "produce failed");
-                let r = PartitionProduceResponse::default()
+                let mut r = PartitionProduceResponse::default()
                     .with_index(index)
                     .with_error_code(e.code.code())
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
+                // KIP-951: the current leader, from v10.
+                if v >= 10
+                    && let Some((leader, epoch)) = name
+                        .as_deref()
+                        .and_then(|n| hints.hint(&image, n, index, e.code))
+                {
+                    r = r.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch),
+                    );
+                }
                 // error_message and record_errors exist from v8.
                 if v >= 8 {
                     let record_errors = e
@@ -154,6 +169,15 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
             ),
         }
     }
-    let resp = ProduceResponse::default().with_responses(responses);
+    let mut resp = ProduceResponse::default().with_responses(responses);
+    if v >= 10 {
+        resp.node_endpoints = hints.endpoints(|id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        });
+    }
     protocol::single(ApiKey::Produce, v, req.correlation_id(), &resp).map(Some)
 }

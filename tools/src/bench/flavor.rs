@@ -60,6 +60,12 @@ pub struct FlavorArgs {
     /// Producer and consumer clients.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     clients: u64,
+    /// Also measure a cluster of this many brokers per profile (a local one started with
+    /// `ringmq cluster`'s layout, or the one at --bootstrap with --external), the topic
+    /// with min(3, brokers) replicas: the seeds' per-broker figure is the cluster's total
+    /// divided by the brokers. Printed beside the one-broker row.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
+    brokers: u16,
     /// Producer acks (the seeds' figures are for acks=all, 3 replicas).
     #[arg(long, default_value = "all", value_parser = ["0", "1", "all"])]
     acks: String,
@@ -208,7 +214,12 @@ pub struct Row {
     pub vcpus: usize,
     pub shards: usize,
     pub brokers: u32,
+    /// Replicas of the bench topic.
+    pub replicas: u32,
+    /// Per broker: the cluster's total divided by `brokers`.
     pub max_tps: u64,
+    /// The whole cluster's sustained rate.
+    pub cluster_tps: u64,
     pub published_tps: u64,
     pub tps_ratio: f64,
     pub max_partitions: u32,
@@ -308,11 +319,28 @@ async fn delete_topic(bootstrap: &str, topic: &str) {
     }
 }
 
+/// The brokers measured together and the bench topic's replication factor.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    brokers: u32,
+    replicas: i32,
+}
+
+impl Shape {
+    fn of(brokers: u16) -> Shape {
+        Shape {
+            brokers: u32::from(brokers),
+            replicas: i32::from(brokers.min(3)),
+        }
+    }
+}
+
 async fn measure(
     bootstrap: &str,
     p: &CoreProfile,
     args: &FlavorArgs,
     shards: usize,
+    shape: Shape,
 ) -> anyhow::Result<Row> {
     // A fresh broker's first seconds (segment files, page cache, client connections) are
     // not what the search should judge: warm up at the starting rate first.
@@ -322,6 +350,7 @@ async fn measure(
         &warm,
         p.published.max_tps_per_broker.min(args.max_rate),
         args,
+        shape,
         Duration::from_secs(2),
     )
     .await;
@@ -337,7 +366,7 @@ async fn measure(
         |rate| async move {
             n_ref.set(n_ref.get() + 1);
             let topic = format!("flavor-{}-{}", p.name, n_ref.get());
-            let r = step(bootstrap, &topic, rate, args, args.step).await;
+            let r = step(bootstrap, &topic, rate, args, shape, args.step).await;
             delete_topic(bootstrap, &topic).await;
             match r {
                 Ok(report) => {
@@ -379,7 +408,7 @@ async fn measure(
         .filter(|s| s.pass)
         .max_by_key(|s| s.rate)
         .cloned();
-    let (max_tps, traffic, write, p99, e2e) = match &best {
+    let (cluster_tps, traffic, write, p99, e2e) = match &best {
         Some(s) => {
             let r = &s.report;
             let pw = r.produced.as_ref().map_or(0.0, |f| f.mb_per_s);
@@ -399,12 +428,18 @@ async fn measure(
     } else {
         None
     };
+    // The seeds' figures are per broker: the cluster's total over its brokers.
+    let per_broker = f64::from(shape.brokers.max(1));
+    let max_tps = (cluster_tps as f64 / per_broker) as u64;
+    let traffic = traffic / per_broker;
     Ok(Row {
         flavor: p.name.clone(),
         vcpus: p.vcpus,
         shards,
-        brokers: 1,
+        brokers: shape.brokers,
+        replicas: shape.replicas as u32,
         max_tps,
+        cluster_tps,
         published_tps: p.published.max_tps_per_broker,
         tps_ratio: max_tps as f64 / p.published.max_tps_per_broker as f64,
         max_partitions: p.published.max_partitions_per_broker,
@@ -426,9 +461,10 @@ async fn step(
     topic: &str,
     rate: u64,
     args: &FlavorArgs,
+    shape: Shape,
     duration: Duration,
 ) -> anyhow::Result<Report> {
-    super::ensure_topic(bootstrap, topic, args.partitions).await?;
+    super::ensure_topic(bootstrap, topic, args.partitions, shape.replicas).await?;
     let spec = RunSpec {
         scenario: "mixed".into(),
         client: args.client,
@@ -465,8 +501,8 @@ async fn verify_limits(bootstrap: &str, p: &CoreProfile) -> String {
     let limit = p.published.max_partitions_per_broker as i32;
     let mut notes = Vec::new();
     let fill = async {
-        super::ensure_topic(bootstrap, "flavor-limit-fill", limit).await?;
-        let over = super::ensure_topic(bootstrap, "flavor-limit-over", 1).await;
+        super::ensure_topic(bootstrap, "flavor-limit-fill", limit, 1).await?;
+        let over = super::ensure_topic(bootstrap, "flavor-limit-over", 1, 1).await;
         delete_topic(bootstrap, "flavor-limit-fill").await;
         delete_topic(bootstrap, "flavor-limit-over").await;
         anyhow::Ok(over.is_err())
@@ -540,7 +576,7 @@ pub async fn run(bootstrap: &str, args: FlavorArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if args.external {
         let p = &profiles[0];
-        rows.push(measure(bootstrap, p, &args, 0).await?);
+        rows.push(measure(bootstrap, p, &args, 0, Shape::of(args.brokers)).await?);
     } else {
         let bin = ringmqd_path(&args)?;
         for p in &profiles {
@@ -548,10 +584,13 @@ pub async fn run(bootstrap: &str, args: FlavorArgs) -> anyhow::Result<()> {
             let port = free_port()?;
             let daemon = Daemon::start(&bin, &p.name, &dir, port, &args)?;
             let bs = format!("127.0.0.1:{port}");
-            let row = measure(&bs, p, &args, p.shards_on(host_cores)).await;
+            let row = measure(&bs, p, &args, p.shards_on(host_cores), Shape::of(1)).await;
             drop(daemon);
             let _ = std::fs::remove_dir_all(&dir);
             rows.push(row?);
+            if args.brokers > 1 {
+                rows.push(measure_cluster(&bin, p, &args, &dir, host_cores).await?);
+            }
         }
         let _ = std::fs::remove_dir(&args.data_dir);
     }
@@ -581,14 +620,42 @@ pub async fn run(bootstrap: &str, args: FlavorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a local cluster of `args.brokers` with profile `p` and measures it.
+async fn measure_cluster(
+    bin: &std::path::Path,
+    p: &CoreProfile,
+    args: &FlavorArgs,
+    dir: &std::path::Path,
+    host_cores: usize,
+) -> anyhow::Result<Row> {
+    let brokers = args.brokers;
+    // The brokers share this host: each gets its part of the profile's shards.
+    let shards = (p.shards_on(host_cores) / usize::from(brokers)).max(1);
+    let mut extra = vec!["--profile".to_string(), p.name.clone()];
+    if let Some(d) = &args.disk_profile {
+        extra.extend(["--disk-profile".to_string(), d.clone()]);
+        if args.emulate_disk {
+            extra.push("--emulate-disk".into());
+        }
+    }
+    let base = crate::cluster::free_base_port(brokers)?;
+    let cluster_dir = dir.with_file_name(format!("{}-cluster", p.name));
+    let cluster =
+        crate::cluster::LocalCluster::start(brokers, &cluster_dir, base, shards, bin, &[], &extra)?;
+    let row = measure(&cluster.bootstrap, p, args, shards, Shape::of(brokers)).await;
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&cluster_dir);
+    row
+}
+
 fn render(t: &FlavorTable) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Flavor table for this machine ({} cores), 1 KB messages, {}, one broker, \
+        "Flavor table for this machine ({} cores), 1 KB messages, {}, \
          produce p99 <= {} ms, {} client on the same machine; seeds' published row in \
-         brackets",
+         brackets; a cluster's figures are per broker (its total / brokers)",
         t.host_cores,
         if t.write_only {
             "write only"
@@ -648,6 +715,13 @@ fn render(t: &FlavorTable) -> String {
                 100.0 * r.write_mbps / p.seq_write_mbps.max(1e-9),
                 r.traffic_mbps,
                 100.0 * r.traffic_mbps / p.loopback_mbps.max(1e-9)
+            );
+        }
+        if r.brokers > 1 {
+            let _ = writeln!(
+                out,
+                "{:<14} cluster of {} brokers on this one host, {} replicas: {} msgs/s in total",
+                "", r.brokers, r.replicas, r.cluster_tps
             );
         }
         if let Some(v) = &r.limits_verified {

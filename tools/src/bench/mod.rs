@@ -47,6 +47,11 @@ pub struct TopicArgs {
     /// Partitions for a topic the bench creates.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
+    /// Replication factor for a topic the bench creates (-1: the broker's
+    /// default.replication.factor).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1..=3))]
+    pub replication_factor: i32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -228,12 +233,21 @@ impl ConsumerArgs {
 }
 
 /// Creates `topic` with `partitions` unless it exists.
-pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub async fn ensure_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating an admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&new], &opts)
@@ -277,7 +291,13 @@ fn length(l: &LengthArgs, default_messages: Option<u64>) -> (Option<u64>, Option
 pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(a) => {
-            ensure_topic(bootstrap, &a.topic.topic, a.topic.partitions).await?;
+            ensure_topic(
+                bootstrap,
+                &a.topic.topic,
+                a.topic.partitions,
+                a.topic.replication_factor,
+            )
+            .await?;
             let (messages, duration) = length(&a.length, Some(1_000_000));
             let spec = RunSpec {
                 scenario: "produce".into(),
@@ -333,7 +353,13 @@ async fn mixed(
     scenario: &str,
     default_rate: Option<u64>,
 ) -> anyhow::Result<()> {
-    ensure_topic(bootstrap, &a.topic.topic, a.topic.partitions).await?;
+    ensure_topic(
+        bootstrap,
+        &a.topic.topic,
+        a.topic.partitions,
+        a.topic.replication_factor,
+    )
+    .await?;
     let default_length = if scenario == "e2e" {
         None
     } else {
