@@ -168,6 +168,24 @@ def test_flavor_table_starts_ringmqd_per_profile(tmp_path):
     assert not (tmp_path / "fd" / "kafka.2u4g").exists()
 
 
+def test_flavor_table_measures_a_three_broker_cluster_beside_one_broker(tmp_path):
+    """--brokers 3: a local cluster per profile, topic with 3 replicas, acks=all; the row's
+    per-broker figure is the cluster's total over three."""
+    r = subprocess.run([str(RINGMQ), "bench", "flavor-table", "--profiles", "kafka.2u4g", "--brokers", "3",
+                        "--ringmqd", str(RINGMQD), "--data-dir", str(tmp_path / "fd"),
+                        "--step", "1.5", "--max-rate", "3000", "--refine", "0", "--no-probe",
+                        "--json", str(tmp_path / "t.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    one, three = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert (one["brokers"], one["replicas"]) == (1, 1)
+    assert (three["brokers"], three["replicas"]) == (3, 3)
+    assert 1000 <= three["cluster_tps"] <= 3200, three
+    assert abs(three["max_tps"] - three["cluster_tps"] / 3) <= 1
+    assert "cluster of 3 brokers" in r.stdout
+    assert not (tmp_path / "fd" / "kafka.2u4g-cluster").exists()
+
+
 def test_tune_probes_writes_a_profile_and_applies_only_when_asked(tmp_path, make_broker):
     root = tmp_path / "root"
     for key, value in [("net/core/somaxconn", "128"), ("vm/swappiness", "60"),
