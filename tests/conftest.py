@@ -70,6 +70,8 @@ class Broker:
             self.config_path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         self.proc = None
         self.expected_log = []
+        # A controller-only node has no Kafka listener to wait for.
+        self.serves_kafka = True
 
     def start(self):
         args = [str(RINGMQD), "--data-dir", str(self.dir), "--listen", self.bootstrap,
@@ -80,14 +82,14 @@ class Broker:
             args = ["ip", "netns", "exec", self.netns, *args]
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "RINGMQ_LOG": "info"})
+                                     env={**os.environ, "RINGMQ_LOG": os.environ.get("RINGMQ_TEST_LOG", "info")})
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ringmqd exited: {self.log_path.read_text()}")
             try:
                 # The admin HTTP listener starts just after the Kafka one.
-                for port in (self.port, self.http_port):
+                for port in ((self.port,) if self.serves_kafka else ()) + (self.http_port,):
                     socket.create_connection((self.host, port), timeout=0.2).close()
                 return self
             except OSError:
@@ -177,46 +179,68 @@ CLUSTER_EXPECTED_LOG = [r"openraft", r"broker session expired", r"shrinking the 
 
 class Cluster:
     """N ringmqd processes on 127.0.0.1, each a broker and a controller-quorum voter
-    (KRaft combined mode), with their own ports and data directories."""
+    (KRaft combined mode), with their own ports and data directories; or, with
+    `controllers=K`, N broker-only nodes (ids 1..N) following K controller-only nodes
+    (ids 101..), KRaft's isolated mode."""
 
-    def __init__(self, tmp: Path, n: int, properties=None, network=None):
+    def __init__(self, tmp: Path, n: int, properties=None, network=None, controllers=0):
         """With `network` (a Netns), node N runs in its own network namespace at
         network.ip(N), so a test can cut it off."""
         ports = [(free_port(), free_port()) for _ in range(n)]
         hosts = [network.ip(i + 1) if network else "127.0.0.1" for i in range(n)]
-        voters = ",".join(f"{i + 1}@{hosts[i]}:{c}" for i, (_, c) in enumerate(ports))
+        cports = [free_port() for _ in range(controllers)]
+        if controllers:
+            voters = ",".join(f"{101 + i}@127.0.0.1:{c}" for i, c in enumerate(cports))
+        else:
+            voters = ",".join(f"{i + 1}@{hosts[i]}:{c}" for i, (_, c) in enumerate(ports))
         self.brokers = {}
+        self.controllers = {}
         self.network = network
+        common = {
+            "controller.quorum.voters": voters,
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "broker.heartbeat.interval.ms": 200,
+            "broker.session.timeout.ms": 1500,
+            "replica.lag.time.max.ms": 3000,
+            "ringmq.shards": 1,
+        }
         for i, (port, cport) in enumerate(ports):
             node = i + 1
             host = hosts[i]
             d = tmp / f"node{node}"
             d.mkdir(exist_ok=True)
-            props = {
-                "process.roles": "broker,controller",
-                "node.id": node,
-                "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-                "controller.listener.names": "CONTROLLER",
-                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                "broker.heartbeat.interval.ms": 200,
-                "broker.session.timeout.ms": 1500,
-                "replica.lag.time.max.ms": 3000,
-                "ringmq.shards": 1,
-                **(properties or {}),
-            }
+            if controllers:
+                roles, listeners = "broker", f"PLAINTEXT://{host}:{port}"
+            else:
+                roles, listeners = "broker,controller", f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}"
+            props = {"process.roles": roles, "node.id": node, "listeners": listeners,
+                     **common, **(properties or {})}
             b = Broker(d, properties=props, host=host, netns=network.name(node) if network else None)
             b.port = port
             b.bootstrap = f"{host}:{port}"
             b.node_id = node
             b.expected_log = list(CLUSTER_EXPECTED_LOG)
             self.brokers[node] = b
+        for i, cport in enumerate(cports):
+            node = 101 + i
+            d = tmp / f"controller{node}"
+            d.mkdir(exist_ok=True)
+            props = {"process.roles": "controller", "node.id": node,
+                     "listeners": f"CONTROLLER://127.0.0.1:{cport}", **common, **(properties or {})}
+            c = Broker(d, properties=props)
+            c.serves_kafka = False
+            c.node_id = node
+            c.expected_log = list(CLUSTER_EXPECTED_LOG)
+            self.controllers[node] = c
 
     @property
     def bootstrap(self):
         return ",".join(b.bootstrap for b in self.brokers.values())
 
     def start(self):
+        for c in self.controllers.values():
+            c.start()
         for b in self.brokers.values():
             b.start()
         self.wait_for_brokers(len(self.brokers))
@@ -259,10 +283,11 @@ class Cluster:
     def stop(self):
         # All at once: each asks for a controlled shutdown; those left without a quorum
         # give up on it after one failed heartbeat.
-        for b in self.brokers.values():
+        nodes = [*self.brokers.values(), *self.controllers.values()]
+        for b in nodes:
             if b.proc and b.proc.poll() is None:
                 b.proc.terminate()
-        for b in self.brokers.values():
+        for b in nodes:
             b.stop()
 
 
@@ -326,8 +351,8 @@ def netns_available():
 def make_cluster(tmp_path):
     clusters = []
 
-    def make(n=3, properties=None, network=None):
-        c = Cluster(tmp_path, n, properties, network)
+    def make(n=3, properties=None, network=None, controllers=0):
+        c = Cluster(tmp_path, n, properties, network, controllers)
         clusters.append(c)
         return c
 
@@ -337,6 +362,6 @@ def make_cluster(tmp_path):
         if c.network:
             c.network.close()
     for c in clusters:
-        for b in c.brokers.values():
+        for b in [*c.brokers.values(), *c.controllers.values()]:
             bad = b.unexpected_log_lines()
             assert not bad, f"unexpected ERROR/WARN in node {b.node_id}'s log:\n" + "\n".join(bad[:20])

@@ -584,3 +584,35 @@ def test_a_broker_that_is_not_the_leader_names_the_leader_in_produce_and_fetch_e
         topic_data=[{"name": "hint", "partition_data": [{"index": 0, "records": bytes(b.build())}]}]))
     assert ok.responses[0].partition_responses[0].error_code == 0
     assert ok.node_endpoints == []
+
+
+def test_broker_only_nodes_follow_a_quorum_of_controller_only_nodes(make_cluster):
+    """KRaft's isolated mode: three process.roles=controller nodes hold the quorum, three
+    process.roles=broker nodes serve clients. Only brokers appear in Metadata; the
+    controller id clients see is a broker (which forwards, KIP-590); the brokers keep
+    working through the loss of the active controller and of a partition leader."""
+    c = make_cluster(3, controllers=3).start()
+    md = c.metadata()
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert md.controller_id in (1, 2, 3)
+    create(c.bootstrap, "iso", partitions=3, config={"min.insync.replicas": "2"})
+    wait_in_sync(c, "iso", 3)
+    with Checker(c.bootstrap, "iso") as chk:
+        c.wait_for(lambda: len(chk.acked) > 200, 30, "acknowledgements")
+        # The active controller dies: a new one is elected among the other two; the
+        # brokers find it and metadata changes go on.
+        active = max(c.controllers.values(), key=lambda n: n.metrics().get("ringmq_active_controller", 0))
+        assert active.metrics()["ringmq_active_controller"] == 1
+        active.kill9()
+        create(c.bootstrap, "iso-after", partitions=1)
+        assert "iso-after" in c.metadata(topic="iso-after").topics
+        # A partition leader dies: the (new) controller moves leadership.
+        leader = c.leader("iso", 0)
+        c.brokers[leader].kill9()
+        before = len(chk.acked)
+        c.wait_for(lambda: len(chk.acked) > before + 200, 60, "acknowledgements after the failovers")
+    assert not chk.errors, chk.errors[:5]
+    got = consume_to_end(",".join(b.bootstrap for b in c.live()), "iso", 3)
+    stored = {(g[0], g[1]): g[3] for g in got}
+    lost = [k for k, v in chk.acked.items() if stored.get(k) != v]
+    assert not lost, f"{len(lost)} acknowledged messages lost"

@@ -258,13 +258,15 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         threads.push(t);
     }
     ready.wait();
-    broker.cluster.start_heartbeats(&broker.config);
-    // A quorum of one is registered, unfenced and holds __consumer_offsets before it
-    // says ready, as the single-node broker always did.
-    let single = broker.config.quorum_voters().len() == 1;
-    broker
-        .cluster
-        .serve_when_ready(single, std::time::Duration::from_secs(20));
+    if broker.config.is_broker() {
+        broker.cluster.start_heartbeats(&broker.config);
+        // A quorum of one is registered, unfenced and holds __consumer_offsets before
+        // it says ready, as the single-node broker always did.
+        let single = broker.config.is_controller() && broker.config.quorum_voters().len() == 1;
+        broker
+            .cluster
+            .serve_when_ready(single, std::time::Duration::from_secs(20));
+    }
     tracing::info!(shards, listeners = ?bound, "ringmqd ready");
     Ok(Running {
         broker,

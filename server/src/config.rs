@@ -535,27 +535,38 @@ impl BrokerConfig {
         }
     }
 
+    /// Whether this node is a broker (serves Kafka clients and holds replicas).
+    pub fn is_broker(&self) -> bool {
+        self.process_roles.iter().any(|r| r == "broker")
+    }
+
+    /// Whether this node is a controller-quorum voter.
+    pub fn is_controller(&self) -> bool {
+        self.process_roles.iter().any(|r| r == "controller")
+    }
+
     /// Checks what the broker cannot run with.
     pub fn validate(&mut self) -> Result<(), String> {
-        if !self.process_roles.iter().any(|r| r == "controller") {
-            return Err(
-                "process.roles=broker (a broker without a controller) is not supported yet; \
-                 run every node as broker,controller and list it in controller.quorum.voters"
-                    .into(),
-            );
-        }
-        if !self.process_roles.iter().any(|r| r == "broker") {
-            return Err(
-                "process.roles=controller (a controller without a broker) is not supported yet"
-                    .into(),
-            );
-        }
-        if !self.controller_quorum_voters.is_empty() {
-            if !self
-                .controller_quorum_voters
-                .iter()
-                .any(|(id, _)| *id == self.node_id)
-            {
+        let in_voters = self
+            .controller_quorum_voters
+            .iter()
+            .any(|(id, _)| *id == self.node_id);
+        if !self.is_controller() {
+            // A broker-only node follows the metadata of a quorum it is not part of.
+            if self.controller_quorum_voters.is_empty() {
+                return Err("process.roles=broker needs controller.quorum.voters \
+                     (the controllers it follows)"
+                    .into());
+            }
+            if in_voters {
+                return Err(format!(
+                    "node.id={} is in controller.quorum.voters but process.roles has no \
+                     controller",
+                    self.node_id
+                ));
+            }
+        } else if !self.controller_quorum_voters.is_empty() {
+            if !in_voters {
                 return Err(format!(
                     "node.id={} is not in controller.quorum.voters",
                     self.node_id
@@ -569,7 +580,17 @@ impl BrokerConfig {
                 ));
             }
         }
-        if self.listeners.is_empty() {
+        if !self.is_broker() {
+            // A controller-only node serves no Kafka clients.
+            if self.controller_listener.is_none() {
+                return Err(
+                    "process.roles=controller needs a CONTROLLER listener (listeners and \
+                     controller.listener.names)"
+                        .into(),
+                );
+            }
+            self.listeners.clear();
+        } else if self.listeners.is_empty() {
             return Err("no listeners".into());
         }
         if self.shards == 0 {
@@ -671,6 +692,52 @@ mod tests {
             lone.validate()
                 .unwrap_err()
                 .contains("not in controller.quorum.voters")
+        );
+    }
+
+    #[test]
+    fn broker_only_and_controller_only_roles_are_checked_as_kraft_checks_them() {
+        let load = |text: &str| {
+            let mut c = BrokerConfig::default();
+            c.apply_properties(&read_properties(text)).unwrap();
+            c.resolve_listeners().unwrap();
+            c
+        };
+        let map = "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                   controller.listener.names=CONTROLLER\n";
+        // A broker following three controllers.
+        let mut broker = load(&format!(
+            "process.roles=broker\nnode.id=4\n{map}\
+             controller.quorum.voters=1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093\n\
+             listeners=PLAINTEXT://127.0.0.1:9092\n"
+        ));
+        broker.validate().unwrap();
+        assert!(broker.is_broker() && !broker.is_controller());
+        // ... which may not be a voter, nor run without any.
+        let mut voter = load(&format!(
+            "process.roles=broker\nnode.id=1\n{map}\
+             controller.quorum.voters=1@10.0.0.1:9093\nlisteners=PLAINTEXT://127.0.0.1:9092\n"
+        ));
+        assert!(voter.validate().unwrap_err().contains("has no controller"));
+        let mut alone = load("process.roles=broker\nnode.id=4\n");
+        assert!(
+            alone
+                .validate()
+                .unwrap_err()
+                .contains("needs controller.quorum.voters")
+        );
+        // A controller serves no Kafka clients.
+        let mut controller = load(&format!(
+            "process.roles=controller\nnode.id=1\n{map}\
+             controller.quorum.voters=1@127.0.0.1:9093\nlisteners=CONTROLLER://127.0.0.1:9093\n"
+        ));
+        controller.validate().unwrap();
+        assert!(controller.listeners.is_empty() && !controller.is_broker());
+        let mut deaf = load("process.roles=controller\nnode.id=1\n");
+        assert!(
+            deaf.validate()
+                .unwrap_err()
+                .contains("needs a CONTROLLER listener")
         );
     }
 

@@ -36,7 +36,9 @@ pub struct ControllerConfig {
     pub unclean_default: bool,
     pub max_broker_partitions: Option<u32>,
     pub offsets_replication_factor: i16,
-    /// Voters in the quorum (brokers expected before `__consumer_offsets` is created).
+    /// Brokers expected before `__consumer_offsets` is created, at most its replication
+    /// factor: the voters in combined mode (a quorum of one makes a one-replica offsets
+    /// topic), else none below the replication factor (Kafka's rule).
     pub voters: usize,
     pub log_config_check: ConfigCheck,
 }
@@ -177,6 +179,28 @@ impl Controller {
     }
 
     /// Handles a request if this node is the active controller.
+    /// The committed image once its offset passes `after`, waiting at most `wait` (a
+    /// broker-only node's metadata fetch); `None` if nothing changed meanwhile.
+    pub async fn image_after(
+        &self,
+        after: u64,
+        wait: Duration,
+    ) -> Option<crate::metadata::MetadataImage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.raft.metrics();
+        loop {
+            let image = self.store.image();
+            if image.offset > after {
+                return Some(image);
+            }
+            // Applied entries change the metrics; recheck the image after each.
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
     pub async fn handle_local(&self, req: ControllerRequest) -> ControllerReply {
         let Some(term) = self.leading_term() else {
             let leader = self.raft.metrics().borrow().current_leader;

@@ -1,10 +1,13 @@
 //! The cluster: the controller quorum (KRaft's model on openraft), this broker's
 //! registration and lease, and the path by which metadata changes reach every shard.
 //!
-//! Every node keeps the metadata log; the controller-eligible nodes (`process.roles`
-//! containing `controller`, listed in `controller.quorum.voters`) replicate it with Raft,
-//! and the Raft leader is the active controller ([`controller::Controller`]). A single
-//! node runs the same code with a quorum of one. Shards never talk to the quorum
+//! The controller-eligible nodes (`process.roles` containing `controller`, listed in
+//! `controller.quorum.voters`) keep the metadata log and replicate it with Raft, and the
+//! Raft leader is the active controller ([`controller::Controller`]). A single node runs
+//! the same code with a quorum of one. A broker-only node (`process.roles=broker`) is no
+//! Raft member: it long-polls the quorum for the committed image (as KRaft brokers fetch
+//! the metadata log) and forwards its requests to the active controller. A
+//! controller-only node serves no Kafka clients and registers no broker. Shards never talk to the quorum
 //! directly: a metadata change (CreateTopics, AlterPartition, ...) is [`Cluster::submit`]ted
 //! here, forwarded to the active controller, committed, applied by every node's state
 //! machine ([`raft_store`]), published as the new image, and reconciled by each shard
@@ -97,8 +100,12 @@ impl raft_store::Publisher for BrokerPublisher {
 pub struct Cluster {
     node_id: i32,
     runtime: tokio::runtime::Handle,
-    raft: Raft,
-    controller: Arc<Controller>,
+    /// The Raft member and the controller, on a controller-quorum voter.
+    voter: Option<Voter>,
+    /// `controller.quorum.voters`: where a broker-only node finds the quorum.
+    voters: Vec<(i32, String)>,
+    /// A broker-only node's last view of the quorum (from its metadata fetches).
+    observed: std::sync::Mutex<Option<QuorumView>>,
     incarnation: Uuid,
     reconciled: Reconciled,
     /// Connections to other voters for forwarded requests, one per peer, each behind
@@ -115,6 +122,15 @@ pub struct Cluster {
     serving: tokio::sync::watch::Sender<bool>,
     metadata: Arc<ArcSwap<MetadataImage>>,
 }
+
+/// A controller-quorum voter's parts.
+struct Voter {
+    raft: Raft,
+    controller: Arc<Controller>,
+}
+
+/// How long a broker-only node's metadata fetch waits for a change.
+const METADATA_FETCH_WAIT: Duration = Duration::from_millis(1000);
 
 /// The controller thread's runtime, kept for the life of the process.
 static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
@@ -141,13 +157,40 @@ impl Cluster {
             }
         };
         let shards = inboxes.len();
+        let publisher = BrokerPublisher {
+            metadata: Arc::clone(&metadata),
+            inboxes,
+        };
+        let cluster = |voter: Option<Voter>| Cluster {
+            node_id: config.node_id,
+            runtime: runtime.handle().clone(),
+            voter,
+            voters: config.quorum_voters(),
+            observed: std::sync::Mutex::new(None),
+            incarnation: Uuid::new_v4(),
+            reconciled: Reconciled {
+                per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+                min: tokio::sync::watch::channel(0).0,
+            },
+            peers: std::sync::Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            shutdown_ready: AtomicBool::new(false),
+            shutdown_unreachable: AtomicBool::new(false),
+            fenced: AtomicBool::new(true),
+            serving: tokio::sync::watch::channel(false).0,
+            metadata: Arc::clone(&metadata),
+        };
+        if !config.is_controller() {
+            // A broker-only node: it follows the quorum's metadata by fetching it.
+            let c = Arc::new(cluster(None));
+            let follower = Arc::clone(&c);
+            runtime.spawn(async move { follower.follow_metadata(publisher).await });
+            return Ok(c);
+        }
         let store = raft_store::MetaStore::open(
             config.data_dir.join("__cluster_metadata"),
             config.node_id,
-            Box::new(BrokerPublisher {
-                metadata: Arc::clone(&metadata),
-                inboxes,
-            }),
+            Box::new(publisher),
         )
         .context("loading cluster metadata")?;
         let raft_config = openraft::Config {
@@ -180,7 +223,11 @@ impl Cluster {
             unclean_default: config.unclean_leader_election,
             max_broker_partitions: config.max_broker_partitions,
             offsets_replication_factor: config.offsets_topic_replication_factor,
-            voters: voters.len(),
+            voters: if config.is_broker() {
+                voters.len()
+            } else {
+                usize::MAX
+            },
             log_config_check: {
                 let c = config.clone();
                 Arc::new(move |overrides| c.log_config(overrides).map(|_| ()))
@@ -235,32 +282,105 @@ impl Cluster {
                 anyhow::bail!("replaying the metadata log: {e}");
             }
         }
-        let cluster = Arc::new(Cluster {
-            node_id: config.node_id,
-            runtime: runtime.handle().clone(),
+        let cluster = Arc::new(cluster(Some(Voter {
             raft,
-            controller,
-            incarnation: Uuid::new_v4(),
-            reconciled: Reconciled {
-                per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
-                min: tokio::sync::watch::channel(0).0,
-            },
-            peers: std::sync::Mutex::new(HashMap::new()),
-            shutting_down: AtomicBool::new(false),
-            shutdown_ready: AtomicBool::new(false),
-            shutdown_unreachable: AtomicBool::new(false),
-            fenced: AtomicBool::new(true),
-            serving: tokio::sync::watch::channel(false).0,
-            metadata,
-        });
-        let c = Arc::clone(&cluster);
+            controller: Arc::clone(&controller),
+        })));
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(CONTROLLER_TICK).await;
-                c.controller.tick().await;
+                controller.tick().await;
             }
         });
         Ok(cluster)
+    }
+
+    /// A broker-only node's metadata follower: long-polls the quorum (its leader when
+    /// known, else each voter in turn) for images past the one it has, and publishes them
+    /// to the shards as a voter's state machine would.
+    async fn follow_metadata(self: Arc<Self>, publisher: BrokerPublisher) {
+        use raft_store::Publisher as _;
+        let mut after = 0u64;
+        let mut attempt = 0usize;
+        let mut peers: HashMap<u64, network::Peer> = HashMap::new();
+        loop {
+            let target = self.current_leader().or_else(|| {
+                let (id, _) = self.voters.get(attempt % self.voters.len().max(1))?;
+                Some(*id as u64)
+            });
+            let Some((id, addr)) = target.and_then(|t| self.voter_addr(t).map(|a| (t, a))) else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                attempt += 1;
+                continue;
+            };
+            let peer = peers.entry(id).or_insert_with(|| network::Peer::new(addr));
+            let rpc = network::Rpc::FetchMetadata {
+                after,
+                wait_ms: METADATA_FETCH_WAIT.as_millis() as u64,
+            };
+            match peer
+                .call(&rpc, METADATA_FETCH_WAIT + Duration::from_secs(5))
+                .await
+            {
+                Ok(network::RpcReply::Metadata { image, quorum }) => {
+                    let known = quorum.leader >= 0;
+                    *self.observed.lock().unwrap_or_else(|e| e.into_inner()) = Some(quorum);
+                    if let Some(image) = image.filter(|i| i.offset > after) {
+                        after = image.offset;
+                        publisher.publish(Arc::new(*image));
+                    }
+                    if !known {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    tracing::debug!(voter = id, "metadata fetch failed; trying another voter");
+                    if let Some(q) = self
+                        .observed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                    {
+                        q.leader = -1;
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// The quorum leader (active controller) as this node knows it.
+    fn current_leader(&self) -> Option<u64> {
+        match &self.voter {
+            Some(v) => v.raft.metrics().borrow().current_leader,
+            None => self
+                .observed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|q| u64::try_from(q.leader).ok()),
+        }
+    }
+
+    /// A voter's controller-listener address.
+    fn voter_addr(&self, id: u64) -> Option<String> {
+        match &self.voter {
+            Some(v) => v
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone()),
+            None => self
+                .voters
+                .iter()
+                .find(|(v, _)| *v as u64 == id)
+                .map(|(_, a)| a.clone()),
+        }
     }
 
     /// Starts registering and heartbeating (after the shards run).
@@ -399,16 +519,39 @@ impl Cluster {
 
     /// This node's view of the quorum.
     pub fn quorum(&self) -> QuorumView {
-        quorum_view(&self.raft)
+        match &self.voter {
+            Some(v) => quorum_view(&v.raft),
+            None => self
+                .observed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| QuorumView {
+                    leader: -1,
+                    term: 0,
+                    high_watermark: 0,
+                    last_index: 0,
+                    voters: self.voters.iter().map(|(id, _)| *id).collect(),
+                    progress: BTreeMap::new(),
+                    addresses: self.voters.iter().cloned().collect(),
+                }),
+        }
     }
 
     /// The active controller's node id, if known.
     pub fn controller_id(&self) -> Option<i32> {
-        self.raft
-            .metrics()
-            .borrow()
-            .current_leader
-            .map(|l| l as i32)
+        self.current_leader().map(|l| l as i32)
+    }
+
+    /// The controller id clients are told (Metadata, DescribeCluster): the active
+    /// controller when it is a live broker, else this broker, which forwards what a
+    /// client sends its controller (KIP-590: clients cannot reach a controller-only node,
+    /// and a client told -1 during an election stalls its admin requests).
+    pub fn client_controller_id(&self, image: &MetadataImage) -> i32 {
+        match self.controller_id() {
+            Some(id) if image.is_live(id) => id,
+            _ => self.node_id,
+        }
     }
 
     /// Commits a metadata change through the active controller and waits until this
@@ -448,15 +591,33 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<(u64, Answer), SubmitError> {
         let deadline = Instant::now() + timeout;
+        let mut attempt = 0usize;
         loop {
-            let leader = self.raft.metrics().borrow().current_leader;
-            let reply = match leader {
-                Some(l) if l == self.node_id as u64 => {
-                    self.controller.handle_local(req.clone()).await
+            // A broker-only node that knows no leader asks each voter in turn; one that
+            // is not the leader names it.
+            let leader = self.current_leader().or_else(|| {
+                let voter = self
+                    .voter
+                    .is_none()
+                    .then(|| self.voters.get(attempt % self.voters.len().max(1)))??;
+                Some(voter.0 as u64)
+            });
+            attempt += 1;
+            let reply = match (leader, &self.voter) {
+                (Some(l), Some(v)) if l == self.node_id as u64 => {
+                    v.controller.handle_local(req.clone()).await
                 }
-                Some(l) => self.forward(l, &req, deadline).await,
-                None => ControllerReply::NotController { leader: None },
+                (Some(l), _) => self.forward(l, &req, deadline).await,
+                (None, _) => ControllerReply::NotController { leader: None },
             };
+            if let (ControllerReply::NotController { leader: Some(l) }, None) =
+                (&reply, &self.voter)
+            {
+                let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(q) = observed.as_mut() {
+                    q.leader = *l as i32;
+                }
+            }
             match reply {
                 ControllerReply::Done { index, answer } => return Ok((index, answer)),
                 ControllerReply::Error { code, message } => {
@@ -485,14 +646,7 @@ impl Cluster {
         req: &ControllerRequest,
         deadline: Instant,
     ) -> ControllerReply {
-        let addr = {
-            let m = self.raft.metrics().borrow().clone();
-            m.membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|n| n.addr.clone())
-        };
-        let Some(addr) = addr else {
+        let Some(addr) = self.voter_addr(leader) else {
             return ControllerReply::NotController { leader: None };
         };
         let peer = {
@@ -511,7 +665,7 @@ impl Cluster {
         };
         // Calls queued behind one to a node that stopped answering: the quorum may have
         // moved on meanwhile.
-        if self.raft.metrics().borrow().current_leader != Some(leader) {
+        if self.current_leader().is_some_and(|l| l != leader) {
             return ControllerReply::NotController { leader: None };
         }
         match peer

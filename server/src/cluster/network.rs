@@ -1,6 +1,6 @@
-//! The controller listener's wire: Raft RPCs between the quorum's voters and controller
+//! The controller listener's wire: Raft RPCs between the quorum's voters, controller
 //! requests (registration, heartbeats, topic changes, AlterPartition) from brokers to the
-//! active controller. A frame is a 4-byte big-endian length and a JSON body; one request
+//! active controller, and metadata fetches from broker-only nodes. A frame is a 4-byte big-endian length and a JSON body; one request
 //! at a time per connection. This traffic is small and rare next to the data path, so it
 //! runs on the controller thread's tokio runtime, not on the shards.
 
@@ -34,6 +34,12 @@ pub enum Rpc {
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     Controller(ControllerRequest),
+    /// A broker-only node asks for the metadata image once it is past `after` (waiting at
+    /// most `wait_ms` for a change): KRaft brokers fetch the metadata log the same way.
+    FetchMetadata {
+        after: u64,
+        wait_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +48,11 @@ pub enum RpcReply {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Controller(ControllerReply),
+    /// The image if newer than asked for, and who leads the quorum.
+    Metadata {
+        image: Option<Box<crate::metadata::MetadataImage>>,
+        quorum: super::QuorumView,
+    },
 }
 
 pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
@@ -210,6 +221,13 @@ pub async fn serve(
                     Rpc::Vote(r) => RpcReply::Vote(raft.vote(r).await),
                     Rpc::Snapshot(r) => RpcReply::Snapshot(raft.install_snapshot(r).await),
                     Rpc::Controller(r) => RpcReply::Controller(controller.handle_local(r).await),
+                    Rpc::FetchMetadata { after, wait_ms } => {
+                        let wait = Duration::from_millis(wait_ms.min(10_000));
+                        RpcReply::Metadata {
+                            image: controller.image_after(after, wait).await.map(Box::new),
+                            quorum: super::quorum_view(&raft),
+                        }
+                    }
                 };
                 if let Err(e) = write_frame(&mut stream, &reply).await {
                     tracing::debug!(%peer, error = %e, "controller reply failed");

@@ -25,7 +25,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                 .with_rack(b.rack.clone().map(StrBytes::from_string))
         })
         .collect();
-    let controller = ctx.broker.cluster.controller_id().unwrap_or(-1);
+    let controller = ctx.broker.cluster.client_controller_id(&ctx.broker.image());
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(c.cluster_id.clone()))
         .with_controller_id(BrokerId(controller))

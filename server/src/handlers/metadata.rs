@@ -68,7 +68,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         .with_brokers(brokers)
         .with_topics(topics);
     if v >= 1 {
-        let controller = ctx.broker.cluster.controller_id().unwrap_or(-1);
+        let controller = ctx.broker.cluster.client_controller_id(&ctx.broker.image());
         resp = resp.with_controller_id(BrokerId(controller));
     }
     // topic_authorized_operations exists from v8 (the cluster's only v8-v10).
