@@ -35,7 +35,7 @@ use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::{FileRange, Offset, ReadError};
 
 use super::Request;
-use super::leader_hint::LeaderHints;
+use super::leader_hint::{LeaderHints, node_endpoints};
 use crate::broker::Metrics;
 use crate::protocol::{self, CloseConnection, Piece, Response};
 use crate::shard::ShardCtx;
@@ -503,13 +503,7 @@ fn encode(
         .with_responses(topics);
     // The hinted leaders' endpoints, from v16.
     if v >= 16 {
-        resp.node_endpoints = hints.endpoints(|id, host, port, rack| {
-            NodeEndpoint::default()
-                .with_node_id(id)
-                .with_host(host)
-                .with_port(port)
-                .with_rack(rack)
-        });
+        resp.node_endpoints = node_endpoints!(hints, NodeEndpoint);
     }
     let frame = protocol::encode(ApiKey::Fetch, v, req.correlation_id(), &resp)?;
     splice_ranges(frame, ranges, v >= 12)

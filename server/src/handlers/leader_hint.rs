@@ -63,3 +63,17 @@ impl LeaderHints {
             .collect()
     }
 }
+
+/// A response's `node_endpoints` from `hints` (each API has its own NodeEndpoint type).
+macro_rules! node_endpoints {
+    ($hints:expr, $endpoint:ty) => {
+        $hints.endpoints(|id, host, port, rack| {
+            <$endpoint>::default()
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        })
+    };
+}
+pub(crate) use node_endpoints;

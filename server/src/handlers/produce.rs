@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::LogAppendInfo;
 
 use super::Request;
-use super::leader_hint::LeaderHints;
+use super::leader_hint::{LeaderHints, node_endpoints};
 use crate::broker::Metrics;
 use crate::partition::PartitionError;
 use crate::protocol::{self, CloseConnection, Response};
@@ -171,13 +171,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
     }
     let mut resp = ProduceResponse::default().with_responses(responses);
     if v >= 10 {
-        resp.node_endpoints = hints.endpoints(|id, host, port, rack| {
-            NodeEndpoint::default()
-                .with_node_id(id)
-                .with_host(host)
-                .with_port(port)
-                .with_rack(rack)
-        });
+        resp.node_endpoints = node_endpoints!(hints, NodeEndpoint);
     }
     protocol::single(ApiKey::Produce, v, req.correlation_id(), &resp).map(Some)
 }

@@ -232,6 +232,19 @@ impl ConsumerArgs {
     }
 }
 
+impl TopicArgs {
+    /// Creates the bench topic as asked unless it exists.
+    pub async fn ensure(&self, bootstrap: &str) -> anyhow::Result<()> {
+        ensure_topic(
+            bootstrap,
+            &self.topic,
+            self.partitions,
+            self.replication_factor,
+        )
+        .await
+    }
+}
+
 /// Creates `topic` with `partitions` unless it exists.
 pub async fn ensure_topic(
     bootstrap: &str,
@@ -291,13 +304,7 @@ fn length(l: &LengthArgs, default_messages: Option<u64>) -> (Option<u64>, Option
 pub async fn run(bootstrap: &str, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(a) => {
-            ensure_topic(
-                bootstrap,
-                &a.topic.topic,
-                a.topic.partitions,
-                a.topic.replication_factor,
-            )
-            .await?;
+            a.topic.ensure(bootstrap).await?;
             let (messages, duration) = length(&a.length, Some(1_000_000));
             let spec = RunSpec {
                 scenario: "produce".into(),
@@ -353,13 +360,7 @@ async fn mixed(
     scenario: &str,
     default_rate: Option<u64>,
 ) -> anyhow::Result<()> {
-    ensure_topic(
-        bootstrap,
-        &a.topic.topic,
-        a.topic.partitions,
-        a.topic.replication_factor,
-    )
-    .await?;
+    a.topic.ensure(bootstrap).await?;
     let default_length = if scenario == "e2e" {
         None
     } else {
