@@ -94,6 +94,12 @@ pub enum ControllerRequest {
     },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
+    /// ElectLeaders: the preferred replica (the first assigned) back as leader, or with
+    /// `unclean` any live replica for a partition without a leader. `None`: all.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         name: String,
@@ -119,6 +125,8 @@ pub enum Answer {
     },
     Partition(PartitionState),
     Quorum(super::QuorumView),
+    /// ElectLeaders: (topic, partition, error code, message) per partition.
+    Elections(Vec<(String, i32, i16, Option<String>)>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -537,6 +545,57 @@ impl Controller {
                     Answer::ProducerIds { first },
                 ))
             }
+            ControllerRequest::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                let all = partitions.is_none();
+                let wanted: Vec<(String, i32)> = match partitions {
+                    Some(p) => p.clone(),
+                    None => image
+                        .topics
+                        .values()
+                        .flat_map(|t| (0..t.partitions.len() as i32).map(|p| (t.name.clone(), p)))
+                        .collect(),
+                };
+                let mut records = Vec::new();
+                let mut results = Vec::new();
+                for (name, p) in wanted {
+                    let Some(s) = image.topic(&name).and_then(|t| t.state(p)) else {
+                        results.push((
+                            name,
+                            p,
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            Some("no such partition".into()),
+                        ));
+                        continue;
+                    };
+                    let mut new = s.clone();
+                    let outcome = if *unclean {
+                        unclean_election(&mut new, image)
+                    } else {
+                        preferred_election(&mut new, image)
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            new.partition_epoch += 1;
+                            records.push(MetadataRecord::PartitionChanged {
+                                name: name.clone(),
+                                partition: p,
+                                state: new,
+                            });
+                            results.push((name, p, 0, None));
+                        }
+                        // Asked for everything: what needs nothing is not reported.
+                        Err((ResponseError::ElectionNotNeeded, _)) if all => {}
+                        Err((code, message)) => results.push((name, p, code.code(), Some(message))),
+                    }
+                }
+                if !records.is_empty() {
+                    tracing::info!(partitions = records.len(), unclean, "leader election");
+                }
+                Ok((records, Answer::Elections(results)))
+            }
             ControllerRequest::AlterPartition {
                 name,
                 partition,
@@ -844,18 +903,68 @@ fn check_replication_configs(
     Ok(())
 }
 
+/// Whether broker `r` may lead: registered, not fenced, not shutting down.
+fn can_lead(image: &MetadataImage, r: i32) -> bool {
+    image
+        .brokers
+        .get(&r)
+        .is_some_and(|b| !b.fenced && !b.shutting_down)
+}
+
+/// Preferred-leader election: the first assigned replica leads again if it is in the
+/// ISR and can lead (Kafka's PREFERRED election).
+fn preferred_election(
+    s: &mut PartitionState,
+    image: &MetadataImage,
+) -> Result<(), (ResponseError, String)> {
+    let Some(&preferred) = s.replicas.first() else {
+        return Err((ResponseError::PreferredLeaderNotAvailable, "no replicas".into()));
+    };
+    if s.leader == preferred {
+        return Err((
+            ResponseError::ElectionNotNeeded,
+            format!("broker {preferred} already leads"),
+        ));
+    }
+    if !s.isr.contains(&preferred) || !can_lead(image, preferred) {
+        return Err((
+            ResponseError::PreferredLeaderNotAvailable,
+            format!("preferred replica {preferred} is not live and in sync (ISR {:?})", s.isr),
+        ));
+    }
+    s.leader = preferred;
+    s.leader_epoch += 1;
+    Ok(())
+}
+
+/// Unclean election on demand: only for a partition without a leader, any live replica
+/// (Kafka's UNCLEAN election).
+fn unclean_election(
+    s: &mut PartitionState,
+    image: &MetadataImage,
+) -> Result<(), (ResponseError, String)> {
+    if s.leader != NO_LEADER {
+        return Err((
+            ResponseError::ElectionNotNeeded,
+            format!("broker {} leads", s.leader),
+        ));
+    }
+    elect(s, image, true, None);
+    if s.leader == NO_LEADER {
+        return Err((
+            ResponseError::EligibleLeadersNotAvailable,
+            "no replica of the partition is live".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Elects a leader for `s` on `image` (which already reflects the change that caused the
 /// election): the first replica in the ISR that is live and not shutting down, else with
 /// `unclean` the first live replica (the ISR becomes just it), else none. `excluded` never
 /// leads. The leader epoch moves on when the leader changes.
 fn elect(s: &mut PartitionState, image: &MetadataImage, unclean: bool, excluded: Option<i32>) {
-    let eligible = |r: &i32| {
-        Some(*r) != excluded
-            && image
-                .brokers
-                .get(r)
-                .is_some_and(|b| !b.fenced && !b.shutting_down)
-    };
+    let eligible = |r: &i32| Some(*r) != excluded && can_lead(image, *r);
     let clean = s
         .replicas
         .iter()
