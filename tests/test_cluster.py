@@ -616,3 +616,54 @@ def test_broker_only_nodes_follow_a_quorum_of_controller_only_nodes(make_cluster
     stored = {(g[0], g[1]): g[3] for g in got}
     lost = [k for k, v in chk.acked.items() if stored.get(k) != v]
     assert not lost, f"{len(lost)} acknowledged messages lost"
+
+
+def _preferred_led(c, topic, partitions):
+    """How many partitions are led by their preferred (first assigned) replica."""
+    md = c.metadata(topic=topic).topics[topic]
+    return sum(1 for p in range(partitions) if md.partitions[p].leader == md.partitions[p].replicas[0])
+
+
+def _restart_broker_1(c, topic, partitions):
+    c.brokers[1].stop()
+    c.brokers[1].start()
+    wait_in_sync(c, topic, partitions)
+
+
+def test_kafka_leader_election_moves_leadership_back_to_preferred_replicas(make_cluster):
+    from conftest import KAFKA_SH
+    c = make_cluster(3, properties={"auto.leader.rebalance.enable": "false"}).start()
+    create(c.bootstrap, "pref", partitions=6, rf=3)
+    wait_in_sync(c, "pref", 6)
+    assert _preferred_led(c, "pref", 6) == 6
+    # A rolling restart of broker 1 (controlled shutdown) moves its leaderships away.
+    _restart_broker_1(c, "pref", 6)
+    assert _preferred_led(c, "pref", 6) < 6
+    r = subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.LeaderElectionCommand",
+                        "--bootstrap-server", c.brokers[2].bootstrap, "--election-type", "PREFERRED",
+                        "--all-topic-partitions"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert "Successfully completed leader election (PREFERRED)" in r.stdout, r.stdout
+    c.wait_for(lambda: _preferred_led(c, "pref", 6) == 6, 15, "every partition led by its preferred replica")
+    # Nothing left to do: Kafka's tool reports it and exits 0.
+    again = subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.LeaderElectionCommand",
+                            "--bootstrap-server", c.brokers[3].bootstrap, "--election-type", "PREFERRED",
+                            "--topic", "pref", "--partition", "0"], capture_output=True, text=True, timeout=120)
+    assert "Valid replica already elected" in again.stdout + again.stderr, again.stdout + again.stderr
+    # An unclean election where a leader is alive is not needed.
+    from kafka.protocol.admin import ElectLeadersRequest
+
+    from kafka_api import build, call
+    resp = call(c.brokers[1].bootstrap, build(ElectLeadersRequest, 2, election_type=1, timeout_ms=5000,
+                                              topic_partitions=[{"topic": "pref", "partitions": [1]}]))
+    assert resp.replica_election_results[0].partition_result[0].error_code == 84  # ELECTION_NOT_NEEDED
+
+
+def test_the_controller_rebalances_leadership_when_a_broker_leads_too_little(make_cluster):
+    c = make_cluster(3, properties={"leader.imbalance.check.interval.seconds": "2"}).start()
+    create(c.bootstrap, "auto", partitions=6, rf=3)
+    wait_in_sync(c, "auto", 6)
+    _restart_broker_1(c, "auto", 6)
+    c.wait_for(lambda: _preferred_led(c, "auto", 6) == 6, 20, "the controller to rebalance leadership")
+    # It was the controller's check that moved them (nobody asked).
+    assert any("leader imbalance: moving leadership back" in b.log_path.read_text() for b in c.brokers.values())

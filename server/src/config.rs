@@ -38,6 +38,11 @@ pub struct BrokerConfig {
     pub replica_fetch_wait_max_ms: u64,
     /// `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
     pub replica_fetch_max_bytes: i32,
+    /// `auto.leader.rebalance.enable`: the controller moves leadership back to preferred
+    /// replicas when a broker's share led by others passes the percentage below.
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval_secs: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Fetchers per (shard, leader broker); a follower partition uses one of them.
     pub num_replica_fetchers: u32,
     pub replica_fetch_response_max_bytes: i32,
@@ -141,6 +146,9 @@ impl Default for BrokerConfig {
             // Kafka's default is 1 (a thread each); here a fetcher is a task on the
             // shard, and one round trip bounds each fetcher's rate (benches/cluster).
             num_replica_fetchers: 4,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_secs: 300,
+            leader_imbalance_per_broker_percentage: 10,
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             min_insync_replicas: 1,
             unclean_leader_election: true,
@@ -335,6 +343,23 @@ impl BrokerConfig {
                 "inter.broker.listener.name"
                 | "controller.quorum.election.timeout.ms"
                 | "controller.quorum.fetch.timeout.ms" => {}
+                "auto.leader.rebalance.enable" => {
+                    self.auto_leader_rebalance = v.parse().map_err(|_| bad("true or false"))?
+                }
+                "leader.imbalance.check.interval.seconds" => {
+                    self.leader_imbalance_check_interval_secs = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("at least 1"))?
+                }
+                "leader.imbalance.per.broker.percentage" => {
+                    self.leader_imbalance_per_broker_percentage = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 100)
+                        .ok_or_else(|| bad("in 0..100"))?
+                }
                 "num.replica.fetchers" => {
                     self.num_replica_fetchers = v
                         .parse()

@@ -839,6 +839,13 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         sensitive: false,
     },
     KafkaBrokerConfig {
+        name: "leader.imbalance.per.broker.percentage",
+        default: Some("10"),
+        read_only: true,
+        config_type: 3,
+        sensitive: false,
+    },
+    KafkaBrokerConfig {
         name: "listener.security.protocol.map",
         default: Some(
             "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT",

@@ -41,6 +41,9 @@ pub struct ControllerConfig {
     /// topic), else none below the replication factor (Kafka's rule).
     pub voters: usize,
     pub log_config_check: ConfigCheck,
+    /// Automatic preferred-leader election: how often, and above which share of a
+    /// broker's preferred partitions led elsewhere (percent); `None` when disabled.
+    pub leader_rebalance: Option<(Duration, u32)>,
 }
 
 impl std::fmt::Debug for ControllerConfig {
@@ -158,6 +161,8 @@ struct LeaseState {
     leases: HashMap<i32, Instant>,
     /// The Raft term this controller's leases were started in.
     term: Option<u64>,
+    /// When leadership balance was last checked.
+    last_rebalance: Option<Instant>,
 }
 
 pub struct Controller {
@@ -176,6 +181,7 @@ impl Controller {
             state: tokio::sync::Mutex::new(LeaseState {
                 leases: HashMap::new(),
                 term: None,
+                last_rebalance: None,
             }),
         }
     }
@@ -279,6 +285,8 @@ impl Controller {
         if state.term != Some(term) {
             state.term = Some(term);
             state.leases = image.brokers.keys().map(|id| (*id, now)).collect();
+            // The first balance check comes one interval after taking over.
+            state.last_rebalance = Some(now);
         }
         let mut records = Vec::new();
         let mut scratch = image.clone();
@@ -316,6 +324,15 @@ impl Controller {
                 if let Ok((r, _)) = self.decide(&req, &scratch, &mut state, now) {
                     records.extend(r);
                 }
+            }
+        }
+        if let Some((interval, percentage)) = self.config.leader_rebalance {
+            let due = state
+                .last_rebalance
+                .is_none_or(|t| now.duration_since(t) >= interval);
+            if due {
+                state.last_rebalance = Some(now);
+                records.extend(rebalance_leaders(&scratch, percentage));
             }
         }
         if !records.is_empty() {
@@ -903,6 +920,50 @@ fn check_replication_configs(
     Ok(())
 }
 
+/// Kafka's auto leader rebalance: for each broker whose preferred partitions are led
+/// elsewhere above `percentage` percent of them, preferred-leader elections where the
+/// broker is live and in sync.
+fn rebalance_leaders(image: &MetadataImage, percentage: u32) -> Vec<MetadataRecord> {
+    let mut preferred: HashMap<i32, usize> = HashMap::new();
+    let mut elsewhere: HashMap<i32, Vec<(&str, i32, &PartitionState)>> = HashMap::new();
+    for t in image.topics.values() {
+        for (p, s) in t.partitions.iter().enumerate() {
+            let Some(&b) = s.replicas.first() else {
+                continue;
+            };
+            *preferred.entry(b).or_default() += 1;
+            if s.leader != b {
+                elsewhere.entry(b).or_default().push((&t.name, p as i32, s));
+            }
+        }
+    }
+    let mut records = Vec::new();
+    for (b, moved) in elsewhere {
+        let total = preferred.get(&b).copied().unwrap_or(0);
+        if total == 0 || moved.len() * 100 <= percentage as usize * total {
+            continue;
+        }
+        for (name, p, s) in moved {
+            let mut new = s.clone();
+            if preferred_election(&mut new, image).is_ok() {
+                new.partition_epoch += 1;
+                records.push(MetadataRecord::PartitionChanged {
+                    name: name.to_owned(),
+                    partition: p,
+                    state: new,
+                });
+            }
+        }
+    }
+    if !records.is_empty() {
+        tracing::info!(
+            partitions = records.len(),
+            "leader imbalance: moving leadership back to preferred replicas"
+        );
+    }
+    records
+}
+
 /// Whether broker `r` may lead: registered, not fenced, not shutting down.
 fn can_lead(image: &MetadataImage, r: i32) -> bool {
     image
@@ -918,7 +979,10 @@ fn preferred_election(
     image: &MetadataImage,
 ) -> Result<(), (ResponseError, String)> {
     let Some(&preferred) = s.replicas.first() else {
-        return Err((ResponseError::PreferredLeaderNotAvailable, "no replicas".into()));
+        return Err((
+            ResponseError::PreferredLeaderNotAvailable,
+            "no replicas".into(),
+        ));
     };
     if s.leader == preferred {
         return Err((
@@ -929,7 +993,10 @@ fn preferred_election(
     if !s.isr.contains(&preferred) || !can_lead(image, preferred) {
         return Err((
             ResponseError::PreferredLeaderNotAvailable,
-            format!("preferred replica {preferred} is not live and in sync (ISR {:?})", s.isr),
+            format!(
+                "preferred replica {preferred} is not live and in sync (ISR {:?})",
+                s.isr
+            ),
         ));
     }
     s.leader = preferred;

@@ -228,6 +228,12 @@ impl Cluster {
             } else {
                 usize::MAX
             },
+            leader_rebalance: config.auto_leader_rebalance.then(|| {
+                (
+                    Duration::from_secs(config.leader_imbalance_check_interval_secs),
+                    config.leader_imbalance_per_broker_percentage,
+                )
+            }),
             log_config_check: {
                 let c = config.clone();
                 Arc::new(move |overrides| c.log_config(overrides).map(|_| ()))

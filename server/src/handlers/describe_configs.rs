@@ -219,6 +219,18 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
         ),
         ("num.replica.fetchers", c.num_replica_fetchers.to_string()),
         (
+            "auto.leader.rebalance.enable",
+            c.auto_leader_rebalance.to_string(),
+        ),
+        (
+            "leader.imbalance.check.interval.seconds",
+            c.leader_imbalance_check_interval_secs.to_string(),
+        ),
+        (
+            "leader.imbalance.per.broker.percentage",
+            c.leader_imbalance_per_broker_percentage.to_string(),
+        ),
+        (
             "broker.heartbeat.interval.ms",
             c.broker_heartbeat_interval_ms.to_string(),
         ),

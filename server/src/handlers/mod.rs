@@ -23,6 +23,7 @@ pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -125,6 +126,7 @@ served_apis! {
     OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
     DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
     DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
+    ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -254,6 +256,7 @@ pub async fn dispatch(
         ApiKey::OffsetDelete => offset_delete::handle(ctx, req).await.map(Some),
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, req).map(Some),
+        ApiKey::ElectLeaders => elect_leaders::handle(ctx, req).await.map(Some),
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }
