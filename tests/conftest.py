@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RINGMQD = Path(os.environ.get("RINGMQD", ROOT / "target" / "release" / "ringmqd"))
+RINGMQ = RINGMQD.with_name("ringmq")
 
 
 # A panic in any broker thread: the panic hook's ERROR line, or the default hook's

@@ -657,6 +657,18 @@ def test_kafka_leader_election_moves_leadership_back_to_preferred_replicas(make_
     resp = call(c.brokers[1].bootstrap, build(ElectLeadersRequest, 2, election_type=1, timeout_ms=5000,
                                               topic_partitions=[{"topic": "pref", "partitions": [1]}]))
     assert resp.replica_election_results[0].partition_result[0].error_code == 84  # ELECTION_NOT_NEEDED
+    # The same with ringmq's CLI after another rolling restart.
+    from conftest import RINGMQ
+    _restart_broker_1(c, "pref", 6)
+    assert _preferred_led(c, "pref", 6) < 6
+    r = subprocess.run([str(RINGMQ), "-b", c.brokers[3].bootstrap, "leader", "elect", "--topic", "pref"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "elected" in r.stdout and "0 failed" in r.stdout, r.stdout
+    c.wait_for(lambda: _preferred_led(c, "pref", 6) == 6, 15, "ringmq leader elect to restore preferred leaders")
+    r = subprocess.run([str(RINGMQ), "-b", c.brokers[3].bootstrap, "leader", "elect", "--type", "unclean",
+                        "--topic", "pref", "--partition", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "pref-0: no election needed" in r.stdout, r.stdout + r.stderr
 
 
 def test_the_controller_rebalances_leadership_when_a_broker_leads_too_little(make_cluster):

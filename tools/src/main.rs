@@ -16,6 +16,7 @@ mod bench;
 mod cluster;
 mod consume;
 mod group;
+mod leader;
 mod produce;
 mod topic;
 mod tune;
@@ -46,6 +47,9 @@ enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// Leader election: preferred replicas back as leaders (or unclean, on demand).
+    #[command(subcommand)]
+    Leader(leader::LeaderCommand),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -77,6 +81,7 @@ fn main() {
         match cli.command {
             Command::Cluster(cmd) => cluster::run(&cli.bootstrap, cmd).await,
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
+            Command::Leader(cmd) => leader::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,

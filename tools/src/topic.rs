@@ -163,6 +163,29 @@ async fn current_overrides(
     Ok(out)
 }
 
+/// How many partitions `name` has (an error if the cluster does not know it).
+pub fn partition_count(bootstrap: &str, name: &str) -> anyhow::Result<i32> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .context("creating a metadata client")?;
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(name), TIMEOUT)
+        .context("fetching metadata")?;
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == name)
+        .context("topic not in metadata")?;
+    if let Some(e) = topic.error() {
+        bail!(
+            "topic {name}: {}",
+            rdkafka::error::RDKafkaErrorCode::from(e)
+        );
+    }
+    Ok(topic.partitions().len() as i32)
+}
+
 async fn describe(
     admin: &AdminClient<DefaultClientContext>,
     opts: &AdminOptions,
