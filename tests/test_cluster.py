@@ -679,3 +679,98 @@ def test_the_controller_rebalances_leadership_when_a_broker_leads_too_little(mak
     c.wait_for(lambda: _preferred_led(c, "auto", 6) == 6, 20, "the controller to rebalance leadership")
     # It was the controller's check that moved them (nobody asked).
     assert any("leader imbalance: moving leadership back" in b.log_path.read_text() for b in c.brokers.values())
+
+
+def test_kafka_reassign_partitions_moves_a_topic_to_other_brokers_under_load(make_cluster, tmp_path):
+    """KIP-455 with Kafka's own tool: a topic on brokers {1,2,3} moves to {2,3,4} while an
+    idempotent acks=all producer runs; nothing acknowledged is lost, the new replicas
+    hold the same bytes, and broker 1 deletes its copies."""
+    import json
+
+    from conftest import KAFKA_SH
+    c = make_cluster(4).start()
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("move", num_partitions=2, replica_assignment=[[1, 2, 3], [2, 3, 1]],
+                                  config={"min.insync.replicas": "2"})])["move"].result(20)
+    wait_in_sync(c, "move", 2)
+
+    def tool(*args):
+        return subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                               "--bootstrap-server", c.brokers[2].bootstrap, *args],
+                              capture_output=True, text=True, timeout=120)
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "move", "partition": 0, "replicas": [2, 3, 4]},
+        {"topic": "move", "partition": 1, "replicas": [4, 2, 3]}]}))
+    with Checker(c.bootstrap, "move") as chk:
+        c.wait_for(lambda: len(chk.acked) > 2000, 30, "acknowledgements before the move")
+        r = tool("--reassignment-json-file", str(plan), "--execute")
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        assert "Successfully started partition reassignment" in r.stdout, r.stdout
+
+        last = {}
+
+        def done():
+            v = tool("--reassignment-json-file", str(plan), "--verify")
+            last["out"] = v.stdout + v.stderr[-2000:]
+            return v.returncode == 0 and v.stdout.count("is completed") == 2
+        try:
+            c.wait_for(done, 60, "the reassignment to complete")
+        except AssertionError:
+            raise AssertionError(f"kafka-reassign-partitions --verify said: {last.get('out')}")
+        before = len(chk.acked)
+        c.wait_for(lambda: len(chk.acked) > before + 1000, 30, "acknowledgements after the move")
+    assert not chk.errors, chk.errors[:5]
+    md = c.metadata(topic="move").topics["move"]
+    assert sorted(md.partitions[0].replicas) == [2, 3, 4] and sorted(md.partitions[1].replicas) == [2, 3, 4]
+    assert md.partitions[1].replicas[0] == 4
+    check_no_loss(c, "move", 2, chk.acked)
+    c.wait_for(lambda: not list(c.brokers[1].dir.glob("move-*")), 30, "broker 1 to delete its replicas")
+    for p in (0, 1):
+        c.wait_for(lambda: len(set(logs_of(c, "move", p).values())) == 1 and len(logs_of(c, "move", p)) == 3,
+                   30, f"move-{p}'s replicas to hold the same bytes")
+
+
+def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(make_cluster, tmp_path):
+    """The new replica's broker is down, so the move cannot complete: it is listed as in
+    progress (adding/removing), then `kafka-reassign-partitions --cancel` puts the
+    partition back on its original replicas."""
+    import json
+
+    from conftest import KAFKA_SH
+    c = make_cluster(4).start()
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("stay", num_partitions=1, replica_assignment=[[1, 2, 3]])])["stay"].result(20)
+    wait_in_sync(c, "stay", 1)
+    c.brokers[4].kill9()
+    c.wait_for(lambda: 4 not in c.metadata().brokers, 30, "broker 4 to be fenced")
+
+    def tool(*args):
+        return subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                               "--bootstrap-server", c.brokers[1].bootstrap, *args],
+                              capture_output=True, text=True, timeout=120)
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "stay", "partition": 0, "replicas": [2, 3, 4]}]}))
+    # Kafka's tool refuses a plan naming a broker that is down, the API does not.
+    from kafka.protocol.admin import AlterPartitionReassignmentsRequest
+
+    from kafka_api import build, call
+    resp = call(c.brokers[1].bootstrap, build(AlterPartitionReassignmentsRequest, 0, timeout_ms=10000, topics=[
+        {"name": "stay", "partitions": [{"partition_index": 0, "replicas": [2, 3, 4]}]}]))
+    assert resp.responses[0].partitions[0].error_code == 0, resp
+    listed = tool("--list")
+    assert "stay-0" in listed.stdout and "adding" in listed.stdout.lower(), listed.stdout + listed.stderr
+    v = tool("--reassignment-json-file", str(plan), "--verify")
+    assert "is still in progress" in v.stdout, v.stdout + v.stderr
+    # The tool then clears throttles on every broker and times out on the one that is
+    # down (it would against Kafka too): the cancellation itself is what counts.
+    quick = tmp_path / "admin.properties"
+    quick.write_text("default.api.timeout.ms=5000\nrequest.timeout.ms=3000\n")
+    r = tool("--reassignment-json-file", str(plan), "--cancel", "--command-config", str(quick))
+    assert "Successfully cancelled partition reassignment for: stay-0" in r.stdout, r.stdout + r.stderr
+    c.wait_for(lambda: sorted(c.metadata(topic="stay").topics["stay"].partitions[0].replicas) == [1, 2, 3],
+               30, "the original replicas back")
+    assert "stay-0" not in tool("--list").stdout

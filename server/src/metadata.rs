@@ -36,6 +36,12 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped on every change of this state (AlterPartition's optimistic check).
     pub partition_epoch: i32,
+    /// A reassignment in progress (KIP-455): replicas being added (in `replicas`, to
+    /// catch up) and being removed (in `replicas` until the added ones are in sync).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 impl PartitionState {
@@ -47,7 +53,22 @@ impl PartitionState {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// The replica set a reassignment in progress moves to.
+    pub fn target(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
     }
 }
 
@@ -392,6 +413,7 @@ mod tests {
             leader: 2,
             leader_epoch: 4,
             partition_epoch: 7,
+            ..Default::default()
         };
         let change = MetadataRecord::PartitionChanged {
             name: "t".into(),

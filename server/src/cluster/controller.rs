@@ -103,6 +103,13 @@ pub enum ControllerRequest {
         unclean: bool,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// AlterPartitionReassignments (KIP-455): move each partition to the replica list, or
+    /// with `None` cancel its reassignment. New replicas join first and catch up; the
+    /// replica set switches once they are all in sync.
+    Reassign {
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+        allow_replication_factor_change: bool,
+    },
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         name: String,
@@ -128,8 +135,9 @@ pub enum Answer {
     },
     Partition(PartitionState),
     Quorum(super::QuorumView),
-    /// ElectLeaders: (topic, partition, error code, message) per partition.
-    Elections(Vec<(String, i32, i16, Option<String>)>),
+    /// ElectLeaders, AlterPartitionReassignments: (topic, partition, error code,
+    /// message) per partition.
+    PartitionResults(Vec<(String, i32, i16, Option<String>)>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -611,7 +619,46 @@ impl Controller {
                 if !records.is_empty() {
                     tracing::info!(partitions = records.len(), unclean, "leader election");
                 }
-                Ok((records, Answer::Elections(results)))
+                Ok((records, Answer::PartitionResults(results)))
+            }
+            ControllerRequest::Reassign {
+                partitions,
+                allow_replication_factor_change,
+            } => {
+                let mut records = Vec::new();
+                let mut results = Vec::new();
+                for (name, p, target) in partitions {
+                    let Some(s) = image.topic(name).and_then(|t| t.state(*p)) else {
+                        results.push((
+                            name.clone(),
+                            *p,
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            Some("no such partition".into()),
+                        ));
+                        continue;
+                    };
+                    let outcome = match target {
+                        None => cancel_reassignment(s, image),
+                        Some(t) => reassign(s, t, image, *allow_replication_factor_change),
+                    };
+                    match outcome {
+                        Ok(new) => {
+                            if new.reassigning() {
+                                tracing::info!(topic = %name, partition = p, replicas = ?new.replicas, adding = ?new.adding, removing = ?new.removing, "reassigning");
+                            }
+                            records.push(MetadataRecord::PartitionChanged {
+                                name: name.clone(),
+                                partition: *p,
+                                state: new,
+                            });
+                            results.push((name.clone(), *p, 0, None));
+                        }
+                        Err((code, message)) => {
+                            results.push((name.clone(), *p, code.code(), Some(message)))
+                        }
+                    }
+                }
+                Ok((records, Answer::PartitionResults(results)))
             }
             ControllerRequest::AlterPartition {
                 name,
@@ -691,6 +738,8 @@ impl Controller {
             .copied()
             .filter(|r| isr.contains(r))
             .collect();
+        // The last new replica caught up: the reassignment completes.
+        finish_reassignment(&mut new, image);
         new.partition_epoch += 1;
         Ok((
             vec![MetadataRecord::PartitionChanged {
@@ -962,6 +1011,116 @@ fn rebalance_leaders(image: &MetadataImage, percentage: u32) -> Vec<MetadataReco
         );
     }
     records
+}
+
+/// Starts moving `s` to `target` (KIP-455): replicas = target then the ones leaving;
+/// `adding` catch up as followers; done at once if nothing is added.
+fn reassign(
+    s: &PartitionState,
+    target: &[i32],
+    image: &MetadataImage,
+    allow_rf_change: bool,
+) -> Result<PartitionState, (ResponseError, String)> {
+    let mut unique = target.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    if target.is_empty() || unique.len() != target.len() {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!("replicas {target:?} must be non-empty and distinct"),
+        ));
+    }
+    if let Some(r) = target.iter().find(|r| !image.brokers.contains_key(r)) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!("broker {r} is not registered"),
+        ));
+    }
+    // A reassignment replacing one in progress starts from where that one started.
+    let original = if s.reassigning() {
+        revert(s, image)
+    } else {
+        s.clone()
+    };
+    if !allow_rf_change && target.len() != original.replicas.len() {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "{} replicas asked, {} assigned, and the request forbids changing the \
+                 replication factor",
+                target.len(),
+                original.replicas.len()
+            ),
+        ));
+    }
+    let mut new = original.clone();
+    new.adding = target
+        .iter()
+        .copied()
+        .filter(|r| !original.replicas.contains(r))
+        .collect();
+    new.removing = original
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    new.replicas = target.to_vec();
+    new.replicas.extend(new.removing.iter().copied());
+    finish_reassignment(&mut new, image);
+    new.partition_epoch = s.partition_epoch + 1;
+    Ok(new)
+}
+
+/// Cancels a reassignment in progress: back to the replicas it started from.
+fn cancel_reassignment(
+    s: &PartitionState,
+    image: &MetadataImage,
+) -> Result<PartitionState, (ResponseError, String)> {
+    if !s.reassigning() {
+        return Err((
+            ResponseError::NoReassignmentInProgress,
+            "no reassignment in progress".into(),
+        ));
+    }
+    let mut new = revert(s, image);
+    new.partition_epoch = s.partition_epoch + 1;
+    Ok(new)
+}
+
+/// `s` without its reassignment: the added replicas leave, leadership stays in the
+/// original set.
+fn revert(s: &PartitionState, image: &MetadataImage) -> PartitionState {
+    let mut new = s.clone();
+    new.replicas.retain(|r| !s.adding.contains(r));
+    new.isr.retain(|r| new.replicas.contains(r));
+    new.adding.clear();
+    new.removing.clear();
+    if !new.replicas.contains(&new.leader) {
+        elect(&mut new, image, false, None);
+    }
+    new
+}
+
+/// Completes a reassignment once every added replica is in sync: the replica set becomes
+/// the target, leaving replicas drop out of the ISR, and leadership moves into the
+/// target if it was outside.
+fn finish_reassignment(s: &mut PartitionState, image: &MetadataImage) {
+    let target = s.target();
+    let caught_up = s.adding.iter().all(|r| s.isr.contains(r));
+    // Someone in sync must stay (a pure removal of every in-sync replica waits).
+    if !s.reassigning() || !caught_up || !s.isr.iter().any(|r| target.contains(r)) {
+        return;
+    }
+    let old_leader = s.leader;
+    s.isr.retain(|r| target.contains(r));
+    s.replicas = target;
+    s.adding.clear();
+    s.removing.clear();
+    if !s.replicas.contains(&old_leader) {
+        elect(s, image, false, Some(old_leader));
+    }
+    tracing::info!(replicas = ?s.replicas, leader = s.leader, "reassignment complete");
 }
 
 /// Whether broker `r` may lead: registered, not fenced, not shutting down.

@@ -1,6 +1,8 @@
 //! AlterConfigs (key 33: replaces a topic's overrides) and IncrementalAlterConfigs
-//! (key 44: SET, DELETE, APPEND, SUBTRACT per key). Topic resources only; dynamic broker
-//! configs (SPEC C1) come with their issue and are refused with a clear message.
+//! (key 44: SET, DELETE, APPEND, SUBTRACT per key). Topic resources; dynamic broker
+//! configs (SPEC C1) come with their issue: there are none to delete (a DELETE-only
+//! request succeeds, as `kafka-reassign-partitions --verify` clearing throttles needs),
+//! and setting one is refused with a clear message.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -29,6 +31,22 @@ fn not_topic(kind: i8) -> TopicError {
     TopicError {
         code: ResponseError::InvalidRequest,
         message: format!("altering resource type {kind} is not supported (topics only)"),
+    }
+}
+
+/// Kafka's ConfigResource.Type.BROKER.
+const RESOURCE_BROKER: i8 = 4;
+
+/// IncrementalAlterConfigs on a broker: only deleting (what is not set) succeeds.
+fn broker_ops(ops: &[(String, i8, Option<String>)]) -> Result<(), TopicError> {
+    match ops.iter().find(|(_, op, _)| *op != OP_DELETE) {
+        None => Ok(()),
+        Some((key, _, _)) => Err(TopicError {
+            code: ResponseError::InvalidRequest,
+            message: format!(
+                "dynamic broker configs are not supported yet: set {key} in server.properties"
+            ),
+        }),
     }
 }
 
@@ -88,20 +106,22 @@ pub async fn handle_incremental(
     let body: IncrementalAlterConfigsRequest = protocol::decode_body(req.body.clone(), v)?;
     let mut responses = Vec::new();
     for r in body.resources {
-        let result = if r.resource_type != RESOURCE_TOPIC {
+        let ops: Vec<(String, i8, Option<String>)> = r
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str().to_owned(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.as_str().to_owned()),
+                )
+            })
+            .collect();
+        let result = if r.resource_type == RESOURCE_BROKER {
+            broker_ops(&ops)
+        } else if r.resource_type != RESOURCE_TOPIC {
             Err(not_topic(r.resource_type))
         } else {
-            let ops: Vec<(String, i8, Option<String>)> = r
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.as_str().to_owned(),
-                        c.config_operation,
-                        c.value.as_ref().map(|v| v.as_str().to_owned()),
-                    )
-                })
-                .collect();
             topics::set_configs(
                 ctx,
                 r.resource_name.as_str(),

@@ -56,7 +56,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             partitions: asked.clone(),
         };
         match ctx.broker.cluster.submit(request).await {
-            Ok((_, Answer::Elections(r))) => (0, r),
+            Ok((_, Answer::PartitionResults(r))) => (0, r),
             Ok(_) => (0, Vec::new()),
             Err(e) => (0, fail_all(e.code, e.message)),
         }

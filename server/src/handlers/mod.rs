@@ -13,6 +13,7 @@ use crate::protocol::{CloseConnection, Response};
 use crate::shard::ShardCtx;
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -33,6 +34,7 @@ pub mod leader_hint;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -127,6 +129,8 @@ served_apis! {
     DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
     DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
     ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
+    AlterPartitionReassignments => AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
+    ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -257,6 +261,12 @@ pub async fn dispatch(
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, req).map(Some),
         ApiKey::ElectLeaders => elect_leaders::handle(ctx, req).await.map(Some),
+        ApiKey::AlterPartitionReassignments => alter_partition_reassignments::handle(ctx, req)
+            .await
+            .map(Some),
+        ApiKey::ListPartitionReassignments => {
+            list_partition_reassignments::handle(ctx, req).map(Some)
+        }
         ApiKey::IncrementalAlterConfigs => {
             alter_configs::handle_incremental(ctx, req).await.map(Some)
         }
