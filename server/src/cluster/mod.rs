@@ -310,10 +310,7 @@ impl Cluster {
         let mut attempt = 0usize;
         let mut peers: HashMap<u64, network::Peer> = HashMap::new();
         loop {
-            let target = self.current_leader().or_else(|| {
-                let (id, _) = self.voters.get(attempt % self.voters.len().max(1))?;
-                Some(*id as u64)
-            });
+            let target = self.leader_or_voter(attempt);
             let Some((id, addr)) = target.and_then(|t| self.voter_addr(t).map(|a| (t, a))) else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 attempt += 1;
@@ -355,6 +352,15 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// A broker-only node's next try: the leader it knows, else the voters in turn (one
+    /// that does not lead names the leader).
+    fn leader_or_voter(&self, attempt: usize) -> Option<u64> {
+        self.current_leader().or_else(|| {
+            let (id, _) = self.voters.get(attempt % self.voters.len().max(1))?;
+            Some(*id as u64)
+        })
     }
 
     /// The quorum leader (active controller) as this node knows it.
@@ -601,13 +607,10 @@ impl Cluster {
         loop {
             // A broker-only node that knows no leader asks each voter in turn; one that
             // is not the leader names it.
-            let leader = self.current_leader().or_else(|| {
-                let voter = self
-                    .voter
-                    .is_none()
-                    .then(|| self.voters.get(attempt % self.voters.len().max(1)))??;
-                Some(voter.0 as u64)
-            });
+            let leader = match self.voter {
+                Some(_) => self.current_leader(),
+                None => self.leader_or_voter(attempt),
+            };
             attempt += 1;
             let reply = match (leader, &self.voter) {
                 (Some(l), Some(v)) if l == self.node_id as u64 => {
