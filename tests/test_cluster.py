@@ -639,6 +639,7 @@ def test_kafka_leader_election_moves_leadership_back_to_preferred_replicas(make_
     # A rolling restart of broker 1 (controlled shutdown) moves its leaderships away.
     _restart_broker_1(c, "pref", 6)
     assert _preferred_led(c, "pref", 6) < 6
+    assert c.brokers[2].metrics()["ringmq_preferred_leader_imbalance"] >= 6 - _preferred_led(c, "pref", 6)
     r = subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.LeaderElectionCommand",
                         "--bootstrap-server", c.brokers[2].bootstrap, "--election-type", "PREFERRED",
                         "--all-topic-partitions"], capture_output=True, text=True, timeout=120)
@@ -761,6 +762,7 @@ def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(ma
     resp = call(c.brokers[1].bootstrap, build(AlterPartitionReassignmentsRequest, 0, timeout_ms=10000, topics=[
         {"name": "stay", "partitions": [{"partition_index": 0, "replicas": [2, 3, 4]}]}]))
     assert resp.responses[0].partitions[0].error_code == 0, resp
+    assert c.brokers[2].metrics()["ringmq_reassigning_partitions"] == 1
     listed = tool("--list")
     assert "stay-0" in listed.stdout and "adding" in listed.stdout.lower(), listed.stdout + listed.stderr
     v = tool("--reassignment-json-file", str(plan), "--verify")
@@ -774,3 +776,4 @@ def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(ma
     c.wait_for(lambda: sorted(c.metadata(topic="stay").topics["stay"].partitions[0].replicas) == [1, 2, 3],
                30, "the original replicas back")
     assert "stay-0" not in tool("--list").stdout
+    c.wait_for(lambda: c.brokers[2].metrics()["ringmq_reassigning_partitions"] == 0, 10, "the metric to drop")

@@ -212,7 +212,24 @@ fn metrics_text(broker: &Broker) -> String {
         .flat_map(|t| t.partitions.iter())
         .filter(|p| p.leader == crate::metadata::NO_LEADER)
         .count() as u64;
+    let all = || image.topics.values().flat_map(|t| t.partitions.iter());
+    let reassigning = all().filter(|p| p.reassigning()).count() as u64;
+    let not_preferred = all()
+        .filter(|p| p.replicas.first().is_some_and(|r| *r != p.leader))
+        .count() as u64;
     let quorum = broker.cluster.quorum();
+    gauge(
+        &mut out,
+        "ringmq_reassigning_partitions",
+        "Partitions with a reassignment in progress (cluster-wide)",
+        &[("", reassigning)],
+    );
+    gauge(
+        &mut out,
+        "ringmq_preferred_leader_imbalance",
+        "Partitions not led by their preferred replica (cluster-wide)",
+        &[("", not_preferred)],
+    );
     gauge(
         &mut out,
         "ringmq_leader_partitions",
