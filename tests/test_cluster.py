@@ -682,13 +682,20 @@ def test_the_controller_rebalances_leadership_when_a_broker_leads_too_little(mak
     assert any("leader imbalance: moving leadership back" in b.log_path.read_text() for b in c.brokers.values())
 
 
+def _reassign_tool(broker, *args):
+    """Kafka's kafka-reassign-partitions against `broker`."""
+    from conftest import KAFKA_SH
+    return subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                           "--bootstrap-server", broker.bootstrap, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_kafka_reassign_partitions_moves_a_topic_to_other_brokers_under_load(make_cluster, tmp_path):
     """KIP-455 with Kafka's own tool: a topic on brokers {1,2,3} moves to {2,3,4} while an
     idempotent acks=all producer runs; nothing acknowledged is lost, the new replicas
     hold the same bytes, and broker 1 deletes its copies."""
     import json
 
-    from conftest import KAFKA_SH
     c = make_cluster(4).start()
     admin = AdminClient({"bootstrap.servers": c.bootstrap})
     admin.create_topics([NewTopic("move", num_partitions=2, replica_assignment=[[1, 2, 3], [2, 3, 1]],
@@ -696,9 +703,7 @@ def test_kafka_reassign_partitions_moves_a_topic_to_other_brokers_under_load(mak
     wait_in_sync(c, "move", 2)
 
     def tool(*args):
-        return subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-                               "--bootstrap-server", c.brokers[2].bootstrap, *args],
-                              capture_output=True, text=True, timeout=120)
+        return _reassign_tool(c.brokers[2], *args)
 
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "partitions": [
@@ -739,7 +744,6 @@ def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(ma
     partition back on its original replicas."""
     import json
 
-    from conftest import KAFKA_SH
     c = make_cluster(4).start()
     admin = AdminClient({"bootstrap.servers": c.bootstrap})
     admin.create_topics([NewTopic("stay", num_partitions=1, replica_assignment=[[1, 2, 3]])])["stay"].result(20)
@@ -748,9 +752,7 @@ def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(ma
     c.wait_for(lambda: 4 not in c.metadata().brokers, 30, "broker 4 to be fenced")
 
     def tool(*args):
-        return subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-                               "--bootstrap-server", c.brokers[1].bootstrap, *args],
-                              capture_output=True, text=True, timeout=120)
+        return _reassign_tool(c.brokers[1], *args)
 
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "partitions": [

@@ -163,15 +163,11 @@ async fn current_overrides(
     Ok(out)
 }
 
-/// How many partitions `name` has (an error if the cluster does not know it).
-pub fn partition_count(bootstrap: &str, name: &str) -> anyhow::Result<i32> {
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .context("creating a metadata client")?;
-    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(name), TIMEOUT)
-        .context("fetching metadata")?;
+/// `name` in a metadata answer, or why it is not usable.
+fn find_topic<'a>(
+    md: &'a rdkafka::metadata::Metadata,
+    name: &str,
+) -> anyhow::Result<&'a rdkafka::metadata::MetadataTopic> {
     let topic = md
         .topics()
         .iter()
@@ -183,6 +179,19 @@ pub fn partition_count(bootstrap: &str, name: &str) -> anyhow::Result<i32> {
             rdkafka::error::RDKafkaErrorCode::from(e)
         );
     }
+    Ok(topic)
+}
+
+/// How many partitions `name` has (an error if the cluster does not know it).
+pub fn partition_count(bootstrap: &str, name: &str) -> anyhow::Result<i32> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .context("creating a metadata client")?;
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(name), TIMEOUT)
+        .context("fetching metadata")?;
+    let topic = find_topic(&md, name)?;
     Ok(topic.partitions().len() as i32)
 }
 
@@ -195,17 +204,7 @@ async fn describe(
         .inner()
         .fetch_metadata(Some(name), TIMEOUT)
         .context("fetching metadata")?;
-    let topic = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == name)
-        .context("topic not in metadata")?;
-    if let Some(e) = topic.error() {
-        bail!(
-            "topic {name}: {}",
-            rdkafka::error::RDKafkaErrorCode::from(e)
-        );
-    }
+    let topic = find_topic(&md, name)?;
     println!(
         "Topic: {name}\tPartitionCount: {}",
         topic.partitions().len()
