@@ -639,7 +639,8 @@ def test_kafka_leader_election_moves_leadership_back_to_preferred_replicas(make_
     # A rolling restart of broker 1 (controlled shutdown) moves its leaderships away.
     _restart_broker_1(c, "pref", 6)
     assert _preferred_led(c, "pref", 6) < 6
-    assert c.brokers[2].metrics()["ringmq_preferred_leader_imbalance"] >= 6 - _preferred_led(c, "pref", 6)
+    c.wait_for(lambda: c.brokers[2].metrics()["ringmq_preferred_leader_imbalance"] >= 6 - _preferred_led(c, "pref", 6),
+               10, "broker 2 to count the partitions off their preferred leader")
     r = subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.LeaderElectionCommand",
                         "--bootstrap-server", c.brokers[2].bootstrap, "--election-type", "PREFERRED",
                         "--all-topic-partitions"], capture_output=True, text=True, timeout=120)
@@ -764,7 +765,9 @@ def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(ma
     resp = call(c.brokers[1].bootstrap, build(AlterPartitionReassignmentsRequest, 0, timeout_ms=10000, topics=[
         {"name": "stay", "partitions": [{"partition_index": 0, "replicas": [2, 3, 4]}]}]))
     assert resp.responses[0].partitions[0].error_code == 0, resp
-    assert c.brokers[2].metrics()["ringmq_reassigning_partitions"] == 1
+    # Broker 2 learns of the move when it applies the committed record, a moment after the answer.
+    c.wait_for(lambda: c.brokers[2].metrics()["ringmq_reassigning_partitions"] == 1, 10,
+               "broker 2 to count the reassignment")
     listed = tool("--list")
     assert "stay-0" in listed.stdout and "adding" in listed.stdout.lower(), listed.stdout + listed.stderr
     v = tool("--reassignment-json-file", str(plan), "--verify")
