@@ -739,6 +739,107 @@ def test_kafka_reassign_partitions_moves_a_topic_to_other_brokers_under_load(mak
                    30, f"move-{p}'s replicas to hold the same bytes")
 
 
+def _describe_broker_configs(c, broker_id):
+    """Broker `broker_id`'s dynamic configs (DescribeConfigs on its BROKER resource)."""
+    from confluent_kafka.admin import ConfigResource, ConfigSource
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    res = ConfigResource("BROKER", str(broker_id))
+    entries = admin.describe_configs([res])[res].result(20)
+    dynamic = (ConfigSource.DYNAMIC_BROKER_CONFIG.value, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    return {k: e.value for k, e in entries.items() if e.source in dynamic}
+
+
+def test_a_throttled_reassignment_holds_its_rate_and_keeps_producers_and_consumers_whole(make_cluster, tmp_path):
+    """`kafka-reassign-partitions --throttle` moves two partitions of ~12 MB each from
+    {1,2,3} to {2,3,4} while an acks=all producer and a consumer group run. Broker 4
+    fetches the moving replicas at the throttle (measured over the move, within 20 %),
+    the producer keeps being acknowledged throughout (in-sync followers are not held
+    back), nothing is lost or duplicated, broker 1 deletes its copies, and --verify
+    clears the throttles it set."""
+    import json
+    import os
+
+    rate = 4_000_000
+    c = make_cluster(4).start()
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("slow", num_partitions=2, replica_assignment=[[1, 2, 3], [2, 3, 1]],
+                                  config={"min.insync.replicas": "2"})])["slow"].result(20)
+    wait_in_sync(c, "slow", 2)
+    pre = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 20,
+                    "compression.type": "none"})
+    blob = os.urandom(1000)
+    preloaded = []
+    for i in range(24_000):
+        pre.produce("slow", value=b"p%d:" % i + blob, partition=i % 2,
+                    on_delivery=lambda err, m: preloaded.append(err))
+        if i % 1000 == 0:
+            pre.poll(0)
+    assert pre.flush(60) == 0 and preloaded.count(None) == 24_000
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "slow", "partition": 0, "replicas": [2, 3, 4]},
+        {"topic": "slow", "partition": 1, "replicas": [3, 4, 2]}]}))
+    reader = GroupReader(c.bootstrap, "slow", "slow-readers")
+    reader.thread.start()
+    fetched = lambda: c.brokers[4].metrics()["ringmq_follower_throttled_bytes_total"]
+    with Checker(c.bootstrap, "slow") as chk:
+        c.wait_for(lambda: len(chk.acked) > 1000, 30, "acknowledgements before the move")
+        r = _reassign_tool(c.brokers[2], "--reassignment-json-file", str(plan), "--execute",
+                           "--throttle", str(rate))
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        assert f"The inter-broker throttle limit was set to {rate} B/s" in r.stdout, r.stdout
+        assert _describe_broker_configs(c, 4) == {"leader.replication.throttled.rate": str(rate),
+                                                  "follower.replication.throttled.rate": str(rate)}
+        samples = []  # (time, bytes broker 4 fetched for throttled replicas, acks so far)
+        while True:
+            samples.append((time.monotonic(), fetched(), len(chk.acked)))
+            if c.brokers[4].metrics()["ringmq_reassigning_partitions"] == 0 and samples[-1][1] > 0:
+                break
+            assert samples[-1][0] - samples[0][0] < 60, f"the move did not finish: {samples[-3:]}"
+            time.sleep(0.25)
+        moving = [s for s in samples if s[1] > 0]
+        (t0, b0, _), (t1, b1, _) = moving[0], moving[-1]
+        measured = (b1 - b0) / (t1 - t0)
+        print(f"throttled move: {b1 - b0} bytes in {t1 - t0:.2f} s = {measured:.0f} B/s (throttle {rate})")
+        assert b1 >= 24_000_000, f"broker 4 fetched only {b1} bytes"
+        assert abs(measured - rate) <= 0.2 * rate, f"moved at {measured:.0f} B/s under a {rate} B/s throttle"
+        # acks=all kept flowing during the move: every second of it saw new acknowledgements.
+        for (ta, _, aa), (tb, _, ab) in zip(moving, moving[4:]):
+            assert ab > aa, f"no acknowledgement between {ta - t0:.1f}s and {tb - t0:.1f}s of the move"
+        assert c.brokers[4].metrics()["ringmq_follower_throttle_held_back_total"] > 0
+        v = _reassign_tool(c.brokers[2], "--reassignment-json-file", str(plan), "--verify")
+        assert v.stdout.count("is completed") == 2, v.stdout + v.stderr[-2000:]
+        assert "Clearing broker-level throttles" in v.stdout, v.stdout
+        before = len(chk.acked)
+        c.wait_for(lambda: len(chk.acked) > before + 500, 30, "acknowledgements after the move")
+    assert not chk.errors, chk.errors[:5]
+    assert _describe_broker_configs(c, 4) == {}
+    from confluent_kafka.admin import ConfigResource
+    topic_res = ConfigResource("TOPIC", "slow")
+    topic_cfg = admin.describe_configs([topic_res])[topic_res].result(20)
+    assert topic_cfg["leader.replication.throttled.replicas"].value == ""
+    c.wait_for(lambda: c.brokers[4].metrics()["ringmq_follower_replication_throttled_rate"] == 0, 10,
+               "broker 4 to drop its throttle")
+    md = c.metadata(topic="slow").topics["slow"]
+    assert sorted(md.partitions[0].replicas) == [2, 3, 4] and sorted(md.partitions[1].replicas) == [2, 3, 4]
+    got = consume_to_end(c.bootstrap, "slow", 2)
+    stored = {(g[0], g[1]): g[3] for g in got}
+    lost = [k for k, v in chk.acked.items() if stored.get(k) != v]
+    assert not lost, f"{len(lost)} of {len(chk.acked)} acknowledged messages lost, e.g. {lost[:5]}"
+    values = [g[3] for g in got]
+    assert len(values) == len(set(values)), "duplicated messages"
+    assert sum(1 for v in values if v.startswith(b"p")) == 24_000
+    wanted = set(chk.acked.values())
+    c.wait_for(lambda: wanted <= reader.values, 30, "the consumer group to read every acknowledged message")
+    reader.stop.set()
+    reader.thread.join(10)
+    c.wait_for(lambda: not list(c.brokers[1].dir.glob("slow-*")), 30, "broker 1 to delete its replicas")
+    for p in (0, 1):
+        c.wait_for(lambda: len(set(logs_of(c, "slow", p).values())) == 1 and len(logs_of(c, "slow", p)) == 3,
+                   30, f"slow-{p}'s replicas to hold the same bytes")
+
+
 def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(make_cluster, tmp_path):
     """The new replica's broker is down, so the move cannot complete: it is listed as in
     progress (adding/removing), then `kafka-reassign-partitions --cancel` puts the

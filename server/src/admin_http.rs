@@ -159,6 +159,26 @@ fn metrics_text(broker: &Broker) -> String {
             m.request_queue_waits.load(Ordering::Relaxed),
         ),
         (
+            "ringmq_leader_throttled_bytes_total",
+            "Bytes of leader-throttled replicas sent to followers (leader.replication.throttled.replicas)",
+            broker.quotas.leader.throttled_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_follower_throttled_bytes_total",
+            "Bytes of follower-throttled replicas fetched here (follower.replication.throttled.replicas)",
+            broker.quotas.follower.throttled_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_leader_throttle_held_back_total",
+            "Follower fetches answered without records because leader.replication.throttled.rate was used up",
+            broker.quotas.leader.held_back.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_follower_throttle_held_back_total",
+            "Replicas left out of a fetch because follower.replication.throttled.rate was used up",
+            broker.quotas.follower.held_back.load(Ordering::Relaxed),
+        ),
+        (
             "ringmq_panics_total",
             "Panics in any broker thread or task (each one is a bug, logged at ERROR)",
             crate::panic_hook::count(),
@@ -229,6 +249,19 @@ fn metrics_text(broker: &Broker) -> String {
         "ringmq_preferred_leader_imbalance",
         "Partitions not led by their preferred replica (cluster-wide)",
         &[("", not_preferred)],
+    );
+    let rate = |q: &crate::replication::throttle::Quota| q.rate().unwrap_or(0);
+    gauge(
+        &mut out,
+        "ringmq_leader_replication_throttled_rate",
+        "leader.replication.throttled.rate in effect, bytes/s (0: none)",
+        &[("", rate(&broker.quotas.leader))],
+    );
+    gauge(
+        &mut out,
+        "ringmq_follower_replication_throttled_rate",
+        "follower.replication.throttled.rate in effect, bytes/s (0: none)",
+        &[("", rate(&broker.quotas.follower))],
     );
     gauge(
         &mut out,

@@ -72,6 +72,8 @@ pub struct Broker {
     pub connections: Mutex<ConnectionCount>,
     /// Connection ids, broker-wide (for logs).
     pub next_connection_id: AtomicU64,
+    /// Replication throttles (leader and follower rates), from the metadata image.
+    pub quotas: crate::replication::throttle::ReplicationQuotas,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +241,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             ..ConnectionCount::default()
         }),
         next_connection_id: AtomicU64::new(0),
+        quotas: Default::default(),
     });
     let ready = Arc::new(Barrier::new(shards + 1));
     let mut threads = Vec::new();

@@ -130,6 +130,10 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Metadata log index this image reflects.
     pub offset: u64,
+    /// Dynamic broker configs (IncrementalAlterConfigs on a BROKER resource), by resource
+    /// name: a broker id, or "" for the cluster-wide default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -231,6 +235,15 @@ pub enum MetadataRecord {
         partition: i32,
         state: PartitionState,
     },
+    /// A broker resource's whole set of dynamic configs ("" = the cluster default).
+    BrokerConfigChanged {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// UnregisterBroker: the broker leaves the cluster (it holds no replicas).
+    BrokerUnregistered {
+        id: i32,
+    },
 }
 
 impl MetadataImage {
@@ -296,6 +309,18 @@ impl MetadataImage {
                 {
                     *slot = state.clone();
                 }
+            }
+            MetadataRecord::BrokerConfigChanged { resource, configs } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                } else {
+                    self.broker_configs
+                        .insert(resource.clone(), configs.clone());
+                }
+            }
+            MetadataRecord::BrokerUnregistered { id } => {
+                self.brokers.remove(id);
+                self.broker_configs.remove(&id.to_string());
             }
         }
     }

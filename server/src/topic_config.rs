@@ -3,6 +3,8 @@
 
 use ringmq_engine::{CleanupPolicy, LogConfig, TimestampType};
 
+use crate::replication::throttle::{FOLLOWER_REPLICAS, LEADER_REPLICAS, validate_replica_list};
+
 /// Topic config keys ringmq accepts, with how to read each back from a [`LogConfig`].
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
@@ -20,6 +22,8 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.bytes",
     "segment.ms",
     "unclean.leader.election.enable",
+    LEADER_REPLICAS,
+    FOLLOWER_REPLICAS,
     SYNC_REPLICATION,
 ];
 
@@ -111,6 +115,8 @@ pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
                 .parse::<bool>()
                 .map_err(|_| format!("{key}={value}: not true/false"))?;
         }
+        // Replication throttles (replication::throttle), not log settings.
+        LEADER_REPLICAS | FOLLOWER_REPLICAS => validate_replica_list(key, value)?,
         _ => return Err(format!("unknown topic config {key}")),
     }
     Ok(())

@@ -95,6 +95,11 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         count: i64,
     },
+    /// A broker resource's whole set of dynamic configs ("" = the cluster default).
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
     /// ElectLeaders: the preferred replica (the first assigned) back as leader, or with
@@ -556,6 +561,26 @@ impl Controller {
                 Ok((
                     vec![MetadataRecord::TopicConfigChanged {
                         name: name.clone(),
+                        configs: configs.clone(),
+                    }],
+                    Answer::None,
+                ))
+            }
+            ControllerRequest::SetBrokerConfigs { resource, configs } => {
+                if !resource.is_empty() && resource.parse::<i32>().is_err() {
+                    return refuse(
+                        ResponseError::InvalidRequest,
+                        format!("broker resource '{resource}': expected a broker id or \"\""),
+                    );
+                }
+                for (k, v) in configs {
+                    if let Err(m) = crate::replication::throttle::validate_broker_config(k, v) {
+                        return refuse(ResponseError::InvalidConfig, m);
+                    }
+                }
+                Ok((
+                    vec![MetadataRecord::BrokerConfigChanged {
+                        resource: resource.clone(),
                         configs: configs.clone(),
                     }],
                     Answer::None,

@@ -23,6 +23,9 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
         return;
     }
     let me = ctx.broker.config.node_id;
+    if ctx.id == 0 {
+        ctx.broker.quotas.update(&image, me);
+    }
     let shards = ctx.broker.shard_count();
     let mut wanted: HashSet<(Arc<str>, i32)> = HashSet::new();
     for t in image.topics.values() {

@@ -1,8 +1,10 @@
-//! AlterConfigs (key 33: replaces a topic's overrides) and IncrementalAlterConfigs
-//! (key 44: SET, DELETE, APPEND, SUBTRACT per key). Topic resources; dynamic broker
-//! configs (SPEC C1) come with their issue: there are none to delete (a DELETE-only
-//! request succeeds, as `kafka-reassign-partitions --verify` clearing throttles needs),
-//! and setting one is refused with a clear message.
+//! AlterConfigs (key 33: replaces a resource's overrides) and IncrementalAlterConfigs
+//! (key 44: SET, DELETE, APPEND, SUBTRACT per key), on topics and on brokers. A broker
+//! resource is a broker id, or "" for the cluster-wide default; its dynamic configs are
+//! the replication throttle rates (`replication::throttle::DYNAMIC_BROKER_KEYS`), kept in
+//! the metadata log so every broker applies them. Other broker keys are static
+//! (server.properties) and refused with a message that says so; deleting one that is not
+//! set succeeds, as `kafka-reassign-partitions --verify` clearing throttles needs.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -18,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use super::describe_configs::RESOURCE_TOPIC;
+use crate::cluster::controller::ControllerRequest;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
 use crate::topics::{self, TopicError};
@@ -30,24 +33,45 @@ const OP_SUBTRACT: i8 = 3;
 fn not_topic(kind: i8) -> TopicError {
     TopicError {
         code: ResponseError::InvalidRequest,
-        message: format!("altering resource type {kind} is not supported (topics only)"),
+        message: format!("altering resource type {kind} is not supported (topics and brokers)"),
     }
 }
 
 /// Kafka's ConfigResource.Type.BROKER.
 const RESOURCE_BROKER: i8 = 4;
 
-/// IncrementalAlterConfigs on a broker: only deleting (what is not set) succeeds.
-fn broker_ops(ops: &[(String, i8, Option<String>)]) -> Result<(), TopicError> {
-    match ops.iter().find(|(_, op, _)| *op != OP_DELETE) {
-        None => Ok(()),
-        Some((key, _, _)) => Err(TopicError {
-            code: ResponseError::InvalidRequest,
-            message: format!(
-                "dynamic broker configs are not supported yet: set {key} in server.properties"
-            ),
-        }),
+/// Edits broker resource `name`'s dynamic configs (a broker id, or "" for the cluster
+/// default) and commits the result through the controller, which validates it.
+async fn set_broker_configs(
+    ctx: &Rc<ShardCtx>,
+    name: &str,
+    edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), TopicError>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let mut configs = ctx
+        .broker
+        .image()
+        .broker_configs
+        .get(name)
+        .cloned()
+        .unwrap_or_default();
+    edit(&mut configs)?;
+    for (k, v) in &configs {
+        crate::replication::throttle::validate_broker_config(k, v).map_err(|m| TopicError {
+            code: ResponseError::InvalidConfig,
+            message: m,
+        })?;
     }
+    if validate_only {
+        return Ok(());
+    }
+    let req = ControllerRequest::SetBrokerConfigs {
+        resource: name.to_owned(),
+        configs: configs.clone(),
+    };
+    ctx.broker.cluster.submit(req).await?;
+    tracing::info!(broker = name, ?configs, "altered dynamic broker configs");
+    Ok(())
 }
 
 fn outcome(r: Result<(), TopicError>) -> (i16, Option<StrBytes>) {
@@ -62,18 +86,29 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let body: AlterConfigsRequest = protocol::decode_body(req.body.clone(), v)?;
     let mut responses = Vec::new();
     for r in body.resources {
-        let result = if r.resource_type != RESOURCE_TOPIC {
+        let new: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
+            })
+            .collect();
+        let result = if r.resource_type == RESOURCE_BROKER {
+            set_broker_configs(
+                ctx,
+                r.resource_name.as_str(),
+                |configs| {
+                    *configs = new;
+                    Ok(())
+                },
+                body.validate_only,
+            )
+            .await
+        } else if r.resource_type != RESOURCE_TOPIC {
             Err(not_topic(r.resource_type))
         } else {
-            let new: BTreeMap<String, String> = r
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
-                })
-                .collect();
             topics::set_configs(
                 ctx,
                 r.resource_name.as_str(),
@@ -118,7 +153,13 @@ pub async fn handle_incremental(
             })
             .collect();
         let result = if r.resource_type == RESOURCE_BROKER {
-            broker_ops(&ops)
+            set_broker_configs(
+                ctx,
+                r.resource_name.as_str(),
+                |configs| apply_ops(configs, ops),
+                body.validate_only,
+            )
+            .await
         } else if r.resource_type != RESOURCE_TOPIC {
             Err(not_topic(r.resource_type))
         } else {

@@ -20,6 +20,8 @@ pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigSource values.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
@@ -93,8 +95,11 @@ fn describe(
                 })
                 .collect()
         }
+        // The cluster-wide default resource holds only what was set for it.
+        RESOURCE_BROKER if name.is_empty() => dynamic_entries(ctx, name),
         RESOURCE_BROKER => broker_entries(ctx)
             .into_iter()
+            .chain(dynamic_entries(ctx, name))
             .filter(|e| wanted(&e.name))
             .collect(),
         other => {
@@ -278,6 +283,33 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
     out
 }
 
+/// Dynamic broker configs in effect for broker resource `name` (a broker id, or "" for
+/// the cluster default): its own (DYNAMIC_BROKER_CONFIG), else the default's.
+fn dynamic_entries(ctx: &ShardCtx, name: &str) -> Vec<Entry> {
+    let image = ctx.broker.image();
+    let own = image.broker_configs.get(name).filter(|_| !name.is_empty());
+    let default = image.broker_configs.get("");
+    crate::replication::throttle::DYNAMIC_BROKER_KEYS
+        .iter()
+        .filter_map(|k| {
+            let (value, source) =
+                match (own.and_then(|c| c.get(*k)), default.and_then(|c| c.get(*k))) {
+                    (Some(v), _) => (v, SOURCE_DYNAMIC_BROKER),
+                    (None, Some(v)) => (v, SOURCE_DYNAMIC_DEFAULT_BROKER),
+                    (None, None) => return None,
+                };
+            Some(Entry {
+                name: (*k).to_owned(),
+                value: Some(value.clone()),
+                source,
+                read_only: false,
+                config_type: 5,
+                sensitive: false,
+            })
+        })
+        .collect()
+}
+
 /// Kafka's ConfigType of a topic key (v3+): BOOLEAN 1, STRING 2, INT 3, LONG 5,
 /// DOUBLE 6, LIST 7.
 fn config_type(key: &str) -> i8 {
@@ -286,7 +318,9 @@ fn config_type(key: &str) -> i8 {
         "compression.type" | "message.timestamp.type" => 2,
         "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => 3,
         "min.cleanable.dirty.ratio" => 6,
-        "cleanup.policy" => 7,
+        "cleanup.policy"
+        | crate::replication::throttle::LEADER_REPLICAS
+        | crate::replication::throttle::FOLLOWER_REPLICAS => 7,
         _ => 5,
     }
 }

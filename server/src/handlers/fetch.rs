@@ -97,6 +97,9 @@ struct Fetched {
     high_watermark: i64,
     log_start_offset: i64,
     range: Option<FileRange>,
+    /// A follower outside the ISR held back by the leader's replication throttle: how
+    /// long until the rate allows more.
+    held_back: Option<Duration>,
 }
 
 impl Fetched {
@@ -106,6 +109,7 @@ impl Fetched {
             high_watermark: -1,
             log_start_offset: -1,
             range: None,
+            held_back: None,
         }
     }
 }
@@ -147,7 +151,19 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         {
             break;
         }
-        wait_for_data(ctx, &targets, left).await;
+        // A partition held back by the replication throttle has data, but may not send
+        // it before its wait: watch the others, and read again by then.
+        let hold = fetched.iter().filter_map(|f| f.held_back).min();
+        let watched: Vec<Target> = match hold {
+            None => targets.clone(),
+            Some(_) => targets
+                .iter()
+                .zip(&fetched)
+                .filter(|(_, f)| f.held_back.is_none())
+                .map(|(t, _)| t.clone())
+                .collect(),
+        };
+        wait_for_data(ctx, &watched, hold.map_or(left, |h| h.min(left))).await;
         fetched = read_all(ctx, &targets, max_bytes).await;
     }
     let (session_id, targets, fetched) = session_filter(&mode, targets, fetched);
@@ -377,6 +393,21 @@ fn read_one(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetche
     if t.replica_id >= 0 {
         part.follower_fetched(ctx, t.replica_id, t.offset);
     }
+    let throttled = t.replica_id >= 0 && part.leader_throttled();
+    if throttled && !part.replica.borrow().isr.contains(&t.replica_id) {
+        let wait = ctx.broker.quotas.leader.wait();
+        if !wait.is_zero() {
+            Metrics::add(&ctx.broker.quotas.leader.held_back, 1);
+            let log = part.log.log();
+            return Fetched {
+                error: ResponseError::Unknown(0),
+                high_watermark: log.high_watermark().0,
+                log_start_offset: log.log_start_offset().0,
+                range: None,
+                held_back: Some(wait),
+            };
+        }
+    }
     let log = part.log.log();
     let hw = log.high_watermark();
     let upper = if t.replica_id >= 0 {
@@ -389,10 +420,16 @@ fn read_one(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetche
         high_watermark: hw.0,
         log_start_offset: log.log_start_offset().0,
         range: None,
+        held_back: None,
     };
     let max = u32::try_from(limit.max(0)).unwrap_or(0);
     match log.read(Offset(t.offset), max, upper, min_one) {
-        Ok(info) => f.range = info.range,
+        Ok(info) => {
+            if throttled && let Some(r) = &info.range {
+                ctx.broker.quotas.leader.record(u64::from(r.length));
+            }
+            f.range = info.range;
+        }
         Err(ReadError::OffsetOutOfRange { .. }) => f.error = ResponseError::OffsetOutOfRange,
         Err(e) => {
             tracing::warn!(topic = %t.name, partition = t.partition, error = %e, "fetch read failed");

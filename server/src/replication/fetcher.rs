@@ -138,6 +138,18 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
         let (truncating, ready): (Vec<_>, Vec<_>) = parts
             .into_iter()
             .partition(|p| p.repl.borrow().needs_truncation);
+        // The follower throttle: a replica outside the ISR waits while the rate is used.
+        let quota = &ctx.broker.quotas.follower;
+        let (ready, held): (Vec<_>, Vec<_>) = ready.into_iter().partition(|p| {
+            !p.follower_throttled()
+                || p.replica.borrow().isr.contains(&ctx.broker.config.node_id)
+                || quota.wait().is_zero()
+        });
+        if truncating.is_empty() && ready.is_empty() {
+            Metrics::add(&quota.held_back, held.len() as u64);
+            compio::time::sleep(quota.wait().max(Duration::from_millis(5))).await;
+            continue;
+        }
         let result = if truncating.is_empty() {
             let started = std::time::Instant::now();
             let r = fetch(ctx, c, &ready).await;
@@ -274,6 +286,9 @@ async fn fetch(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io:
                         if !records.is_empty() {
                             let len = records.len() as u64;
                             Metrics::add(&ctx.broker.metrics.replica_fetch_bytes, len);
+                            if part.follower_throttled() {
+                                ctx.broker.quotas.follower.record(len);
+                            }
                             match part.append_replicated(records, now_ms()).await {
                                 Ok(_) => {}
                                 Err(ringmq_engine::AppendError::OffsetsOutOfOrder { .. }) => {

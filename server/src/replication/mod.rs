@@ -13,6 +13,7 @@
 //! Follower side: [`fetcher`].
 
 pub mod fetcher;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::rc::Rc;
