@@ -184,9 +184,9 @@ class Cluster:
     `controllers=K`, N broker-only nodes (ids 1..N) following K controller-only nodes
     (ids 101..), KRaft's isolated mode."""
 
-    def __init__(self, tmp: Path, n: int, properties=None, network=None, controllers=0):
+    def __init__(self, tmp: Path, n: int, properties=None, network=None, controllers=0, racks=None):
         """With `network` (a Netns), node N runs in its own network namespace at
-        network.ip(N), so a test can cut it off."""
+        network.ip(N), so a test can cut it off. `racks[i]` is broker i+1's broker.rack."""
         ports = [(free_port(), free_port()) for _ in range(n)]
         hosts = [network.ip(i + 1) if network else "127.0.0.1" for i in range(n)]
         cports = [free_port() for _ in range(controllers)]
@@ -217,6 +217,8 @@ class Cluster:
                 roles, listeners = "broker,controller", f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}"
             props = {"process.roles": roles, "node.id": node, "listeners": listeners,
                      **common, **(properties or {})}
+            if racks:
+                props["broker.rack"] = racks[i]
             b = Broker(d, properties=props, host=host, netns=network.name(node) if network else None)
             b.port = port
             b.bootstrap = f"{host}:{port}"
@@ -239,12 +241,14 @@ class Cluster:
     def bootstrap(self):
         return ",".join(b.bootstrap for b in self.brokers.values())
 
-    def start(self):
+    def start(self, brokers=None):
+        """Starts the controllers and `brokers` (ids; default all), and waits for them."""
         for c in self.controllers.values():
             c.start()
-        for b in self.brokers.values():
-            b.start()
-        self.wait_for_brokers(len(self.brokers))
+        ids = brokers or list(self.brokers)
+        for i in ids:
+            self.brokers[i].start()
+        self.wait_for_brokers(len(ids))
         return self
 
     def live(self):
@@ -352,8 +356,8 @@ def netns_available():
 def make_cluster(tmp_path):
     clusters = []
 
-    def make(n=3, properties=None, network=None, controllers=0):
-        c = Cluster(tmp_path, n, properties, network, controllers)
+    def make(n=3, properties=None, network=None, controllers=0, racks=None):
+        c = Cluster(tmp_path, n, properties, network, controllers, racks)
         clusters.append(c)
         return c
 

@@ -883,3 +883,81 @@ def test_a_reassignment_that_cannot_finish_is_cancelled_and_listed_until_then(ma
                30, "the original replicas back")
     assert "stay-0" not in tool("--list").stdout
     c.wait_for(lambda: c.brokers[2].metrics()["ringmq_reassigning_partitions"] == 0, 10, "the metric to drop")
+
+
+def _ringmq(c, *args, via=1, timeout=120):
+    from conftest import RINGMQ
+    return subprocess.run([str(RINGMQ), "-b", c.brokers[via].bootstrap, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _replicas(c, topic):
+    md = c.metadata(topic=topic).topics[topic]
+    return {p: list(md.partitions[p].replicas) for p in md.partitions}
+
+
+def test_a_fourth_broker_joins_and_ringmq_reassign_spreads_a_topic_onto_it_rack_aware(make_cluster):
+    """R5, R4, T8 with the ringmq CLI: a cluster of three brokers (racks a, a, b) grows a
+    fourth (rack b). A topic created afterwards uses it at once; an older topic moves
+    onto it with `ringmq reassign execute --topics --brokers` (automatic mode, leaders
+    even, every partition on both racks), throttled, followed by `reassign status` until
+    it clears the throttles. A second move throttled to a trickle shows its progress
+    (bytes left, rate, ETA) and is cancelled midway with `ringmq reassign cancel`."""
+    racks = {1: "a", 2: "a", 3: "b", 4: "b"}
+    c = make_cluster(4, racks=[racks[i] for i in (1, 2, 3, 4)]).start(brokers=[1, 2, 3])
+    create(c.bootstrap, "grow", partitions=4, rf=2)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 5})
+    acked = {}
+    for i in range(8000):
+        p.produce("grow", value=b"g%d" % i + b"x" * 2000, partition=i % 4,
+                  on_delivery=lambda err, m: err is None and acked.__setitem__((m.partition(), m.offset()), m.value()))
+        if i % 500 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0 and len(acked) == 8000
+    assert all(4 not in r for r in _replicas(c, "grow").values())
+
+    c.brokers[4].start()
+    c.wait_for_brokers(4)
+    create(c.bootstrap, "fresh", partitions=4, rf=3)
+    assert sum(4 in r for r in _replicas(c, "fresh").values()) == 3, "a new topic uses the new broker"
+
+    plan = _ringmq(c, "reassign", "plan", "--topics", "grow", "--brokers", "1,2,3,4")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    import json
+    parts = json.loads(plan.stdout)["partitions"]
+    assert sorted(q["replicas"][0] for q in parts) == [1, 2, 3, 4], parts
+    assert all({racks[b] for b in q["replicas"]} == {"a", "b"} for q in parts), parts
+    r = _ringmq(c, "reassign", "execute", "--topics", "grow", "--brokers", "1,2,3,4", "--throttle", "50")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Replication throttle set to 50 MB/s" in r.stdout, r.stdout
+
+    def finished():
+        s = _ringmq(c, "reassign", "status", "--interval", "0.2")
+        assert s.returncode == 0, s.stdout + s.stderr
+        return "No reassignment in progress." in s.stdout and "Cleared the replication throttles" in s.stdout
+    c.wait_for(finished, 60, "the move to finish")
+    assert _replicas(c, "grow") == {q["partition"]: q["replicas"] for q in parts}
+    assert _describe_broker_configs(c, 4) == {}
+    got = consume_to_end(c.bootstrap, "grow", 4)
+    assert {(g[0], g[1]): g[3] for g in got} == acked
+
+    # A trickle (1 kB/s) cannot finish: after its first fetch (one replica.fetch.max.bytes,
+    # 1 MiB, as Kafka allows) status shows the ~3 MB left, then cancel.
+    before = _replicas(c, "grow")
+    target = [b for b in (1, 2, 3, 4) if b not in before[0]][:1] + before[0][:1]
+    r = _ringmq(c, "reassign", "execute", "--replicas", f"grow:0={target[0]},{target[1]}", "--throttle", "0.001")
+    assert r.returncode == 0, r.stdout + r.stderr
+    time.sleep(1)
+    s = _ringmq(c, "reassign", "status", "--interval", "1")
+    row = [line for line in s.stdout.splitlines() if line.startswith("grow-0")]
+    assert row, s.stdout + s.stderr
+    assert " MB" in row[0] and "kB/s" in row[0], row[0]
+    left_mb = float(row[0].split()[-5])
+    assert 2 < left_mb < 4, row[0]
+    cancel = _ringmq(c, "reassign", "cancel", "--topic", "grow")
+    assert cancel.returncode == 0 and "grow-0: cancelled" in cancel.stdout, cancel.stdout + cancel.stderr
+    c.wait_for(lambda: _replicas(c, "grow")[0] == before[0], 20, "grow-0 back on its replicas")
+    assert "No reassignment in progress." in _ringmq(c, "reassign", "status", "--keep-throttles").stdout
+    assert _describe_broker_configs(c, target[0]) == {}
+    got = consume_to_end(c.bootstrap, "grow", 4)
+    assert {(g[0], g[1]): g[3] for g in got} == acked, "the cancelled move lost or added records"

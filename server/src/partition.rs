@@ -165,8 +165,13 @@ impl Partition {
     ) {
         let previous = self.replica.replace(state.clone());
         if previous.leader_epoch == state.leader_epoch && previous.leader == state.leader {
-            // Same leadership; the ISR may have changed (the high watermark with it).
+            // Same leadership; the ISR may have changed (the high watermark with it), or
+            // the replica set: a replica that left is no longer tracked.
             if self.is_leader() {
+                self.repl
+                    .borrow_mut()
+                    .followers
+                    .retain(|r, _| state.replicas.contains(r));
                 self.refresh_high_watermark();
             }
             self.wake_fetchers();

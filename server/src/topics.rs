@@ -149,12 +149,14 @@ pub async fn set_configs(
             format!("topic '{name}' does not exist"),
         ));
     };
+    let before = meta.configs.clone();
     edit(&mut meta.configs)?;
     ctx.broker
         .config
         .log_config(&meta.configs)
         .map_err(|m| err(ResponseError::InvalidConfig, m))?;
-    if validate_only {
+    // Nothing changes (e.g. deleting a key that is not set): no metadata record.
+    if validate_only || meta.configs == before {
         return Ok(());
     }
     let req = ControllerRequest::SetTopicConfigs {

@@ -18,6 +18,7 @@ mod consume;
 mod group;
 mod leader;
 mod produce;
+mod reassign;
 mod topic;
 mod tune;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Leader election: preferred replicas back as leaders (or unclean, on demand).
     #[command(subcommand)]
     Leader(leader::LeaderCommand),
+    /// Move partitions between brokers (automatic or manual), with a throttle; progress.
+    #[command(subcommand)]
+    Reassign(reassign::ReassignCommand),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -66,6 +70,13 @@ enum Command {
 }
 
 fn main() {
+    // Output piped into `head` ends quietly, as for any Unix tool, instead of println!
+    // panicking on EPIPE.
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,6 +93,7 @@ fn main() {
             Command::Cluster(cmd) => cluster::run(&cli.bootstrap, cmd).await,
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
             Command::Leader(cmd) => leader::run(&cli.bootstrap, cmd).await,
+            Command::Reassign(cmd) => reassign::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,

@@ -95,6 +95,10 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         count: i64,
     },
+    /// UnregisterBroker: a stopped broker that holds no replica leaves the cluster.
+    UnregisterBroker {
+        id: i32,
+    },
     /// A broker resource's whole set of dynamic configs ("" = the cluster default).
     SetBrokerConfigs {
         resource: String,
@@ -563,6 +567,38 @@ impl Controller {
                         name: name.clone(),
                         configs: configs.clone(),
                     }],
+                    Answer::None,
+                ))
+            }
+            ControllerRequest::UnregisterBroker { id } => {
+                let Some(b) = image.brokers.get(id) else {
+                    return refuse(
+                        ResponseError::BrokerIdNotRegistered,
+                        format!("broker {id} is not registered"),
+                    );
+                };
+                if !b.fenced {
+                    return refuse(
+                        ResponseError::InvalidRequest,
+                        format!("broker {id} is running: stop it before unregistering it"),
+                    );
+                }
+                let held = image
+                    .topics
+                    .values()
+                    .flat_map(|t| t.partitions.iter())
+                    .filter(|p| p.replicas.contains(id))
+                    .count();
+                if held > 0 {
+                    return refuse(
+                        ResponseError::InvalidRequest,
+                        format!(
+                            "broker {id} still holds {held} replica(s): drain it first (ringmq cluster drain {id})"
+                        ),
+                    );
+                }
+                Ok((
+                    vec![MetadataRecord::BrokerUnregistered { id: *id }],
                     Answer::None,
                 ))
             }
@@ -1124,6 +1160,7 @@ fn revert(s: &PartitionState, image: &MetadataImage) -> PartitionState {
     if !new.replicas.contains(&new.leader) {
         elect(&mut new, image, false, None);
     }
+    bump_epoch_on_removal(&mut new, !s.adding.is_empty(), s.leader_epoch);
     new
 }
 
@@ -1137,7 +1174,8 @@ fn finish_reassignment(s: &mut PartitionState, image: &MetadataImage) {
     if !s.reassigning() || !caught_up || !s.isr.iter().any(|r| target.contains(r)) {
         return;
     }
-    let old_leader = s.leader;
+    let (old_leader, old_epoch) = (s.leader, s.leader_epoch);
+    let removed = !s.removing.is_empty();
     s.isr.retain(|r| target.contains(r));
     s.replicas = target;
     s.adding.clear();
@@ -1145,7 +1183,18 @@ fn finish_reassignment(s: &mut PartitionState, image: &MetadataImage) {
     if !s.replicas.contains(&old_leader) {
         elect(s, image, false, Some(old_leader));
     }
+    bump_epoch_on_removal(s, removed, old_epoch);
     tracing::info!(replicas = ?s.replicas, leader = s.leader, "reassignment complete");
+}
+
+/// Removing replicas bumps the leader epoch even when the leader stays (as KRaft does):
+/// a fetch still in flight from a removed replica then carries an old epoch and is
+/// fenced, so if the broker is added back later that stale fetch cannot vouch for a log
+/// the new, empty replica does not have.
+fn bump_epoch_on_removal(s: &mut PartitionState, removed: bool, old_epoch: i32) {
+    if removed && s.leader_epoch == old_epoch {
+        s.leader_epoch += 1;
+    }
 }
 
 /// Whether broker `r` may lead: registered, not fenced, not shutting down.
@@ -1236,5 +1285,54 @@ fn elect(s: &mut PartitionState, image: &MetadataImage, unclean: bool, excluded:
     if new != s.leader {
         s.leader = new;
         s.leader_epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::BrokerMeta;
+
+    fn image(brokers: &[i32]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for &id in brokers {
+            image.brokers.insert(
+                id,
+                BrokerMeta {
+                    id,
+                    incarnation: Uuid::nil(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                    rack: None,
+                    fenced: false,
+                    epoch: 0,
+                    shutting_down: false,
+                },
+            );
+        }
+        image
+    }
+
+    #[test]
+    fn removing_replicas_bumps_the_leader_epoch_even_when_the_leader_stays() {
+        let image = image(&[1, 2, 3, 4]);
+        let s = PartitionState::new(vec![1, 2, 3]);
+        // {1,2,3} -> {1,2,4}: 4 catches up, then 3 leaves; 1 keeps leading.
+        let mut moving = reassign(&s, &[1, 2, 4], &image, false).unwrap();
+        assert_eq!(moving.leader_epoch, 0, "adding a replica changes no epoch");
+        moving.isr.push(4);
+        finish_reassignment(&mut moving, &image);
+        assert_eq!((moving.replicas.clone(), moving.leader), (vec![1, 2, 4], 1));
+        assert_eq!(
+            moving.leader_epoch, 1,
+            "a fetch from the removed replica 3 is fenced"
+        );
+        // Cancelling drops the added replica: the epoch moves too.
+        let moving = reassign(&s, &[1, 2, 4], &image, false).unwrap();
+        let back = cancel_reassignment(&moving, &image).unwrap();
+        assert_eq!(
+            (back.replicas, back.leader, back.leader_epoch),
+            (vec![1, 2, 3], 1, 1)
+        );
     }
 }

@@ -55,6 +55,7 @@ async fn set_broker_configs(
         .get(name)
         .cloned()
         .unwrap_or_default();
+    let before = configs.clone();
     edit(&mut configs)?;
     for (k, v) in &configs {
         crate::replication::throttle::validate_broker_config(k, v).map_err(|m| TopicError {
@@ -62,7 +63,7 @@ async fn set_broker_configs(
             message: m,
         })?;
     }
-    if validate_only {
+    if validate_only || configs == before {
         return Ok(());
     }
     let req = ControllerRequest::SetBrokerConfigs {

@@ -42,6 +42,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod unregister_broker;
 
 /// The table of served APIs: key, request type, response type. Each API is advertised
 /// with the versions that Apache Kafka 4.x defines (`ApiKey::valid_versions`) *and* that
@@ -131,6 +132,7 @@ served_apis! {
     ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
     AlterPartitionReassignments => AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
+    UnregisterBroker => UnregisterBrokerRequest, UnregisterBrokerResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -261,6 +263,7 @@ pub async fn dispatch(
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, req).map(Some),
         ApiKey::ElectLeaders => elect_leaders::handle(ctx, req).await.map(Some),
+        ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
         ApiKey::AlterPartitionReassignments => alter_partition_reassignments::handle(ctx, req)
             .await
             .map(Some),

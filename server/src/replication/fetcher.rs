@@ -152,7 +152,15 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
         }
         let result = if truncating.is_empty() {
             let started = std::time::Instant::now();
-            let r = fetch(ctx, c, &ready).await;
+            // Held-back replicas are due again after the throttle's wait: a round of the
+            // others must not long-poll past it.
+            let max_wait = Duration::from_millis(ctx.broker.config.replica_fetch_wait_max_ms);
+            let max_wait = if held.is_empty() {
+                max_wait
+            } else {
+                max_wait.min(quota.wait().max(Duration::from_millis(1)))
+            };
+            let r = fetch(ctx, c, &ready, max_wait).await;
             let m = &ctx.broker.metrics;
             Metrics::add(&m.replica_fetch_rounds, 1);
             Metrics::add(
@@ -232,7 +240,12 @@ async fn call<Req: Encodable, Resp: Decodable>(
 }
 
 /// One fetch round for `parts`. `Ok(false)` asks for a pause (errors answered).
-async fn fetch(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io::Result<bool> {
+async fn fetch(
+    ctx: &Rc<ShardCtx>,
+    c: &mut Conn,
+    parts: &[Rc<Partition>],
+    max_wait: Duration,
+) -> io::Result<bool> {
     let cfg = &ctx.broker.config;
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
     for p in parts {
@@ -249,7 +262,7 @@ async fn fetch(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io:
     }
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(cfg.node_id))
-        .with_max_wait_ms(cfg.replica_fetch_wait_max_ms as i32)
+        .with_max_wait_ms(i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX))
         .with_min_bytes(1)
         .with_max_bytes(cfg.replica_fetch_response_max_bytes)
         .with_isolation_level(0)
@@ -265,7 +278,7 @@ async fn fetch(ctx: &Rc<ShardCtx>, c: &mut Conn, parts: &[Rc<Partition>]) -> io:
                 })
                 .collect(),
         );
-    let timeout = Duration::from_millis(cfg.replica_fetch_wait_max_ms) + Duration::from_secs(30);
+    let timeout = max_wait + Duration::from_secs(30);
     let resp: FetchResponse = call(c, ApiKey::Fetch, FETCH_VERSION, &req, timeout).await?;
     if resp.error_code != 0 {
         return Ok(false);
