@@ -961,3 +961,41 @@ def test_a_fourth_broker_joins_and_ringmq_reassign_spreads_a_topic_onto_it_rack_
     assert _describe_broker_configs(c, target[0]) == {}
     got = consume_to_end(c.bootstrap, "grow", 4)
     assert {(g[0], g[1]): g[3] for g in got} == acked, "the cancelled move lost or added records"
+
+
+def test_a_broker_is_drained_under_load_and_unregistered(make_cluster):
+    """R5 with the ringmq CLI and Kafka's kafka-cluster tool: `ringmq cluster drain 4
+    --wait` moves every replica (internal topics too) off broker 4 while an acks=all
+    producer runs; no partition is left under-replicated; unregistering is refused while
+    broker 4 runs, and `kafka-cluster unregister` removes it once it is stopped. Nothing
+    acknowledged is lost."""
+    from conftest import KAFKA_SH
+    c = make_cluster(4).start()
+    create(c.bootstrap, "drainme", partitions=4, rf=3, config={"min.insync.replicas": "2"})
+    wait_in_sync(c, "drainme", 4)
+    assert sum(4 in r for r in _replicas(c, "drainme").values()) == 3
+    with Checker(c.brokers[1].bootstrap, "drainme") as chk:
+        c.wait_for(lambda: len(chk.acked) > 1000, 30, "acknowledgements before the drain")
+        r = _ringmq(c, "cluster", "drain", "4", "--wait", "--throttle", "100")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Broker 4 is drained" in r.stdout, r.stdout
+        before = len(chk.acked)
+        c.wait_for(lambda: len(chk.acked) > before + 500, 30, "acknowledgements after the drain")
+    assert not chk.errors, chk.errors[:5]
+    md = c.metadata()
+    held = [(t, p) for t, tm in md.topics.items() for p, pm in tm.partitions.items() if 4 in pm.replicas]
+    assert not held, f"broker 4 still holds {held[:5]}"
+    for b in (1, 2, 3):
+        c.wait_for(lambda: c.brokers[b].metrics()["ringmq_under_replicated_partitions"] == 0, 30,
+                   f"broker {b} to lead no under-replicated partition")
+    refused = _ringmq(c, "cluster", "remove-broker", "4")
+    assert refused.returncode != 0 and "stop it before unregistering" in refused.stderr, refused.stdout + refused.stderr
+    c.brokers[4].stop()
+    c.wait_for(lambda: 4 not in c.metadata().brokers, 30, "broker 4 to be fenced")
+    r = subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.ClusterTool", "unregister",
+                        "--bootstrap-server", c.brokers[1].bootstrap, "--id", "4"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    again = _ringmq(c, "cluster", "remove-broker", "4")
+    assert again.returncode != 0 and "not registered" in again.stderr, again.stdout + again.stderr
+    check_no_loss(c, "drainme", 4, chk.acked)

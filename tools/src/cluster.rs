@@ -1,7 +1,9 @@
 //! `ringmq cluster ...`: a local cluster in one command (`start`: N brokers on 127.0.0.1,
 //! each a controller-quorum voter, with their own ports and data directories; stopped
-//! cleanly on Ctrl-C), and `describe` (brokers, controller, partitions' replication
-//! health) against any Kafka-compatible cluster.
+//! cleanly on Ctrl-C), `describe` (brokers, controller, partitions' replication health),
+//! and growing or shrinking a cluster: `add-broker` and `drain` (reassignments through
+//! `crate::reassign`), `remove-broker` (UnregisterBroker) — against any Kafka-compatible
+//! cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -40,6 +42,30 @@ pub enum ClusterCommand {
     },
     /// Brokers, the active controller, and partitions whose ISR is short of their replicas.
     Describe,
+    /// Move every replica off a broker (before retiring it); --wait follows the move.
+    Drain {
+        broker: i32,
+        /// Replication throttle in MB/s for the move; -1: none.
+        #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+        throttle: f64,
+        /// Wait for the move to finish, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A new broker (started with its node.id): move its share of replicas onto it.
+    AddBroker {
+        broker: i32,
+        /// Only these topics (default: every topic but internal ones).
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Replication throttle in MB/s for the move; -1: none.
+        #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+        throttle: f64,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Unregister a stopped, drained broker (Kafka's UnregisterBroker).
+    RemoveBroker { broker: i32 },
 }
 
 pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
@@ -53,6 +79,18 @@ pub async fn run(bootstrap: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
             properties,
         } => start(brokers, &dir, base_port, shards, ringmqd, &properties),
         ClusterCommand::Describe => describe(bootstrap),
+        ClusterCommand::Drain {
+            broker,
+            throttle,
+            wait,
+        } => crate::reassign::drain(bootstrap, broker, throttle, wait).await,
+        ClusterCommand::AddBroker {
+            broker,
+            topics,
+            throttle,
+            wait,
+        } => crate::reassign::add_broker(bootstrap, broker, &topics, throttle, wait).await,
+        ClusterCommand::RemoveBroker { broker } => remove_broker(bootstrap, broker),
     }
 }
 
@@ -291,6 +329,25 @@ fn describe(bootstrap: &str) -> anyhow::Result<()> {
     for p in offline.iter().take(20) {
         println!("  offline {p}");
     }
+    Ok(())
+}
+
+/// UnregisterBroker: the controller refuses a running broker or one holding replicas.
+fn remove_broker(bootstrap: &str, broker: i32) -> anyhow::Result<()> {
+    use kafka_protocol::messages::UnregisterBrokerRequest;
+    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
+    let mut wire = crate::bench::Wire::connect(first)?;
+    let resp = wire.call(
+        0,
+        &UnregisterBrokerRequest::default().with_broker_id(broker.into()),
+    )?;
+    anyhow::ensure!(
+        resp.error_code == 0,
+        "broker {broker} was not unregistered: error {} ({})",
+        resp.error_code,
+        resp.error_message.as_deref().unwrap_or("")
+    );
+    println!("Broker {broker} unregistered");
     Ok(())
 }
 

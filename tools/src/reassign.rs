@@ -107,6 +107,11 @@ pub struct PlanPartition {
     pub replicas: Vec<i32>,
 }
 
+/// Brokers with their racks.
+type Brokers = Vec<(i32, Option<String>)>;
+/// Every partition's replicas, by topic.
+type Assignment = BTreeMap<String, Vec<Vec<i32>>>;
+
 /// The cluster as Metadata describes it.
 struct Cluster {
     brokers: BTreeMap<i32, (String, Option<String>)>,
@@ -792,6 +797,242 @@ fn cancel(wire: &mut Wire, topic: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Replacement for `drained` in each partition that has it: a live broker not already a
+/// replica, on the drained broker's rack if one is free (rack spread kept), else the
+/// least loaded; replicas keep their order, so a drained preferred leader's replacement
+/// becomes preferred.
+pub fn drain_plan(
+    topics: &Assignment,
+    brokers: &[(i32, Option<String>)],
+    drained: i32,
+) -> anyhow::Result<Vec<PlanPartition>> {
+    let rack: HashMap<i32, Option<&str>> =
+        brokers.iter().map(|(id, r)| (*id, r.as_deref())).collect();
+    let mut load: BTreeMap<i32, usize> = brokers
+        .iter()
+        .filter(|(id, _)| *id != drained)
+        .map(|(id, _)| (*id, 0))
+        .collect();
+    for parts in topics.values() {
+        for replicas in parts {
+            for b in replicas {
+                if let Some(n) = load.get_mut(b) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let home = rack.get(&drained).copied().flatten();
+    let mut out = Vec::new();
+    for (topic, parts) in topics {
+        for (p, replicas) in parts.iter().enumerate() {
+            if !replicas.contains(&drained) {
+                continue;
+            }
+            let pick = load
+                .iter()
+                .filter(|(b, _)| !replicas.contains(b))
+                .min_by_key(|(b, n)| (rack.get(b).copied().flatten() != home || home.is_none(), **n, **b))
+                .map(|(b, _)| *b)
+                .with_context(|| {
+                    format!(
+                        "{topic}-{p} has {} replicas and no other broker is free to take broker {drained}'s",
+                        replicas.len()
+                    )
+                })?;
+            if let Some(n) = load.get_mut(&pick) {
+                *n += 1;
+            }
+            out.push(PlanPartition {
+                topic: topic.clone(),
+                partition: p as i32,
+                replicas: replicas
+                    .iter()
+                    .map(|b| if *b == drained { pick } else { *b })
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Moves replicas onto a new broker until it holds its share (total / brokers): each
+/// move takes a replica from the most loaded broker, preferring one on the new broker's
+/// rack (rack spread kept) and partitions the new broker does not hold yet. Fewer moves
+/// than a full re-plan.
+pub fn grow_plan(
+    topics: &Assignment,
+    brokers: &[(i32, Option<String>)],
+    added: i32,
+) -> Vec<PlanPartition> {
+    let rack: HashMap<i32, Option<&str>> =
+        brokers.iter().map(|(id, r)| (*id, r.as_deref())).collect();
+    let home = rack.get(&added).copied().flatten();
+    let mut assignment: BTreeMap<(String, usize), Vec<i32>> = BTreeMap::new();
+    for (t, parts) in topics {
+        for (p, r) in parts.iter().enumerate() {
+            assignment.insert((t.clone(), p), r.clone());
+        }
+    }
+    let total: usize = assignment.values().map(Vec::len).sum();
+    let share = total / brokers.len().max(1);
+    let mut changed = BTreeSet::new();
+    loop {
+        let mut load: BTreeMap<i32, usize> = brokers.iter().map(|(id, _)| (*id, 0)).collect();
+        for r in assignment.values() {
+            for b in r {
+                *load.entry(*b).or_default() += 1;
+            }
+        }
+        if load.get(&added).copied().unwrap_or(0) >= share {
+            break;
+        }
+        // The move: (from broker, partition) with the busiest source, same rack first.
+        let candidate = assignment
+            .iter()
+            .filter(|(_, r)| !r.contains(&added))
+            .flat_map(|(key, r)| r.iter().map(move |b| (key.clone(), *b)))
+            .filter(|(_, b)| load.get(b).copied().unwrap_or(0) > share)
+            .max_by_key(|(key, b)| {
+                (
+                    rack.get(b).copied().flatten() == home,
+                    load.get(b).copied().unwrap_or(0),
+                    std::cmp::Reverse(key.clone()),
+                )
+            });
+        let Some((key, from)) = candidate else { break };
+        if let Some(r) = assignment.get_mut(&key) {
+            for b in r.iter_mut() {
+                if *b == from {
+                    *b = added;
+                }
+            }
+        }
+        changed.insert(key);
+    }
+    changed
+        .into_iter()
+        .filter_map(|key| {
+            let replicas = assignment.get(&key)?.clone();
+            Some(PlanPartition {
+                topic: key.0,
+                partition: key.1 as i32,
+                replicas,
+            })
+        })
+        .collect()
+}
+
+/// The cluster's brokers (id, rack) and every topic's replicas.
+fn layout(wire: &mut Wire) -> anyhow::Result<(Brokers, Assignment)> {
+    let cluster = describe(wire, None)?;
+    let brokers = cluster
+        .brokers
+        .iter()
+        .map(|(id, (_, rack))| (*id, rack.clone()))
+        .collect();
+    Ok((brokers, cluster.topics))
+}
+
+/// `ringmq cluster drain BROKER`: every replica off `broker`, then (with `wait`) until
+/// the moves are done, with progress.
+pub async fn drain(bootstrap: &str, broker: i32, throttle: f64, wait: bool) -> anyhow::Result<()> {
+    let mut wire = Wire::connect(first(bootstrap))?;
+    let (brokers, topics) = layout(&mut wire)?;
+    ensure!(
+        brokers.iter().any(|(id, _)| *id == broker),
+        "broker {broker} is not a live broker of this cluster"
+    );
+    let plan = drain_plan(&topics, &brokers, broker)?;
+    if plan.is_empty() {
+        println!("Broker {broker} holds no replicas.");
+    } else {
+        execute(&mut wire, &plan, throttle)?;
+    }
+    if wait {
+        follow(&mut wire).await?;
+        let (_, topics) = layout(&mut wire)?;
+        let left = topics
+            .values()
+            .flatten()
+            .filter(|r| r.contains(&broker))
+            .count();
+        ensure!(left == 0, "broker {broker} still holds {left} replica(s)");
+        println!(
+            "Broker {broker} is drained: stop it, then `ringmq cluster remove-broker {broker}`"
+        );
+    }
+    Ok(())
+}
+
+/// `ringmq cluster add-broker BROKER`: waits for it to register, then moves its share
+/// of the replicas of `topics` (default: all but internal ones) onto it.
+pub async fn add_broker(
+    bootstrap: &str,
+    broker: i32,
+    only: &[String],
+    throttle: f64,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let mut wire = Wire::connect(first(bootstrap))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (brokers, topics) = loop {
+        let (brokers, topics) = layout(&mut wire)?;
+        if brokers.iter().any(|(id, _)| *id == broker) {
+            break (brokers, topics);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "broker {broker} did not register within 60 s: start it with node.id={broker} and the cluster's controller.quorum.voters"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let topics: BTreeMap<String, Vec<Vec<i32>>> = topics
+        .into_iter()
+        .filter(|(t, _)| {
+            if only.is_empty() {
+                !t.starts_with("__")
+            } else {
+                only.contains(t)
+            }
+        })
+        .collect();
+    let plan = grow_plan(&topics, &brokers, broker);
+    if plan.is_empty() {
+        println!("Broker {broker} already holds its share; nothing to move.");
+        return Ok(());
+    }
+    execute(&mut wire, &plan, throttle)?;
+    if wait {
+        follow(&mut wire).await?;
+    }
+    Ok(())
+}
+
+/// Prints progress until no reassignment is in progress, then clears the throttles.
+async fn follow(wire: &mut Wire) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if list(wire, None)?.is_empty() {
+            break;
+        }
+        status(wire, Duration::from_secs(1), true).await?;
+        if started.elapsed() > Duration::from_secs(24 * 3600) {
+            bail!("still moving after a day");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (brokers, topics) = layout(wire)?;
+    let cluster = describe(wire, None)?;
+    clear_throttles(wire, &cluster, &topics.keys().cloned().collect())?;
+    println!(
+        "Reassignment done in {:.1}s; throttles cleared on brokers {:?}",
+        started.elapsed().as_secs_f64(),
+        brokers.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,6 +1088,54 @@ mod tests {
             let used: BTreeSet<_> = p.replicas.iter().map(|b| racks[*b as usize - 1]).collect();
             assert_eq!(used.len(), 2, "{p:?}");
         }
+    }
+
+    #[test]
+    fn drain_replaces_the_broker_on_its_rack_and_spreads_the_rest() {
+        let topics = BTreeMap::from([(
+            "t".to_owned(),
+            vec![vec![1, 2, 3], vec![2, 3, 4], vec![3, 4, 1], vec![4, 1, 2]],
+        )]);
+        let brokers: Vec<_> = [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "a")]
+            .iter()
+            .map(|(b, r)| (*b, Some((*r).to_owned())))
+            .collect();
+        let plan = drain_plan(&topics, &brokers, 1).unwrap();
+        assert_eq!(plan.len(), 3);
+        for p in &plan {
+            assert!(!p.replicas.contains(&1), "{p:?}");
+            // Broker 1 was on rack a: the free rack-a broker takes it where it can.
+            assert!(p.replicas.contains(&5), "{p:?}");
+        }
+        assert_eq!(plan[0].replicas, vec![5, 2, 3], "order kept");
+        // Three replicas on three brokers: draining one leaves nowhere to go.
+        let small = BTreeMap::from([("t".to_owned(), vec![vec![1, 2, 3]])]);
+        let three: Vec<_> = (1..=3).map(|b| (b, None)).collect();
+        assert!(drain_plan(&small, &three, 1).is_err());
+    }
+
+    #[test]
+    fn a_new_broker_gets_its_share_with_few_moves() {
+        let topics = BTreeMap::from([(
+            "t".to_owned(),
+            (0..6)
+                .map(|p| vec![p % 3 + 1, (p + 1) % 3 + 1, (p + 2) % 3 + 1])
+                .collect::<Vec<_>>(),
+        )]);
+        let brokers: Vec<_> = (1..=4).map(|b| (b, None)).collect();
+        let plan = grow_plan(&topics, &brokers, 4);
+        // 18 replicas over 4 brokers: broker 4 takes 4, one move each.
+        assert_eq!(plan.len(), 4, "{plan:?}");
+        assert!(plan.iter().all(|p| p.replicas.contains(&4)));
+        let mut load = BTreeMap::new();
+        let moved: BTreeMap<i32, &PlanPartition> = plan.iter().map(|p| (p.partition, p)).collect();
+        for (p, r) in topics["t"].iter().enumerate() {
+            let r = moved.get(&(p as i32)).map_or(r, |m| &m.replicas);
+            for b in r {
+                *load.entry(*b).or_insert(0) += 1;
+            }
+        }
+        assert!(load.values().all(|n| (4..=5).contains(n)), "{load:?}");
     }
 
     #[test]
