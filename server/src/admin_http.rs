@@ -1,7 +1,9 @@
 //! Admin HTTP (control plane, low volume): its own small thread, plain blocking I/O.
-//! For now it serves `GET /metrics` in Prometheus text format from the broker's
-//! counters; the REST API and console arrive with their issue (port 9999 by default
-//! there). Started only when `--http HOST:PORT` is given.
+//! It serves `GET /metrics` in Prometheus text format from the broker's counters, and
+//! the first pieces of the REST API: `GET /v1/tasks` and `GET /v1/tasks/{id}`, the
+//! cluster's background tasks as JSON (the rest of the API and the console arrive with
+//! their issue, port 9999 by default there). Started only when `--http HOST:PORT` is
+//! given.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -53,17 +55,50 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     let path = first.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
         "/metrics" => ("200 OK", metrics_text(broker)),
+        "/v1/tasks" => ("200 OK", tasks_json(broker, None)),
+        p if p.starts_with("/v1/tasks/") => match p["/v1/tasks/".len()..].parse::<u64>() {
+            Ok(id) if broker.image().tasks.contains_key(&id) => {
+                ("200 OK", tasks_json(broker, Some(id)))
+            }
+            _ => (
+                "404 Not Found",
+                "{\"error\":\"no such task\"}\n".to_string(),
+            ),
+        },
         "/debug/panic" if std::env::var_os(TEST_FAULTS_ENV).is_some() => {
             inject_panic(broker);
             ("200 OK", "a task on shard 0 will panic\n".to_string())
         }
         _ => ("404 Not Found", "not found\n".to_string()),
     };
+    let content_type = if path.starts_with("/v1/") {
+        "application/json"
+    } else {
+        "text/plain; version=0.0.4"
+    };
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// Background tasks (SPEC O6) as JSON: all of them, or the one with `id`; each with how
+/// many of its partitions are still moving.
+fn tasks_json(broker: &Broker, id: Option<u64>) -> String {
+    let image = broker.image();
+    let view = |t: &crate::cluster::tasks::Task| {
+        let mut v = serde_json::to_value(t).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("moving".into(), t.moving(&image).into());
+        }
+        v
+    };
+    let value = match id {
+        Some(id) => image.tasks.get(&id).map(view).unwrap_or_default(),
+        None => serde_json::Value::Array(image.tasks.values().map(view).collect()),
+    };
+    format!("{value}\n")
 }
 
 /// Environment variable that enables fault injection endpoints (tests only): a real
@@ -243,6 +278,26 @@ fn metrics_text(broker: &Broker) -> String {
         "ringmq_reassigning_partitions",
         "Partitions with a reassignment in progress (cluster-wide)",
         &[("", reassigning)],
+    );
+    let tasks = |state| image.tasks.values().filter(|t| t.state == state).count() as u64;
+    use crate::cluster::tasks::TaskState;
+    gauge(
+        &mut out,
+        "ringmq_tasks_running",
+        "Background tasks (reassignments) in progress (cluster-wide)",
+        &[("", tasks(TaskState::Running))],
+    );
+    gauge(
+        &mut out,
+        "ringmq_tasks_succeeded",
+        "Background tasks finished successfully, among the last kept (cluster-wide)",
+        &[("", tasks(TaskState::Succeeded))],
+    );
+    gauge(
+        &mut out,
+        "ringmq_tasks_cancelled",
+        "Background tasks cancelled, among the last kept (cluster-wide)",
+        &[("", tasks(TaskState::Cancelled))],
     );
     gauge(
         &mut out,

@@ -134,6 +134,9 @@ pub struct MetadataImage {
     /// name: a broker id, or "" for the cluster-wide default.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Background tasks (reassignments), running and recently finished, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<u64, crate::cluster::tasks::Task>,
 }
 
 impl MetadataImage {
@@ -244,6 +247,8 @@ pub enum MetadataRecord {
     BrokerUnregistered {
         id: i32,
     },
+    /// A background task started or changed state.
+    TaskChanged(crate::cluster::tasks::Task),
 }
 
 impl MetadataImage {
@@ -321,6 +326,9 @@ impl MetadataImage {
             MetadataRecord::BrokerUnregistered { id } => {
                 self.brokers.remove(id);
                 self.broker_configs.remove(&id.to_string());
+            }
+            MetadataRecord::TaskChanged(task) => {
+                crate::cluster::tasks::apply(&mut self.tasks, task);
             }
         }
     }

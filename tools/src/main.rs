@@ -19,6 +19,7 @@ mod group;
 mod leader;
 mod produce;
 mod reassign;
+mod task;
 mod topic;
 mod tune;
 
@@ -54,6 +55,9 @@ enum Command {
     /// Move partitions between brokers (automatic or manual), with a throttle; progress.
     #[command(subcommand)]
     Reassign(reassign::ReassignCommand),
+    /// Background tasks (reassignments): list, describe, cancel (via the admin API).
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -94,6 +98,7 @@ fn main() {
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
             Command::Leader(cmd) => leader::run(&cli.bootstrap, cmd).await,
             Command::Reassign(cmd) => reassign::run(&cli.bootstrap, cmd).await,
+            Command::Task(cmd) => task::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,

@@ -445,9 +445,18 @@ fn set_throttles(
     parts: &[PlanPartition],
     rate: u64,
 ) -> anyhow::Result<()> {
-    let mut leaders: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    let mut followers: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    let mut involved = BTreeSet::new();
+    // Moves in progress keep their throttles (the lists are replaced as a whole), as in
+    // Kafka's tool: (topic, partition) -> (sources, destinations).
+    let mut moves: BTreeMap<(String, i32), (Vec<i32>, Vec<i32>)> = BTreeMap::new();
+    for m in list(wire, None)? {
+        let sources = m
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !m.adding.contains(b))
+            .collect();
+        moves.insert((m.topic, m.partition), (sources, m.adding));
+    }
     for p in parts {
         let current = cluster
             .topics
@@ -455,18 +464,32 @@ fn set_throttles(
             .and_then(|t| t.get(p.partition as usize))
             .cloned()
             .unwrap_or_default();
-        for b in &current {
+        let key = (p.topic.clone(), p.partition);
+        let sources = moves.get(&key).map_or(current, |(s, _)| s.clone());
+        let destinations = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !sources.contains(b))
+            .collect();
+        moves.insert(key, (sources, destinations));
+    }
+    let mut leaders: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut followers: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut involved = BTreeSet::new();
+    for ((topic, partition), (sources, destinations)) in &moves {
+        for b in sources {
             leaders
-                .entry(&p.topic)
+                .entry(topic)
                 .or_default()
-                .insert(format!("{}:{b}", p.partition));
+                .insert(format!("{partition}:{b}"));
             involved.insert(*b);
         }
-        for b in p.replicas.iter().filter(|b| !current.contains(b)) {
+        for b in destinations {
             followers
-                .entry(&p.topic)
+                .entry(topic)
                 .or_default()
-                .insert(format!("{}:{b}", p.partition));
+                .insert(format!("{partition}:{b}"));
             involved.insert(*b);
         }
     }
@@ -738,7 +761,28 @@ async fn status(wire: &mut Wire, interval: Duration, keep_throttles: bool) -> an
 }
 
 fn cancel(wire: &mut Wire, topic: Option<&str>) -> anyhow::Result<()> {
-    let moving = list(wire, topic)?;
+    cancel_where(wire, topic, |_| true)
+}
+
+/// Cancels the moves in progress of `topic`'s partitions that `wanted` picks (a task's).
+pub fn cancel_topic(
+    bootstrap: &str,
+    topic: &str,
+    wanted: impl Fn(i32) -> bool,
+) -> anyhow::Result<()> {
+    let mut wire = Wire::connect(first(bootstrap))?;
+    cancel_where(&mut wire, Some(topic), wanted)
+}
+
+fn cancel_where(
+    wire: &mut Wire,
+    topic: Option<&str>,
+    wanted: impl Fn(i32) -> bool,
+) -> anyhow::Result<()> {
+    let moving: Vec<Moving> = list(wire, topic)?
+        .into_iter()
+        .filter(|m| wanted(m.partition))
+        .collect();
     if moving.is_empty() {
         println!("No reassignment in progress.");
         return Ok(());
@@ -790,10 +834,23 @@ fn cancel(wire: &mut Wire, topic: Option<&str>) -> anyhow::Result<()> {
         failed == 0,
         "{failed} reassignment(s) could not be cancelled"
     );
-    let topics: BTreeSet<String> = moving.iter().map(|m| m.topic.clone()).collect();
-    let cluster = describe(wire, None)?;
-    clear_throttles(wire, &cluster, &topics)?;
-    println!("Cleared the replication throttles");
+    // Other moves still in progress keep the throttles they run under.
+    let others = list(wire, None)?
+        .into_iter()
+        .filter(|m| {
+            !moving
+                .iter()
+                .any(|c| c.topic == m.topic && c.partition == m.partition)
+        })
+        .count();
+    if others == 0 {
+        let topics: BTreeSet<String> = moving.iter().map(|m| m.topic.clone()).collect();
+        let cluster = describe(wire, None)?;
+        clear_throttles(wire, &cluster, &topics)?;
+        println!("Cleared the replication throttles");
+    } else {
+        println!("Kept the replication throttles: {others} other move(s) in progress");
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::raft_store::MetaStore;
+use super::tasks::{Task, TaskPartition};
 use super::{Proposal, Raft};
 use crate::metadata::{
     BrokerMeta, MetadataImage, MetadataRecord, NO_LEADER, PartitionState, TopicMeta,
@@ -180,6 +181,8 @@ struct LeaseState {
     term: Option<u64>,
     /// When leadership balance was last checked.
     last_rebalance: Option<Instant>,
+    /// The next background task's id (from the image when this term began).
+    next_task: u64,
 }
 
 pub struct Controller {
@@ -199,6 +202,7 @@ impl Controller {
                 leases: HashMap::new(),
                 term: None,
                 last_rebalance: None,
+                next_task: 0,
             }),
         }
     }
@@ -304,6 +308,7 @@ impl Controller {
             state.leases = image.brokers.keys().map(|id| (*id, now)).collect();
             // The first balance check comes one interval after taking over.
             state.last_rebalance = Some(now);
+            state.next_task = image.tasks.keys().next_back().map_or(1, |id| id + 1);
         }
         let mut records = Vec::new();
         let mut scratch = image.clone();
@@ -343,6 +348,7 @@ impl Controller {
                 }
             }
         }
+        records.extend(super::tasks::finished(&scratch, crate::shard::now_ms()));
         if let Some((interval, percentage)) = self.config.leader_rebalance {
             let due = state
                 .last_rebalance
@@ -718,6 +724,30 @@ impl Controller {
                             results.push((name.clone(), *p, code.code(), Some(message)))
                         }
                     }
+                }
+                // Moves started (not cancellations) form one background task.
+                let moved: Vec<TaskPartition> = partitions
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, r)| r.2 == 0)
+                    .filter_map(|((name, p, target), _)| {
+                        Some(TaskPartition {
+                            topic: name.clone(),
+                            partition: *p,
+                            target: target.clone()?,
+                        })
+                    })
+                    .collect();
+                if !moved.is_empty() {
+                    let id = state
+                        .next_task
+                        .max(image.tasks.keys().next_back().map_or(1, |id| id + 1));
+                    state.next_task = id + 1;
+                    records.push(MetadataRecord::TaskChanged(Task::reassignment(
+                        id,
+                        moved,
+                        crate::shard::now_ms(),
+                    )));
                 }
                 Ok((records, Answer::PartitionResults(results)))
             }

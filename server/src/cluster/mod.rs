@@ -21,6 +21,7 @@ pub mod controller;
 pub mod network;
 pub mod raft_store;
 pub mod reconcile;
+pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
