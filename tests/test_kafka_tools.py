@@ -48,6 +48,49 @@ def test_topics_and_configs(broker, classpath):
     tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--delete", "--topic", "orders")
 
 
+def test_kafka_configs_sets_the_dynamic_broker_throttles(broker, classpath):
+    """`kafka-configs` on broker entities: the replication throttle rates are dynamic
+    (cluster default and per broker, the broker's own value first), deleting one puts
+    the default back; a static key is refused with a message naming server.properties."""
+    bs = broker.bootstrap
+
+    def configs(*args, check=True):
+        return tool(classpath, "ConfigCommand", "--bootstrap-server", bs, *args, check=check)
+
+    def rate(side, value):
+        """The broker applies a committed config a moment after the tool's answer."""
+        import time
+        deadline = time.time() + 10
+        while broker.metrics()[f"ringmq_{side}_replication_throttled_rate"] != value:
+            assert time.time() < deadline, f"{side} rate never became {value}"
+            time.sleep(0.05)
+
+    configs("--alter", "--entity-type", "brokers", "--entity-default",
+            "--add-config", "follower.replication.throttled.rate=5000000")
+    out = configs("--describe", "--entity-type", "brokers", "--entity-default")
+    assert "follower.replication.throttled.rate=5000000" in out and "DYNAMIC_DEFAULT_BROKER_CONFIG" in out, out
+    rate("follower", 5_000_000)
+    configs("--alter", "--entity-type", "brokers", "--entity-name", 1,
+            "--add-config", "follower.replication.throttled.rate=7000000,leader.replication.throttled.rate=1000")
+    out = configs("--describe", "--entity-type", "brokers", "--entity-name", 1)
+    assert "follower.replication.throttled.rate=7000000 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG" in out, out
+    rate("leader", 1000)
+    configs("--alter", "--entity-type", "brokers", "--entity-name", 1,
+            "--delete-config", "follower.replication.throttled.rate,leader.replication.throttled.rate")
+    rate("leader", 0)
+    rate("follower", 5_000_000)
+    out = configs("--describe", "--entity-type", "brokers", "--entity-default")
+    assert "follower.replication.throttled.rate=5000000" in out, out
+    configs("--alter", "--entity-type", "brokers", "--entity-default",
+            "--delete-config", "follower.replication.throttled.rate")
+    rate("follower", 0)
+    p = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", classpath,
+                        "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", bs, "--alter",
+                        "--entity-type", "brokers", "--entity-name", "1", "--add-config", "log.retention.ms=1000"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "set it in server.properties" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
 def test_console_producer_consumer_groups_offsets(broker, classpath):
     bs = broker.bootstrap
     tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--create", "--topic", "events", "--partitions", 2)

@@ -34,14 +34,15 @@ RINGMQ = ROOT / "target" / "release" / "ringmq"
 RINGMQD = ROOT / "target" / "release" / "ringmqd"
 
 
-def free_base(span=103):
-    """A base port with base..base+2 and base+100..base+102 free, below the ephemeral range."""
+def free_base(brokers=3):
+    """A base port with base..base+n-1 and base+100..base+100+n-1 free, below the
+    ephemeral range."""
     import random
     import socket
     while True:
         base = random.randrange(12000, 30000)
         ok = True
-        for p in (base, base + 1, base + 2, base + 100, base + 101, base + 102):
+        for p in [base + i for i in range(brokers)] + [base + 100 + i for i in range(brokers)]:
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", p))
@@ -54,7 +55,7 @@ def free_base(span=103):
 class LocalCluster:
     def __init__(self, brokers, props=()):
         self.dir = Path(tempfile.mkdtemp(prefix="ringmq-cluster-", dir=os.environ.get("RINGMQ_BENCH_DIR")))
-        self.base = free_base()
+        self.base = free_base(max(brokers, 3))
         self.brokers = brokers
         args = [str(RINGMQ), "cluster", "start", "--brokers", str(brokers), "--dir", str(self.dir),
                 "--base-port", str(self.base), "--shards", "1"]

@@ -209,6 +209,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         )
     })?;
     let _ = std::fs::remove_file(&probe);
+    crate::log_deleter::sweep(&config.data_dir);
     let shards = config.shards;
     let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();

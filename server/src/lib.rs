@@ -12,6 +12,7 @@ pub mod disk_throttle;
 pub mod group;
 pub mod handlers;
 pub mod kafka_broker_configs;
+pub mod log_deleter;
 pub mod metadata;
 pub mod offsets;
 pub mod panic_hook;

@@ -191,11 +191,7 @@ impl ShardCtx {
             p.wake_fetchers();
         }
         let dir = self.broker.config.data_dir.join(format!("{topic}-{index}"));
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("delete {}: {e}", dir.display())),
-        }
+        crate::log_deleter::delete(&dir)
     }
 }
 

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -38,6 +38,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                 r.resource_type,
                 r.resource_name.as_str(),
                 r.configuration_keys.as_deref(),
+                v >= 1 && body.include_synonyms,
             )
         })
         .collect();
@@ -51,6 +52,7 @@ fn describe(
     kind: i8,
     name: &str,
     keys: Option<&[StrBytes]>,
+    synonyms: bool,
 ) -> DescribeConfigsResult {
     let wanted = |k: &str| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == k));
     // Kafka answers "" (not null) here when there is no error.
@@ -91,6 +93,7 @@ fn describe(
                         read_only: false,
                         config_type: config_type(k),
                         sensitive: false,
+                        synonyms: Vec::new(),
                     }
                 })
                 .collect()
@@ -124,6 +127,19 @@ fn describe(
             if v >= 3 {
                 e = e.with_config_type(c.config_type);
             }
+            if synonyms {
+                e = e.with_synonyms(
+                    c.synonyms
+                        .into_iter()
+                        .map(|(value, source)| {
+                            DescribeConfigsSynonym::default()
+                                .with_name(StrBytes::from_string(c.name.clone()))
+                                .with_value(Some(StrBytes::from_string(value)))
+                                .with_source(source)
+                        })
+                        .collect(),
+                );
+            }
             e.with_name(StrBytes::from_string(c.name))
         })
         .collect();
@@ -138,6 +154,9 @@ struct Entry {
     read_only: bool,
     config_type: i8,
     sensitive: bool,
+    /// Where else the value is set, highest precedence first (value, source), for
+    /// DescribeConfigs' synonyms.
+    synonyms: Vec<(String, i8)>,
 }
 
 /// Every broker config Kafka describes ([`KAFKA_BROKER_CONFIGS`]): ringmq's own value
@@ -254,6 +273,7 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
                 read_only: k.read_only,
                 config_type: k.config_type,
                 sensitive: k.sensitive,
+                synonyms: Vec::new(),
             },
             None => Entry {
                 name: k.name.to_owned(),
@@ -262,6 +282,7 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
                 read_only: k.read_only,
                 config_type: k.config_type,
                 sensitive: k.sensitive,
+                synonyms: Vec::new(),
             },
         })
         .collect();
@@ -278,6 +299,7 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
             read_only: true,
             config_type: if name == "ringmq.pin.cores" { 1 } else { 3 },
             sensitive: false,
+            synonyms: Vec::new(),
         }),
     );
     out
@@ -292,12 +314,19 @@ fn dynamic_entries(ctx: &ShardCtx, name: &str) -> Vec<Entry> {
     crate::replication::throttle::DYNAMIC_BROKER_KEYS
         .iter()
         .filter_map(|k| {
-            let (value, source) =
-                match (own.and_then(|c| c.get(*k)), default.and_then(|c| c.get(*k))) {
-                    (Some(v), _) => (v, SOURCE_DYNAMIC_BROKER),
-                    (None, Some(v)) => (v, SOURCE_DYNAMIC_DEFAULT_BROKER),
-                    (None, None) => return None,
-                };
+            let (own, default) = (own.and_then(|c| c.get(*k)), default.and_then(|c| c.get(*k)));
+            let (value, source) = match (own, default) {
+                (Some(v), _) => (v, SOURCE_DYNAMIC_BROKER),
+                (None, Some(v)) => (v, SOURCE_DYNAMIC_DEFAULT_BROKER),
+                (None, None) => return None,
+            };
+            let synonyms = [
+                (own, SOURCE_DYNAMIC_BROKER),
+                (default, SOURCE_DYNAMIC_DEFAULT_BROKER),
+            ]
+            .into_iter()
+            .filter_map(|(v, s)| v.map(|v| (v.clone(), s)))
+            .collect();
             Some(Entry {
                 name: (*k).to_owned(),
                 value: Some(value.clone()),
@@ -305,6 +334,7 @@ fn dynamic_entries(ctx: &ShardCtx, name: &str) -> Vec<Entry> {
                 read_only: false,
                 config_type: 5,
                 sensitive: false,
+                synonyms,
             })
         })
         .collect()

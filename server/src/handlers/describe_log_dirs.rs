@@ -37,23 +37,27 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     };
     let mut topics = Vec::new();
     for (name, partitions) in wanted {
-        let sizes = join_all(
-            partitions
-                .iter()
-                .map(|&p| ctx.with_replica(&name, p, |part| Ok(part.log.log().size_bytes()))),
-        )
+        let sizes = join_all(partitions.iter().map(|&p| {
+            ctx.with_replica(&name, p, |part| {
+                let log = part.log.log();
+                // Kafka's offset lag of a replica: how far its log end is behind
+                // the high watermark it knows (a follower catching up).
+                let lag = (log.high_watermark().0 - log.log_end_offset().0).max(0);
+                Ok((log.size_bytes(), lag))
+            })
+        }))
         .await;
         let described: Vec<DescribeLogDirsPartition> = partitions
             .iter()
             .zip(sizes)
             // A partition not served here (unknown, not open) is left out, as Kafka does.
             .filter_map(|(&p, size)| {
-                let bytes = size.ok()?;
+                let (bytes, lag) = size.ok()?;
                 Some(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p)
                         .with_partition_size(i64::try_from(bytes).unwrap_or(i64::MAX))
-                        .with_offset_lag(0)
+                        .with_offset_lag(lag)
                         .with_is_future_key(false),
                 )
             })
