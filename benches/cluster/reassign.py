@@ -93,7 +93,9 @@ def run(move_mb, throttle, duration, rate):
              "move_seconds": move_end - move_start,
              "move_mb_s": moved / 1e6 / (move_end - move_start),
              "before": window(series, 1.0, move_start),
-             "during": window(series, move_start, move_end)}
+             "during": window(series, move_start, move_end),
+             "series": [{"t": round(x["t"], 2), "msgs_s": round(x["produced_msgs_per_s"]),
+                         "p99_ms": x["produce_p99_ms"]} for x in series]}
         label = f"throttle {throttle} MB/s" if throttle is not None else "unthrottled"
         b, d = r["before"], r["during"]
         print(f"{label}: moved {move_mb} MB in {r['move_seconds']:.1f} s ({r['move_mb_s']:.0f} MB/s); producer "
