@@ -60,6 +60,8 @@ struct Inner {
     syncs: Cell<u64>,
     /// Set when the partition is deleted: its background tasks end quietly.
     closed: Cell<bool>,
+    /// Flusher (writeback) jobs running on the blocking pool against this log's files.
+    jobs_in_flight: Cell<usize>,
 }
 
 /// Returns `Pending` once (re-scheduling itself), letting every runnable task of this loop
@@ -106,6 +108,7 @@ impl LogHandle {
                 waiters: RefCell::new(Vec::new()),
                 syncs: Cell::new(0),
                 closed: Cell::new(false),
+                jobs_in_flight: Cell::new(0),
             }),
         }
     }
@@ -129,6 +132,26 @@ impl LogHandle {
     /// Whether [`Self::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.get()
+    }
+
+    /// Stops every writer of this log's files and returns once none is running: appends
+    /// wait behind the returned guard, and no group-commit fdatasync or flusher job is in
+    /// flight. While it is held the files on disk are exactly the log (after a
+    /// `flush_for_shutdown`), so they can be copied and the log [`Self::replace`]d.
+    /// (Retention and compaction are the caller's to keep away.)
+    pub async fn quiesce(&self) -> futures_util::lock::MutexGuard<'_, ()> {
+        let guard = self.inner.append_lock.lock().await;
+        while self.inner.rounds_in_flight.get() > 0 || self.inner.jobs_in_flight.get() > 0 {
+            compio::time::sleep(Duration::from_millis(1)).await;
+        }
+        guard
+    }
+
+    /// Puts `log` in place of the current one (same records, files elsewhere: a replica
+    /// moved between log directories) and returns the old one. Call under
+    /// [`Self::quiesce`].
+    pub fn replace(&self, log: UnifiedLog) -> UnifiedLog {
+        std::mem::replace(&mut *self.inner.log.borrow_mut(), log)
     }
 
     /// Group-commit rounds (fdatasyncs) so far.
@@ -272,7 +295,13 @@ impl LogHandle {
                     Ok(None) => break,
                     Err(e) => return self.flusher_failed(format!("flusher: {e}")),
                 };
+                self.inner
+                    .jobs_in_flight
+                    .set(self.inner.jobs_in_flight.get() + 1);
                 let done = compio::runtime::spawn_blocking(move || job.run()).await;
+                self.inner
+                    .jobs_in_flight
+                    .set(self.inner.jobs_in_flight.get() - 1);
                 match done {
                     Ok(Ok(done)) => self.inner.log.borrow_mut().writeback_done(done),
                     Ok(Err(e)) => return self.flusher_failed(format!("flusher: {e}")),

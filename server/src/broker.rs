@@ -209,7 +209,11 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         )
     })?;
     let _ = std::fs::remove_file(&probe);
-    crate::log_deleter::sweep(&config.data_dir);
+    for dir in config.log_dirs() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("log directory {} is not usable", dir.display()))?;
+        crate::log_deleter::sweep(&dir);
+    }
     let shards = config.shards;
     let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();

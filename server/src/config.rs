@@ -56,8 +56,11 @@ pub struct BrokerConfig {
     pub listeners: Vec<SocketAddr>,
     /// `advertised.listeners`: what Metadata tells clients (host, port).
     pub advertised: (String, u16),
-    /// `log.dirs` (the first one).
+    /// `log.dirs`: the first one (it also holds the cluster metadata).
     pub data_dir: PathBuf,
+    /// `log.dirs` after the first: more directories for partitions (new replicas go to
+    /// the one holding the fewest; AlterReplicaLogDirs moves them between them).
+    pub extra_log_dirs: Vec<PathBuf>,
     /// `ringmq.shards`: shard threads (default: one per core in `cores`).
     pub shards: usize,
     /// `ringmq.cores`: cores to pin shards to, in order (default: all).
@@ -156,6 +159,7 @@ impl Default for BrokerConfig {
             listeners: vec![SocketAddr::from(([127, 0, 0, 1], 9092))],
             advertised: ("127.0.0.1".into(), 9092),
             data_dir: PathBuf::from("./ringmq-data"),
+            extra_log_dirs: Vec::new(),
             shards: cores.len(),
             cores,
             pin_cores: true,
@@ -407,7 +411,9 @@ impl BrokerConfig {
                         .ok_or_else(|| bad("must be at least 1"))?
                 }
                 "log.dirs" | "log.dir" => {
-                    self.data_dir = PathBuf::from(v.split(',').next().unwrap_or_default())
+                    let mut dirs = v.split(',').map(str::trim).filter(|d| !d.is_empty());
+                    self.data_dir = PathBuf::from(dirs.next().unwrap_or_default());
+                    self.extra_log_dirs = dirs.map(PathBuf::from).collect();
                 }
                 "ringmq.shards" => self.shards = v.parse().map_err(|_| bad("not an integer"))?,
                 "ringmq.cores" => self.cores = parse_cores(v)?,
@@ -637,6 +643,13 @@ impl BrokerConfig {
     }
 
     /// The engine config for a new log of a topic with `overrides` (Kafka topic keys).
+    /// Every log directory, the first (`data_dir`) first.
+    pub fn log_dirs(&self) -> Vec<PathBuf> {
+        std::iter::once(self.data_dir.clone())
+            .chain(self.extra_log_dirs.iter().cloned())
+            .collect()
+    }
+
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
         let mut c = LogConfig {
             segment_bytes: self.log_segment_bytes,

@@ -13,6 +13,7 @@ pub mod group;
 pub mod handlers;
 pub mod kafka_broker_configs;
 pub mod log_deleter;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod panic_hook;

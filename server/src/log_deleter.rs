@@ -29,7 +29,8 @@ pub fn delete(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Removes directories a previous run renamed for deletion but did not finish.
+/// Removes directories a previous run renamed for deletion but did not finish, and the
+/// copies of unfinished moves between log directories (`crate::log_dirs`).
 pub fn sweep(data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
@@ -41,7 +42,7 @@ pub fn sweep(data_dir: &Path) {
             p.is_dir()
                 && p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(SUFFIX))
+                    .is_some_and(|n| n.ends_with(SUFFIX) || n.ends_with("-future"))
         })
         .collect();
     if !left.is_empty() {

@@ -110,6 +110,11 @@ pub struct Partition {
     pub(crate) repl: RefCell<crate::replication::ReplicationState>,
     fetchers: RefCell<Vec<oneshot::Sender<()>>>,
     producers: RefCell<HashMap<i64, ProducerEntry>>,
+    /// Held by retention/compaction and by a move between log directories (never both).
+    pub(crate) maintenance: Mutex<()>,
+    /// The log directory a move is copying this replica to (DescribeLogDirs' future
+    /// replica).
+    pub moving_to: RefCell<Option<std::path::PathBuf>>,
 }
 
 enum SequenceCheck {
@@ -142,6 +147,8 @@ impl Partition {
             repl: RefCell::new(Default::default()),
             fetchers: RefCell::new(Vec::new()),
             producers: RefCell::new(HashMap::new()),
+            maintenance: Mutex::new(()),
+            moving_to: RefCell::new(None),
         }
     }
 

@@ -143,7 +143,7 @@ impl ShardCtx {
             .topic(topic)
             .ok_or_else(|| format!("unknown topic {topic}"))?;
         let config = self.broker.config.log_config(&meta.configs)?;
-        let dir = self.broker.config.data_dir.join(format!("{topic}-{index}"));
+        let dir = crate::log_dirs::place(&self.broker.config.log_dirs(), topic, index);
         let log = compio::runtime::spawn_blocking(move || UnifiedLog::open(dir, config, now_ms()))
             .await
             .map_err(|_| "opening the log panicked".to_string())?
@@ -190,8 +190,11 @@ impl ShardCtx {
             p.log.close();
             p.wake_fetchers();
         }
-        let dir = self.broker.config.data_dir.join(format!("{topic}-{index}"));
-        crate::log_deleter::delete(&dir)
+        let name = format!("{topic}-{index}");
+        for root in self.broker.config.log_dirs() {
+            crate::log_deleter::delete(&root.join(&name))?;
+        }
+        Ok(())
     }
 }
 
@@ -369,6 +372,10 @@ async fn maintenance_loop(ctx: Rc<ShardCtx>) {
     loop {
         compio::time::sleep(interval).await;
         for p in ctx.partitions() {
+            // A replica moving between log directories is left alone until it has moved.
+            let Some(_maintenance) = p.maintenance.try_lock() else {
+                continue;
+            };
             let deleted = p.log.log_mut().apply_retention(now_ms());
             if let Err(e) = deleted {
                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");

@@ -14,6 +14,7 @@ use crate::shard::ShardCtx;
 
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -133,6 +134,7 @@ served_apis! {
     AlterPartitionReassignments => AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
     UnregisterBroker => UnregisterBrokerRequest, UnregisterBrokerResponse;
+    AlterReplicaLogDirs => AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -264,6 +266,7 @@ pub async fn dispatch(
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, req).map(Some),
         ApiKey::ElectLeaders => elect_leaders::handle(ctx, req).await.map(Some),
         ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
+        ApiKey::AlterReplicaLogDirs => alter_replica_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::AlterPartitionReassignments => alter_partition_reassignments::handle(ctx, req)
             .await
             .map(Some),
