@@ -387,12 +387,41 @@ fn execute(wire: &mut Wire, parts: &[PlanPartition], throttle_mbps: f64) -> anyh
         set_throttles(wire, &cluster, parts, rate)?;
         println!("Replication throttle set to {throttle_mbps} MB/s ({rate} B/s) for the move");
     }
+    let moves: Vec<_> = parts
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition, Some(p.replicas.clone())))
+        .collect();
+    let mut failed = 0;
+    for (topic, partition, code, message) in alter_reassignments(wire, &moves)? {
+        if code != 0 {
+            failed += 1;
+            println!("{topic}-{partition}: refused, error {code} ({message})");
+        }
+    }
+    ensure!(failed == 0, "{failed} partition(s) could not be reassigned");
+    println!(
+        "Started reassigning {} partition(s); follow it with `ringmq reassign status`",
+        parts.len()
+    );
+    Ok(())
+}
+
+/// AlterPartitionReassignments: each partition to its replicas, or (None) its move
+/// cancelled. Per partition: (topic, partition, error code, message).
+fn alter_reassignments(
+    wire: &mut Wire,
+    moves: &[(String, i32, Option<Vec<i32>>)],
+) -> anyhow::Result<Vec<(String, i32, i16, String)>> {
     let mut by_topic: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
-    for p in parts {
-        by_topic.entry(&p.topic).or_default().push(
+    for (topic, partition, replicas) in moves {
+        by_topic.entry(topic).or_default().push(
             ReassignablePartition::default()
-                .with_partition_index(p.partition)
-                .with_replicas(Some(p.replicas.iter().map(|b| (*b).into()).collect())),
+                .with_partition_index(*partition)
+                .with_replicas(
+                    replicas
+                        .as_ref()
+                        .map(|r| r.iter().map(|b| (*b).into()).collect()),
+                ),
         );
     }
     let req = AlterPartitionReassignmentsRequest::default()
@@ -410,31 +439,24 @@ fn execute(wire: &mut Wire, parts: &[PlanPartition], throttle_mbps: f64) -> anyh
     let resp = wire.call(0, &req)?;
     ensure!(
         resp.error_code == 0,
-        "the reassignment was refused: error {} {}",
+        "AlterPartitionReassignments was refused: error {} {}",
         resp.error_code,
         resp.error_message.as_deref().unwrap_or("")
     );
-    let mut failed = 0;
-    for t in &resp.responses {
-        for p in &t.partitions {
-            if p.error_code != 0 {
-                failed += 1;
-                println!(
-                    "{}-{}: refused, error {} ({})",
-                    t.name.0,
+    Ok(resp
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
                     p.partition_index,
                     p.error_code,
-                    p.error_message.as_deref().unwrap_or("")
-                );
-            }
-        }
-    }
-    ensure!(failed == 0, "{failed} partition(s) could not be reassigned");
-    println!(
-        "Started reassigning {} partition(s); follow it with `ringmq reassign status`",
-        parts.len()
-    );
-    Ok(())
+                    p.error_message.as_deref().unwrap_or("").to_owned(),
+                )
+            })
+        })
+        .collect())
 }
 
 /// What Kafka's tool sets for a throttled move: the rates on every broker involved and
@@ -787,47 +809,17 @@ fn cancel_where(
         println!("No reassignment in progress.");
         return Ok(());
     }
-    let mut by_topic: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
-    for m in &moving {
-        by_topic.entry(&m.topic).or_default().push(
-            ReassignablePartition::default()
-                .with_partition_index(m.partition)
-                .with_replicas(None),
-        );
-    }
-    let req = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(
-            by_topic
-                .into_iter()
-                .map(|(t, ps)| {
-                    ReassignableTopic::default()
-                        .with_name(name(t))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
-    let resp = wire.call(0, &req)?;
-    ensure!(
-        resp.error_code == 0,
-        "cancelling was refused: error {}",
-        resp.error_code
-    );
+    let cancels: Vec<_> = moving
+        .iter()
+        .map(|m| (m.topic.clone(), m.partition, None))
+        .collect();
     let mut failed = 0;
-    for t in &resp.responses {
-        for p in &t.partitions {
-            if p.error_code == 0 {
-                println!("{}-{}: cancelled", t.name.0, p.partition_index);
-            } else {
-                failed += 1;
-                println!(
-                    "{}-{}: not cancelled, error {} ({})",
-                    t.name.0,
-                    p.partition_index,
-                    p.error_code,
-                    p.error_message.as_deref().unwrap_or("")
-                );
-            }
+    for (topic, partition, code, message) in alter_reassignments(wire, &cancels)? {
+        if code == 0 {
+            println!("{topic}-{partition}: cancelled");
+        } else {
+            failed += 1;
+            println!("{topic}-{partition}: not cancelled, error {code} ({message})");
         }
     }
     ensure!(

@@ -96,30 +96,16 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                     .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
             })
             .collect();
-        let result = if r.resource_type == RESOURCE_BROKER {
-            set_broker_configs(
-                ctx,
-                r.resource_name.as_str(),
-                |configs| {
-                    *configs = new;
-                    Ok(())
-                },
-                body.validate_only,
-            )
-            .await
-        } else if r.resource_type != RESOURCE_TOPIC {
-            Err(not_topic(r.resource_type))
-        } else {
-            topics::set_configs(
-                ctx,
-                r.resource_name.as_str(),
-                |configs| {
-                    *configs = new;
-                    Ok(())
-                },
-                body.validate_only,
-            )
-            .await
+        // AlterConfigs replaces the resource's whole set of overrides.
+        let replace = |configs: &mut BTreeMap<String, String>| {
+            *configs = new;
+            Ok(())
+        };
+        let name = r.resource_name.as_str();
+        let result = match r.resource_type {
+            RESOURCE_BROKER => set_broker_configs(ctx, name, replace, body.validate_only).await,
+            RESOURCE_TOPIC => topics::set_configs(ctx, name, replace, body.validate_only).await,
+            other => Err(not_topic(other)),
         };
         let (code, message) = outcome(result);
         responses.push(
