@@ -115,4 +115,25 @@ def test_alter_replica_log_dirs_refuses_unknown_directories_and_partitions(make_
 
     assert alter(str(tmp_path / "elsewhere"), "t") == 57  # LOG_DIR_NOT_FOUND
     assert alter(str(second), "no-such-topic") == 3  # UNKNOWN_TOPIC_OR_PARTITION
-    assert alter(str(b.dir), "t") in (0,)  # already there, or moving there: nothing to do
+
+    # The same through `ringmq logdirs`: refused, then a move, seen in `describe`.
+    from conftest import RINGMQ
+
+    def ringmq(*args):
+        return subprocess.run([str(RINGMQ), "-b", b.bootstrap, "logdirs", *args],
+                              capture_output=True, text=True, timeout=60)
+    r = ringmq("move", "--broker", "1", "-t", "t", "-p", "0", "--dir", str(tmp_path / "elsewhere"))
+    assert r.returncode != 0 and "LOG_DIR_NOT_FOUND" in r.stderr, r.stdout + r.stderr
+    here = next(d for d, parts in _dirs(b.bootstrap).items() if "t-0" in parts)
+    there = str(second) if here == str(b.dir) else str(b.dir)
+    assert alter(here, "t") == 0, "already there: nothing to do"
+    r = ringmq("move", "--broker", "1", "-t", "t", "-p", "0", "--dir", there)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def moved():
+        out = ringmq("describe", "-t", "t").stdout
+        section = out.split(f"  {there}:")[1].split("\n  /")[0] if f"  {there}:" in out else ""
+        return "t-0:" in section and "moving here" not in section
+    _wait(moved, 30, "t-0 in its new directory")
+    out = ringmq("describe").stdout
+    assert "Broker 1" in out and "free" in out and "__consumer_offsets" in out, out

@@ -19,10 +19,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use ringmq_engine::UnifiedLog;
+use ringmq_engine::{Offset, UnifiedLog};
 
 use crate::partition::Partition;
-use crate::shard::{ShardCtx, now_ms};
+use crate::shard::now_ms;
 
 /// The coarsest file-time granularity allowed for (a kernel tick at HZ=100).
 const MTIME_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -135,9 +135,9 @@ async fn blocking<T: Send + 'static>(
 
 /// Moves `part`'s files to log directory `root` (runs on its owner shard). Errors leave
 /// the replica where it was.
-pub async fn move_replica(ctx: &Rc<ShardCtx>, part: Rc<Partition>, root: PathBuf) {
+pub async fn move_replica(part: Rc<Partition>, root: PathBuf) {
     let started = std::time::Instant::now();
-    let result = move_files(ctx, &part, &root).await;
+    let result = move_files(&part, &root).await;
     *part.moving_to.borrow_mut() = None;
     match result {
         Ok(paused) => {
@@ -151,11 +151,7 @@ pub async fn move_replica(ctx: &Rc<ShardCtx>, part: Rc<Partition>, root: PathBuf
 }
 
 /// Returns how long the partition's writers were paused.
-async fn move_files(
-    ctx: &Rc<ShardCtx>,
-    part: &Rc<Partition>,
-    root: &Path,
-) -> Result<std::time::Duration, String> {
+async fn move_files(part: &Rc<Partition>, root: &Path) -> Result<std::time::Duration, String> {
     // Retention and compaction stay away until the end (see the maintenance loop).
     let _maintenance = part.maintenance.lock().await;
     let from = part.log.log().dir().to_path_buf();
@@ -178,49 +174,92 @@ async fn move_files(
     let copy_started = std::time::SystemTime::now() - MTIME_TICK;
     let (src, dst) = (from.clone(), future.clone());
     blocking(move || mirror(&src, &dst, None, true)).await?;
-    // The tail: no writer runs while the copy catches up and the log is swapped.
+    // The tail: no writer runs while the copy catches up and the log is swapped. The
+    // partition lock keeps follower truncation away too (taken first, as appends do).
+    let _partition = part.lock.lock().await;
     let _writers = part.log.quiesce().await;
     let paused = std::time::Instant::now();
-    part.log
-        .log_mut()
-        .flush_for_shutdown()
-        .map_err(|e| e.to_string())?;
     let final_dir = root.join(format!("{}-{}", part.topic, part.index));
-    let (src, dst, into) = (from.clone(), future, final_dir.clone());
-    blocking(move || {
-        mirror(&src, &dst, Some(copy_started), true)?;
-        fs::rename(&dst, &into)?;
-        fs::File::open(into.parent().unwrap_or(&into))?.sync_all()
-    })
-    .await?;
-    let config = {
-        let image = ctx.broker.image();
-        let overrides = image
-            .topic(&part.topic)
-            .map(|t| t.configs.clone())
-            .unwrap_or_default();
-        ctx.broker.config.log_config(&overrides)?
-    };
-    let opened = {
-        let dir = final_dir.clone();
-        compio::runtime::spawn_blocking(move || UnifiedLog::open(dir, config, now_ms()))
-            .await
-            .map_err(|_| "opening the moved log panicked".to_string())?
-    };
-    let mut moved = match opened {
-        Ok(log) => log,
-        Err(e) => {
-            // The old files are intact: keep serving from them.
-            let _ = fs::remove_dir_all(&final_dir);
-            return Err(format!("opening the moved log: {e}"));
+    // What else may change the log meanwhile (a leader epoch, DeleteRecords) is seen by
+    // comparing its state before the copy and before the swap: then copy again.
+    for _attempt in 0..3 {
+        part.log
+            .log_mut()
+            .flush_for_shutdown()
+            .map_err(|e| e.to_string())?;
+        let before = fingerprint(&part.log.log());
+        let (src, dst, into) = (from.clone(), future.clone(), final_dir.clone());
+        blocking(move || {
+            mirror(&src, &dst, Some(copy_started), true)?;
+            fs::rename(&dst, &into)?;
+            fs::File::open(into.parent().unwrap_or(&into))?.sync_all()
+        })
+        .await?;
+        let config = part.log.log().config().clone();
+        let opened = {
+            let dir = final_dir.clone();
+            compio::runtime::spawn_blocking(move || UnifiedLog::open(dir, config, now_ms()))
+                .await
+                .map_err(|_| "opening the moved log panicked".to_string())?
+        };
+        let mut moved = match opened {
+            Ok(log) => log,
+            Err(e) => {
+                // The old files are intact: keep serving from them.
+                let _ = fs::remove_dir_all(&final_dir);
+                return Err(format!("opening the moved log: {e}"));
+            }
+        };
+        if fingerprint(&part.log.log()) != before || fingerprint(&moved) != before {
+            tracing::debug!(topic = %part.topic, partition = part.index, ?before, now = ?fingerprint(&part.log.log()), copy = ?fingerprint(&moved), "the log changed under its copy: copying again");
+            drop(moved);
+            let (from_final, back) = (final_dir.clone(), future.clone());
+            blocking(move || fs::rename(&from_final, &back)).await?;
+            continue;
         }
-    };
-    moved.update_high_watermark(part.log.log().high_watermark());
-    let old = part.log.replace(moved);
-    drop(old);
-    let paused = paused.elapsed();
-    crate::log_deleter::delete(&from)?;
-    Ok(paused)
+        moved.update_config(part.log.log().config().clone());
+        moved.update_high_watermark(part.log.log().high_watermark());
+        // An epoch that starts at the log end has no record yet, so opening a log drops
+        // it (as Kafka's loader does); the leader's current epoch must stay.
+        let pending: Vec<(i32, Offset)> = {
+            let log = part.log.log();
+            let leo = log.log_end_offset();
+            log.leader_epochs()
+                .entries()
+                .iter()
+                .filter(|e| e.start_offset >= leo)
+                .map(|e| (e.epoch, e.start_offset))
+                .collect()
+        };
+        for (epoch, start) in pending {
+            moved
+                .assign_leader_epoch(epoch, start)
+                .map_err(|e| e.to_string())?;
+        }
+        drop(part.log.replace(moved));
+        let paused = paused.elapsed();
+        crate::log_deleter::delete(&from)?;
+        return Ok(paused);
+    }
+    let _ = fs::remove_dir_all(&final_dir);
+    Err("the log kept changing while it was copied".into())
+}
+
+/// What a copy must agree on with the log it replaces (the high watermark, which moves
+/// with every follower fetch, is carried over instead).
+fn fingerprint(log: &UnifiedLog) -> (i64, i64, Vec<(i32, i64)>) {
+    let leo = log.log_end_offset();
+    (
+        leo.0,
+        log.log_start_offset().0,
+        // Epochs with records (one starting at the log end is carried over at the swap).
+        log.leader_epochs()
+            .entries()
+            .iter()
+            .filter(|e| e.start_offset < leo)
+            .map(|e| (e.epoch, e.start_offset.0))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -102,7 +102,8 @@ pub struct Partition {
     /// Replicas, ISR, leader and epochs as the metadata last said.
     pub replica: RefCell<crate::metadata::PartitionState>,
     pub log: LogHandle,
-    lock: Mutex<()>,
+    /// Serialises writers (produce groups, replicated appends, truncation).
+    pub(crate) lock: Mutex<()>,
     queue: RefCell<Vec<Waiting>>,
     writing: std::cell::Cell<bool>,
     pub(crate) broker: Arc<crate::broker::Broker>,

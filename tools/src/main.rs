@@ -17,6 +17,7 @@ mod cluster;
 mod consume;
 mod group;
 mod leader;
+mod logdirs;
 mod produce;
 mod reassign;
 mod task;
@@ -55,6 +56,10 @@ enum Command {
     /// Move partitions between brokers (automatic or manual), with a throttle; progress.
     #[command(subcommand)]
     Reassign(reassign::ReassignCommand),
+    /// Disk usage per broker, log directory, topic and partition; move a replica
+    /// between a broker's log directories.
+    #[command(subcommand)]
+    Logdirs(logdirs::LogDirsCommand),
     /// Background tasks (reassignments): list, describe, cancel (via the admin API).
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -99,6 +104,7 @@ fn main() {
             Command::Leader(cmd) => leader::run(&cli.bootstrap, cmd).await,
             Command::Reassign(cmd) => reassign::run(&cli.bootstrap, cmd).await,
             Command::Task(cmd) => task::run(&cli.bootstrap, cmd).await,
+            Command::Logdirs(cmd) => logdirs::run(&cli.bootstrap, cmd).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
             Command::Group(cmd) => group::run(&cli.bootstrap, cmd).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, args).await,

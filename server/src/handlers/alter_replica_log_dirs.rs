@@ -88,11 +88,7 @@ async fn start_move(
             return ResponseError::ReplicaNotAvailable;
         }
         *part.moving_to.borrow_mut() = Some(root.clone());
-        let shard = Rc::clone(&c);
-        compio::runtime::spawn(async move {
-            crate::log_dirs::move_replica(&shard, part, root).await;
-        })
-        .detach();
+        compio::runtime::spawn(crate::log_dirs::move_replica(part, root)).detach();
         ResponseError::Unknown(0)
     })
     .await
