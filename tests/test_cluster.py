@@ -989,8 +989,9 @@ def test_a_broker_is_drained_under_load_and_unregistered(make_cluster):
     """R5 with the ringmq CLI and Kafka's kafka-cluster tool: `ringmq cluster drain 4
     --wait` moves every replica (internal topics too) off broker 4 while an acks=all
     producer runs; no partition is left under-replicated; unregistering is refused while
-    broker 4 runs, and `kafka-cluster unregister` removes it once it is stopped. Nothing
-    acknowledged is lost."""
+    broker 4 runs, and `kafka-cluster unregister` removes it once it is stopped. Started
+    again, it registers and `ringmq cluster add-broker 4` moves its share (3 of the 12
+    replicas) back onto it. Nothing acknowledged is lost."""
     from conftest import KAFKA_SH
     c = make_cluster(4).start()
     create(c.bootstrap, "drainme", partitions=4, rf=3, config={"min.insync.replicas": "2"})
@@ -1020,4 +1021,11 @@ def test_a_broker_is_drained_under_load_and_unregistered(make_cluster):
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     again = _ringmq(c, "cluster", "remove-broker", "4")
     assert again.returncode != 0 and "not registered" in again.stderr, again.stdout + again.stderr
+    # The VM comes back: broker 4 registers again and takes its share back.
+    c.brokers[4].start()
+    c.wait_for_brokers(4)
+    r = _ringmq(c, "cluster", "add-broker", "4", "--topics", "drainme", "--throttle", "100", "--wait")
+    assert r.returncode == 0 and "Reassignment done" in r.stdout, r.stdout + r.stderr
+    assert sum(4 in r for r in _replicas(c, "drainme").values()) == 3, _replicas(c, "drainme")
+    wait_in_sync(c, "drainme", 4)
     check_no_loss(c, "drainme", 4, chk.acked)
