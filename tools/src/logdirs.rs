@@ -57,14 +57,7 @@ fn brokers(bootstrap: &str) -> anyhow::Result<BTreeMap<i32, String>> {
 }
 
 fn human(bytes: i64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.1} kB", b / 1e3)
-    }
+    crate::reassign::human(bytes as f64)
 }
 
 pub async fn run(bootstrap: &str, cmd: LogDirsCommand) -> anyhow::Result<()> {

@@ -707,7 +707,8 @@ fn replica_sizes(cluster: &Cluster, topics: &BTreeSet<String>) -> HashMap<(Strin
     out
 }
 
-fn human(bytes: f64) -> String {
+/// Bytes for people: kB, MB or GB (powers of ten).
+pub(crate) fn human(bytes: f64) -> String {
     if bytes >= 1e9 {
         format!("{:.2} GB", bytes / 1e9)
     } else if bytes >= 1e6 {
