@@ -25,6 +25,15 @@ pub struct Metrics {
     pub fetch_zero_copy_bytes: AtomicU64,
     /// Fetch bytes that went through a user-space buffer.
     pub fetch_copied_bytes: AtomicU64,
+    /// Fetch bytes read from segments and encrypted in user space (TLS listeners).
+    pub fetch_tls_bytes: AtomicU64,
+    /// TLS handshakes completed and failed, and the microseconds the completed ones took.
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub tls_handshake_us: AtomicU64,
+    /// SASL authentications that succeeded and failed.
+    pub sasl_authentications: AtomicU64,
+    pub sasl_failures: AtomicU64,
     pub produce_requests: AtomicU64,
     pub fetch_requests: AtomicU64,
     pub connections_accepted: AtomicU64,
@@ -74,6 +83,12 @@ pub struct Broker {
     pub next_connection_id: AtomicU64,
     /// Replication throttles (leader and follower rates), from the metadata image.
     pub quotas: crate::replication::throttle::ReplicationQuotas,
+    /// The Kafka listeners as served (TLS configuration, SASL settings).
+    pub listeners: Vec<Arc<crate::security::ListenerRuntime>>,
+    /// Failed authentications per client address (SASL back-off).
+    pub auth_failures: crate::security::sasl::AuthFailures,
+    /// Key for the made-up SCRAM salts of unknown users (random per process).
+    pub sasl_secret: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -215,14 +230,21 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         crate::log_deleter::sweep(&dir);
     }
     let shards = config.shards;
-    let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    let runtimes = config
+        .listeners
+        .iter()
+        .map(|l| crate::security::ListenerRuntime::new(l.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut listeners: Vec<Vec<shard::BoundListener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for addr in &config.listeners {
+    for runtime in &runtimes {
+        let addr = runtime.listener.bind;
         let socks =
-            bind_reuseport(*addr, shards).with_context(|| format!("cannot listen on {addr}"))?;
+            bind_reuseport(addr, shards).with_context(|| format!("cannot listen on {addr}"))?;
         bound.push(socks[0].local_addr()?);
         for (i, s) in socks.into_iter().enumerate() {
-            listeners[i].push(s);
+            listeners[i].push((s, Arc::clone(runtime)));
         }
     }
     let mut receivers = Vec::new();
@@ -247,6 +269,9 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         }),
         next_connection_id: AtomicU64::new(0),
         quotas: Default::default(),
+        listeners: runtimes,
+        auth_failures: Default::default(),
+        sasl_secret: crate::security::scram::random_bytes(32),
     });
     let ready = Arc::new(Barrier::new(shards + 1));
     let mut threads = Vec::new();
@@ -274,6 +299,12 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         broker
             .cluster
             .serve_when_ready(single, std::time::Duration::from_secs(20));
+        let c = &broker.config;
+        if let (Some(user), Some(password)) = (&c.initial_user, &c.initial_user_password) {
+            broker
+                .cluster
+                .ensure_initial_user(user.clone(), password.clone(), c.max_sasl_users);
+        }
     }
     tracing::info!(shards, listeners = ?bound, "ringmqd ready");
     Ok(Running {

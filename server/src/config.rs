@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use ringmq_engine::LogConfig;
 
+use crate::security::listener::{self, Listener, SecurityProtocol};
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// `node.id`.
@@ -52,10 +54,24 @@ pub struct BrokerConfig {
     pub unclean_leader_election: bool,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: i16,
-    /// `listeners` (PLAINTEXT only for now).
-    pub listeners: Vec<SocketAddr>,
-    /// `advertised.listeners`: what Metadata tells clients (host, port).
-    pub advertised: (String, u16),
+    /// The Kafka listeners (`listeners` minus the controller's), resolved.
+    pub listeners: Vec<Listener>,
+    /// `advertised.listeners` as written: (name, host, port).
+    pub advertised_specs: Vec<(String, String, u16)>,
+    /// `inter.broker.listener.name`: the listener other brokers replicate through
+    /// (default: the first PLAINTEXT listener, else the first).
+    pub inter_broker_listener_name: Option<String>,
+    /// Listener security keys (`ssl.*`, `sasl.*`, ...) without a listener prefix.
+    pub security_props: BTreeMap<String, String>,
+    /// `listener.name.<name>.<key>` security keys, as written.
+    pub listener_prefixed: BTreeMap<String, String>,
+    /// `ringmq.sasl.initial.user` / `ringmq.sasl.initial.user.password`: the SASL user
+    /// created (SCRAM-SHA-256 and -512) when the cluster does not have it yet; it cannot
+    /// be deleted (SPEC S3).
+    pub initial_user: Option<String>,
+    pub initial_user_password: Option<String>,
+    /// `ringmq.sasl.max.users` (SPEC S3: 20).
+    pub max_sasl_users: usize,
     /// `log.dirs`: the first one (it also holds the cluster metadata).
     pub data_dir: PathBuf,
     /// `log.dirs` after the first: more directories for partitions (new replicas go to
@@ -156,8 +172,20 @@ impl Default for BrokerConfig {
             min_insync_replicas: 1,
             unclean_leader_election: true,
             offsets_topic_replication_factor: 3,
-            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 9092))],
-            advertised: ("127.0.0.1".into(), 9092),
+            listeners: vec![Listener {
+                name: "PLAINTEXT".into(),
+                protocol: SecurityProtocol::Plaintext,
+                bind: SocketAddr::from(([127, 0, 0, 1], 9092)),
+                advertised: ("127.0.0.1".into(), 9092),
+                props: BTreeMap::new(),
+            }],
+            advertised_specs: Vec::new(),
+            inter_broker_listener_name: None,
+            security_props: BTreeMap::new(),
+            listener_prefixed: BTreeMap::new(),
+            initial_user: None,
+            initial_user_password: None,
+            max_sasl_users: 20,
             data_dir: PathBuf::from("./ringmq-data"),
             extra_log_dirs: Vec::new(),
             shards: cores.len(),
@@ -198,6 +226,16 @@ fn default_protocol_map() -> BTreeMap<String, String> {
         .map(|p| (p.to_owned(), p.to_owned()))
         .chain([("CONTROLLER".to_owned(), "PLAINTEXT".to_owned())])
         .collect()
+}
+
+/// What to advertise for a listener bound to `addr` when `advertised.listeners` does not
+/// name it: its address, or 127.0.0.1 for a wildcard bind.
+pub fn advertise_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        "127.0.0.1".into()
+    } else {
+        addr.ip().to_string()
+    }
 }
 
 /// `[NAME://]host:port` -> (NAME, host, port); the name defaults to PLAINTEXT.
@@ -293,8 +331,11 @@ impl BrokerConfig {
                         .collect::<Result<_, _>>()?;
                 }
                 "advertised.listeners" => {
-                    let first = v.split(',').next().unwrap_or_default();
-                    self.advertised = parse_host_port(first)?;
+                    self.advertised_specs = v
+                        .split(',')
+                        .filter(|l| !l.trim().is_empty())
+                        .map(parse_listener)
+                        .collect::<Result<_, _>>()?;
                 }
                 "process.roles" => {
                     self.process_roles = v.split(',').map(|r| r.trim().to_owned()).collect();
@@ -344,9 +385,36 @@ impl BrokerConfig {
                             .insert(name.to_owned(), proto.to_owned());
                     }
                 }
-                "inter.broker.listener.name"
-                | "controller.quorum.election.timeout.ms"
-                | "controller.quorum.fetch.timeout.ms" => {}
+                "inter.broker.listener.name" => {
+                    self.inter_broker_listener_name = Some(v.trim().to_owned())
+                }
+                "ringmq.sasl.initial.user" => {
+                    self.initial_user = Some(v.trim().to_owned()).filter(|u| !u.is_empty())
+                }
+                "ringmq.sasl.initial.user.password" => self.initial_user_password = Some(v.clone()),
+                "ringmq.sasl.max.users" => {
+                    self.max_sasl_users = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("at least 1"))?
+                }
+                "security.inter.broker.protocol" => {
+                    if SecurityProtocol::parse(v) != Some(SecurityProtocol::Plaintext) {
+                        return Err(bad(
+                            "replication between brokers runs over PLAINTEXT only for now",
+                        ));
+                    }
+                }
+                k if listener::is_security_key(k) => {
+                    self.security_props.insert(k.to_owned(), v.clone());
+                }
+                k if listener::split_listener_key(k)
+                    .is_some_and(|(_, key)| listener::is_security_key(key)) =>
+                {
+                    self.listener_prefixed.insert(k.to_owned(), v.clone());
+                }
+                "controller.quorum.election.timeout.ms" | "controller.quorum.fetch.timeout.ms" => {}
                 "auto.leader.rebalance.enable" => {
                     self.auto_leader_rebalance = v.parse().map_err(|_| bad("true or false"))?
                 }
@@ -526,30 +594,101 @@ impl BrokerConfig {
         Ok(())
     }
 
-    /// Resolves `listener_specs` into the Kafka listeners and the controller listener.
+    /// Resolves `listener_specs` into the Kafka listeners (protocol, advertised address,
+    /// security settings) and the controller listener.
     pub fn resolve_listeners(&mut self) -> Result<(), String> {
-        let mut kafka = Vec::new();
+        let mut kafka: Vec<Listener> = Vec::new();
         self.controller_listener = None;
         for (name, host, port) in &self.listener_specs {
             let proto = self.listener_protocols.get(name).ok_or_else(|| {
                 format!("listener {name} has no listener.security.protocol.map entry")
             })?;
-            if proto != "PLAINTEXT" {
-                return Err(format!(
-                    "listener {name}: protocol {proto} is not supported yet (PLAINTEXT only)"
-                ));
-            }
-            let addr = resolve(host, *port)?;
+            let protocol = SecurityProtocol::parse(proto)
+                .ok_or_else(|| format!("listener {name}: unknown security protocol {proto}"))?;
+            let bind = resolve(host, *port)?;
             if self.controller_listener_names.contains(name) {
-                self.controller_listener = Some(addr);
-            } else {
-                kafka.push(addr);
+                if protocol != SecurityProtocol::Plaintext {
+                    return Err(format!(
+                        "controller listener {name}: the controller quorum speaks PLAINTEXT \
+                         only for now"
+                    ));
+                }
+                self.controller_listener = Some(bind);
+                continue;
             }
+            if kafka.iter().any(|l| l.name == *name) {
+                return Err(format!("listener {name} is listed twice"));
+            }
+            let advertised = self
+                .advertised_specs
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, h, p)| (h.clone(), *p))
+                .unwrap_or_else(|| (advertise_host(bind), bind.port()));
+            kafka.push(Listener {
+                name: name.clone(),
+                protocol,
+                bind,
+                advertised,
+                props: listener::listener_props(
+                    name,
+                    &self.security_props,
+                    &self.listener_prefixed,
+                ),
+            });
+        }
+        if let Some((n, _, _)) = self.advertised_specs.iter().find(|(n, _, _)| {
+            !kafka.iter().any(|l| l.name == *n) && !self.controller_listener_names.contains(n)
+        }) {
+            return Err(format!(
+                "advertised.listeners names {n}, which is not one of the listeners"
+            ));
         }
         if !kafka.is_empty() {
             self.listeners = kafka;
         }
+        if let Some(n) = &self.inter_broker_listener_name
+            && !self.listeners.iter().any(|l| l.name == *n)
+        {
+            return Err(format!(
+                "inter.broker.listener.name={n} is not one of the listeners"
+            ));
+        }
         Ok(())
+    }
+
+    /// The listener other brokers replicate through: `inter.broker.listener.name`, else
+    /// the first PLAINTEXT listener, else the first.
+    pub fn inter_broker_listener(&self) -> Option<&Listener> {
+        match &self.inter_broker_listener_name {
+            Some(n) => self.listeners.iter().find(|l| l.name == *n),
+            None => self
+                .listeners
+                .iter()
+                .find(|l| l.protocol == SecurityProtocol::Plaintext)
+                .or_else(|| self.listeners.first()),
+        }
+    }
+
+    /// Replaces the Kafka listeners with PLAINTEXT ones on `addrs` (the `--listen` flag),
+    /// keeping the controller listener.
+    pub fn listen_plaintext_on(&mut self, addrs: &[SocketAddr]) {
+        self.listeners = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Listener {
+                name: if i == 0 {
+                    "PLAINTEXT".into()
+                } else {
+                    format!("PLAINTEXT_{}", i + 1)
+                },
+                protocol: SecurityProtocol::Plaintext,
+                bind: *a,
+                advertised: (advertise_host(*a), a.port()),
+                props: BTreeMap::new(),
+            })
+            .collect();
+        self.inter_broker_listener_name = None;
     }
 
     /// The controller quorum's voters as (node id, controller address); a single node
@@ -610,6 +749,22 @@ impl BrokerConfig {
                     self.controller_listener_names.join(",")
                 ));
             }
+        }
+        if self.quorum_voters().len() > 1
+            && let Some(l) = self.inter_broker_listener()
+            && l.protocol != SecurityProtocol::Plaintext
+        {
+            return Err(format!(
+                "inter-broker listener {} is {}: replication between brokers runs over \
+                 PLAINTEXT only for now (set inter.broker.listener.name to a PLAINTEXT listener)",
+                l.name,
+                l.protocol.name()
+            ));
+        }
+        if self.initial_user.is_some() != self.initial_user_password.is_some() {
+            return Err(
+                "ringmq.sasl.initial.user and ringmq.sasl.initial.user.password go together".into(),
+            );
         }
         if !self.is_broker() {
             // A controller-only node serves no Kafka clients.
@@ -680,18 +835,20 @@ mod tests {
         let mut c = BrokerConfig::default();
         c.apply_properties(&props).unwrap();
         c.resolve_listeners().unwrap();
-        assert_eq!(c.listeners, vec!["127.0.0.1:19092".parse().unwrap()]);
-        assert_eq!(c.advertised, ("broker.example".into(), 9094));
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(c.listeners[0].advertised, ("broker.example".into(), 9094));
         assert_eq!(c.num_partitions, 5);
         assert_eq!(parse_cores("0,2-3").unwrap(), vec![0, 2, 3]);
         assert!(parse_cores("3-1").is_err());
-        let mut ssl = BrokerConfig::default();
-        ssl.apply_properties(&read_properties("listeners=SSL://127.0.0.1:1\n"))
-            .unwrap();
+        let mut odd = BrokerConfig::default();
+        odd.apply_properties(&read_properties(
+            "listeners=ODD://127.0.0.1:1\nlistener.security.protocol.map=ODD:KERBEROS\n",
+        ))
+        .unwrap();
         assert!(
-            ssl.resolve_listeners()
+            odd.resolve_listeners()
                 .unwrap_err()
-                .contains("not supported")
+                .contains("unknown security protocol")
         );
         let mut bad = BTreeMap::new();
         bad.insert("num.partitons".to_string(), "3".to_string());
@@ -712,7 +869,7 @@ mod tests {
         c.apply_properties(&props).unwrap();
         c.resolve_listeners().unwrap();
         c.validate().unwrap();
-        assert_eq!(c.listeners, vec!["127.0.0.1:9192".parse().unwrap()]);
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:9192".parse().unwrap());
         assert_eq!(
             c.controller_listener,
             Some("127.0.0.1:9193".parse().unwrap())

@@ -21,6 +21,7 @@ pub mod partition;
 pub mod protocol;
 pub mod record_policy;
 pub mod replication;
+pub mod security;
 pub mod shard;
 pub mod signals;
 pub mod topic_config;

@@ -85,26 +85,24 @@ fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
         if cores_set && !shards_set {
             c.shards = c.cores.len();
         }
-        if !props.contains_key("advertised.listeners") && props.contains_key("listeners") {
-            let first = c.listeners[0];
-            c.advertised = (advertise_host(first), first.port());
-        }
     }
     if let Some(d) = &args.data_dir {
         c.data_dir = d.clone();
     }
     if !args.listen.is_empty() {
-        c.listeners = args
+        let addrs: Vec<_> = args
             .listen
             .iter()
             .map(|l| config::parse_host_port(l).and_then(|(h, p)| config::resolve(&h, p)))
             .collect::<Result<_, _>>()?;
-        if args.advertise.is_none() {
-            c.advertised = (advertise_host(c.listeners[0]), c.listeners[0].port());
-        }
+        c.listen_plaintext_on(&addrs);
     }
     if let Some(a) = &args.advertise {
-        c.advertised = config::parse_host_port(a)?;
+        let first = c
+            .listeners
+            .first_mut()
+            .ok_or("--advertise needs a listener")?;
+        first.advertised = config::parse_host_port(a)?;
     }
     if let Some(list) = &args.cores {
         c.cores = config::parse_cores(list)?;
@@ -120,14 +118,6 @@ fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
     }
     c.validate()?;
     Ok(c)
-}
-
-fn advertise_host(addr: std::net::SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        "127.0.0.1".into()
-    } else {
-        addr.ip().to_string()
-    }
 }
 
 fn main() {
@@ -159,7 +149,7 @@ fn main() {
                 eprintln!("ringmqd: cannot handle signals: {e}");
                 std::process::exit(1);
             }
-            tracing::info!(listeners = ?running.bound, advertised = ?running.broker.config.advertised, "serving Kafka clients");
+            tracing::info!(listeners = ?running.bound, advertised = ?running.broker.config.listeners.iter().map(|l| format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1)).collect::<Vec<_>>(), "serving Kafka clients");
             if let Some(http) = &args.http {
                 let addr = config::parse_host_port(http).and_then(|(h, p)| config::resolve(&h, p));
                 match addr

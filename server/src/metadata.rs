@@ -107,9 +107,12 @@ pub struct BrokerMeta {
     pub id: i32,
     /// Changes at every process start: a new incarnation replaces the old one's state.
     pub incarnation: Uuid,
-    /// Advertised Kafka listener.
+    /// The inter-broker listener's advertised address (followers fetch from it).
     pub host: String,
     pub port: u16,
+    /// Every Kafka listener, advertised (Metadata answers with the one a client used).
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
     /// Fenced brokers lead nothing and are not in any ISR.
     pub fenced: bool,
@@ -119,6 +122,29 @@ pub struct BrokerMeta {
     /// In controlled shutdown: leads nothing and takes no new leadership.
     #[serde(default)]
     pub shutting_down: bool,
+}
+
+/// One of a broker's listeners as clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerMeta {
+    /// Where a client that came in through listener `name` reaches this broker; `None`
+    /// when the broker has no such listener (Kafka leaves it out of Metadata). A
+    /// registration written before brokers had several listeners has one, under any name.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        if self.endpoints.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -137,6 +163,16 @@ pub struct MetadataImage {
     /// Background tasks (reassignments), running and recently finished, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tasks: BTreeMap<u64, crate::cluster::tasks::Task>,
+    /// SASL users and their SCRAM credentials (SPEC S3), by user name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, UserMeta>,
+}
+
+/// A SASL user: its SCRAM credentials by mechanism name (salted and hashed, never the
+/// password).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UserMeta {
+    pub scram: BTreeMap<String, crate::security::scram::Credential>,
 }
 
 impl MetadataImage {
@@ -249,6 +285,17 @@ pub enum MetadataRecord {
     },
     /// A background task started or changed state.
     TaskChanged(crate::cluster::tasks::Task),
+    /// A user's SCRAM credential for a mechanism, new or replaced.
+    ScramCredentialUpserted {
+        user: String,
+        mechanism: String,
+        credential: crate::security::scram::Credential,
+    },
+    /// A user's SCRAM credential removed (the user goes with its last one).
+    ScramCredentialDeleted {
+        user: String,
+        mechanism: String,
+    },
 }
 
 impl MetadataImage {
@@ -329,6 +376,25 @@ impl MetadataImage {
             }
             MetadataRecord::TaskChanged(task) => {
                 crate::cluster::tasks::apply(&mut self.tasks, task);
+            }
+            MetadataRecord::ScramCredentialUpserted {
+                user,
+                mechanism,
+                credential,
+            } => {
+                self.users
+                    .entry(user.clone())
+                    .or_default()
+                    .scram
+                    .insert(mechanism.clone(), credential.clone());
+            }
+            MetadataRecord::ScramCredentialDeleted { user, mechanism } => {
+                if let Some(u) = self.users.get_mut(user) {
+                    u.scram.remove(mechanism);
+                    if u.scram.is_empty() {
+                        self.users.remove(user);
+                    }
+                }
             }
         }
     }

@@ -204,7 +204,7 @@ pub fn run(
     core: Option<usize>,
     broker: Arc<Broker>,
     inbox: mpsc::UnboundedReceiver<ShardTask>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<BoundListener>,
     ready: Arc<Barrier>,
 ) {
     // Create the runtime before pinning: its threads inherit this thread's affinity.
@@ -271,7 +271,10 @@ pub fn run(
     });
 }
 
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
+/// One shard's socket of a listener, and the listener it serves.
+pub type BoundListener = (std::net::TcpListener, Arc<crate::security::ListenerRuntime>);
+
+async fn accept_loop(ctx: Rc<ShardCtx>, (listener, runtime): BoundListener) {
     let listener = match compio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -301,9 +304,10 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
                 };
                 crate::broker::Metrics::add(&ctx.broker.metrics.connections_accepted, 1);
                 let target = slot.shard;
+                let runtime = Arc::clone(&runtime);
                 if target == ctx.id {
-                    serve_here(&ctx, stream, peer, slot);
-                } else if let Err(e) = hand_over(&ctx, target, stream, peer, slot) {
+                    serve_here(&ctx, runtime, stream, peer, slot);
+                } else if let Err(e) = hand_over(&ctx, target, runtime, stream, peer, slot) {
                     tracing::debug!(shard = ctx.id, %peer, error = %e, "hand-over failed");
                 }
             }
@@ -318,6 +322,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: std::net::TcpListener) {
 /// Serves a connection on this shard (its slot already counts it here).
 fn serve_here(
     ctx: &Rc<ShardCtx>,
+    runtime: Arc<crate::security::ListenerRuntime>,
     stream: compio::net::TcpStream,
     peer: std::net::SocketAddr,
     slot: crate::broker::ConnectionSlot,
@@ -325,7 +330,7 @@ fn serve_here(
     let c = Rc::clone(ctx);
     let id = ctx.broker.connection_id();
     compio::runtime::spawn(async move {
-        crate::connection::serve(c, stream, peer, id).await;
+        crate::connection::serve(c, runtime, stream, peer, id).await;
         drop(slot);
     })
     .detach();
@@ -336,6 +341,7 @@ fn serve_here(
 fn hand_over(
     ctx: &Rc<ShardCtx>,
     target: usize,
+    runtime: Arc<crate::security::ListenerRuntime>,
     stream: compio::net::TcpStream,
     peer: std::net::SocketAddr,
     slot: crate::broker::ConnectionSlot,
@@ -344,7 +350,7 @@ fn hand_over(
     drop(stream);
     let task: ShardTask = Box::new(
         move |ctx: Rc<ShardCtx>| match compio::net::TcpStream::from_std(socket) {
-            Ok(stream) => serve_here(&ctx, stream, peer, slot),
+            Ok(stream) => serve_here(&ctx, runtime, stream, peer, slot),
             Err(e) => tracing::debug!(shard = ctx.id, %peer, error = %e, "cannot adopt connection"),
         },
     );

@@ -63,6 +63,8 @@ pub enum ControllerRequest {
         incarnation: Uuid,
         host: String,
         port: u16,
+        #[serde(default)]
+        endpoints: Vec<crate::metadata::Endpoint>,
         rack: Option<String>,
     },
     Heartbeat {
@@ -104,6 +106,17 @@ pub enum ControllerRequest {
     SetBrokerConfigs {
         resource: String,
         configs: BTreeMap<String, String>,
+    },
+    /// AlterUserScramCredentials: SCRAM credentials set and removed, checked per user
+    /// against the users that exist (at most `max_users`; `protected` keeps at least one
+    /// credential). `only_if_absent` creates a user that does not exist and leaves an
+    /// existing one alone (the initial user at startup).
+    AlterScramCredentials {
+        upserts: Vec<(String, String, crate::security::scram::Credential)>,
+        deletions: Vec<(String, String)>,
+        max_users: usize,
+        protected: Option<String>,
+        only_if_absent: bool,
     },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
@@ -148,6 +161,8 @@ pub enum Answer {
     /// ElectLeaders, AlterPartitionReassignments: (topic, partition, error code,
     /// message) per partition.
     PartitionResults(Vec<(String, i32, i16, Option<String>)>),
+    /// AlterScramCredentials: (user, error code, message) per user.
+    UserResults(Vec<(String, i16, Option<String>)>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +185,87 @@ pub enum ControllerReply {
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Decision = Result<(Vec<MetadataRecord>, Answer), (ResponseError, String)>;
+
+/// Decides an AlterScramCredentials: each user's changes apply together or not at all.
+fn alter_scram(
+    image: &MetadataImage,
+    upserts: &[(String, String, crate::security::scram::Credential)],
+    deletions: &[(String, String)],
+    max_users: usize,
+    protected: Option<&str>,
+    only_if_absent: bool,
+) -> (Vec<MetadataRecord>, Answer) {
+    let mut users: Vec<&String> = upserts
+        .iter()
+        .map(|(u, _, _)| u)
+        .chain(deletions.iter().map(|(u, _)| u))
+        .collect();
+    users.sort();
+    users.dedup();
+    let mut count = image.users.len();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    for user in users {
+        let existing = image.users.get(user);
+        if only_if_absent && existing.is_some() {
+            results.push((user.clone(), 0, None));
+            continue;
+        }
+        let mut mechs: std::collections::BTreeSet<&String> = existing
+            .map(|u| u.scram.keys().collect())
+            .unwrap_or_default();
+        let mut mine = Vec::new();
+        let mut error = None;
+        for (_, mech) in deletions.iter().filter(|(u, _)| u == user) {
+            if !mechs.remove(mech) {
+                error = Some((
+                    ResponseError::ResourceNotFound,
+                    format!("user {user} has no {mech} credential"),
+                ));
+                break;
+            }
+            mine.push(MetadataRecord::ScramCredentialDeleted {
+                user: user.clone(),
+                mechanism: mech.clone(),
+            });
+        }
+        for (_, mech, credential) in upserts.iter().filter(|(u, _, _)| u == user) {
+            mechs.insert(mech);
+            mine.push(MetadataRecord::ScramCredentialUpserted {
+                user: user.clone(),
+                mechanism: mech.clone(),
+                credential: credential.clone(),
+            });
+        }
+        if error.is_none() && mechs.is_empty() && protected == Some(user.as_str()) {
+            error = Some((
+                ResponseError::PolicyViolation,
+                format!("{user} is the initial user and cannot be deleted"),
+            ));
+        }
+        if error.is_none() && existing.is_none() && !mechs.is_empty() {
+            if count >= max_users {
+                error = Some((
+                    ResponseError::PolicyViolation,
+                    format!("at most {max_users} SASL users can be created"),
+                ));
+            } else {
+                count += 1;
+            }
+        }
+        if error.is_none() && existing.is_some() && mechs.is_empty() {
+            count = count.saturating_sub(1);
+        }
+        match error {
+            Some((code, message)) => results.push((user.clone(), code.code(), Some(message))),
+            None => {
+                records.extend(mine);
+                results.push((user.clone(), 0, None));
+            }
+        }
+    }
+    (records, Answer::UserResults(results))
+}
 
 fn refuse(code: ResponseError, message: impl Into<String>) -> Decision {
     Err((code, message.into()))
@@ -382,6 +478,7 @@ impl Controller {
                 incarnation,
                 host,
                 port,
+                endpoints,
                 rack,
             } => {
                 state.leases.insert(*id, now);
@@ -398,6 +495,7 @@ impl Controller {
                     incarnation: *incarnation,
                     host: host.clone(),
                     port: *port,
+                    endpoints: endpoints.clone(),
                     rack: rack.clone(),
                     fenced: true,
                     epoch: image.offset + 1,
@@ -628,6 +726,20 @@ impl Controller {
                     Answer::None,
                 ))
             }
+            ControllerRequest::AlterScramCredentials {
+                upserts,
+                deletions,
+                max_users,
+                protected,
+                only_if_absent,
+            } => Ok(alter_scram(
+                image,
+                upserts,
+                deletions,
+                *max_users,
+                protected.as_deref(),
+                *only_if_absent,
+            )),
             ControllerRequest::AllocateProducerIds { count } => {
                 let first = image.next_producer_id;
                 Ok((
@@ -1333,6 +1445,7 @@ mod tests {
                     incarnation: Uuid::nil(),
                     host: "127.0.0.1".into(),
                     port: 9092,
+                    endpoints: Vec::new(),
                     rack: None,
                     fenced: false,
                     epoch: 0,

@@ -399,11 +399,24 @@ impl Cluster {
     /// Starts registering and heartbeating (after the shards run).
     pub fn start_heartbeats(self: &Arc<Self>, config: &BrokerConfig) {
         let c = Arc::clone(self);
+        let Some(inter_broker) = config.inter_broker_listener() else {
+            tracing::error!("a broker without listeners cannot register");
+            return;
+        };
         let register = ControllerRequest::RegisterBroker {
             id: config.node_id,
             incarnation: self.incarnation,
-            host: config.advertised.0.clone(),
-            port: config.advertised.1,
+            host: inter_broker.advertised.0.clone(),
+            port: inter_broker.advertised.1,
+            endpoints: config
+                .listeners
+                .iter()
+                .map(|l| crate::metadata::Endpoint {
+                    name: l.name.clone(),
+                    host: l.advertised.0.clone(),
+                    port: l.advertised.1,
+                })
+                .collect(),
             rack: config.broker_rack.clone(),
         };
         let interval = Duration::from_millis(config.broker_heartbeat_interval_ms.max(10));
@@ -468,6 +481,46 @@ impl Cluster {
     }
 
     /// Waits until the broker may serve clients.
+    /// Creates the initial SASL user (`ringmq.sasl.initial.user`) with SCRAM-SHA-256 and
+    /// SCRAM-SHA-512 credentials once this broker serves, unless the cluster has it
+    /// already (a changed password stays changed). Retries until the quorum takes it.
+    pub fn ensure_initial_user(self: &Arc<Self>, user: String, password: String, max_users: usize) {
+        use crate::security::{sasl::Mechanism, scram};
+        let c = Arc::clone(self);
+        self.runtime.spawn(async move {
+            c.wait_serving().await;
+            if c.metadata.load().users.contains_key(&user) {
+                return;
+            }
+            let upserts: Vec<_> = Mechanism::SCRAM
+                .iter()
+                .map(|m| {
+                    let cred = scram::credential_for_password(*m, &password, scram::MIN_ITERATIONS);
+                    (user.clone(), m.name().to_owned(), cred)
+                })
+                .collect();
+            loop {
+                let req = ControllerRequest::AlterScramCredentials {
+                    upserts: upserts.clone(),
+                    deletions: Vec::new(),
+                    max_users,
+                    protected: Some(user.clone()),
+                    only_if_absent: true,
+                };
+                match c.submit_inner(req, SUBMIT_TIMEOUT).await {
+                    Ok(_) => {
+                        tracing::info!(%user, "initial SASL user present");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e.message, "initial SASL user pending");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+    }
+
     pub async fn wait_serving(&self) {
         let mut rx = self.serving.subscribe();
         let _ = rx.wait_for(|s| *s).await;

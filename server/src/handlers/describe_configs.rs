@@ -167,7 +167,19 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
     let listeners = c
         .listeners
         .iter()
-        .map(|l| format!("PLAINTEXT://{l}"))
+        .map(|l| format!("{}://{}", l.name, l.bind))
+        .collect::<Vec<_>>()
+        .join(",");
+    let advertised = c
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let protocol_map = c
+        .listener_protocols
+        .iter()
+        .map(|(n, p)| format!("{n}:{p}"))
         .collect::<Vec<_>>()
         .join(",");
     let ours: Vec<(&str, String)> = vec![
@@ -175,14 +187,8 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
         ("broker.id", c.node_id.to_string()),
         ("process.roles", "broker,controller".into()),
         ("listeners", listeners),
-        (
-            "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", c.advertised.0, c.advertised.1),
-        ),
-        (
-            "listener.security.protocol.map",
-            "PLAINTEXT:PLAINTEXT".into(),
-        ),
+        ("advertised.listeners", advertised),
+        ("listener.security.protocol.map", protocol_map),
         ("log.dirs", c.data_dir.display().to_string()),
         ("num.partitions", c.num_partitions.to_string()),
         (

@@ -489,7 +489,7 @@ fn encode(
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut ranges = Vec::new();
     let image = ctx.broker.image();
-    let mut hints = LeaderHints::default();
+    let mut hints = LeaderHints::new(req.session.listener_name());
     for (t, f) in targets.iter().zip(fetched) {
         let hint = hints.hint(&image, &t.name, t.partition, f.error);
         let mut pd = PartitionData::default()

@@ -18,6 +18,7 @@ const KEY_TYPE_GROUP: i8 = 0;
 fn coordinator(
     image: &crate::metadata::MetadataImage,
     group: &str,
+    listener: &str,
 ) -> Result<(i32, StrBytes, i32), (ResponseError, &'static str)> {
     let not_available = (
         ResponseError::CoordinatorNotAvailable,
@@ -34,10 +35,12 @@ fn coordinator(
         .get(&leader)
         .filter(|b| !b.fenced)
         .ok_or(not_available)?;
+    // A coordinator without the client's listener cannot be reached by it.
+    let (host, port) = b.endpoint(listener).ok_or(not_available)?;
     Ok((
         b.id,
-        StrBytes::from_string(b.host.clone()),
-        i32::from(b.port),
+        StrBytes::from_string(host.to_owned()),
+        i32::from(port),
     ))
 }
 
@@ -47,7 +50,7 @@ pub fn handle(ctx: &ShardCtx, req: Request) -> Result<Response, CloseConnection>
     let image = ctx.broker.image();
     let find = |key: &str| {
         if body.key_type == KEY_TYPE_GROUP {
-            coordinator(&image, key)
+            coordinator(&image, key, req.session.listener_name())
         } else {
             Err((
                 ResponseError::CoordinatorNotAvailable,

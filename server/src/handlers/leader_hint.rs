@@ -11,13 +11,20 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::metadata::{MetadataImage, NO_LEADER};
 
-/// Leaders named in one response, and their endpoints.
-#[derive(Default)]
+/// Leaders named in one response, and their endpoints on the client's listener.
 pub struct LeaderHints {
+    listener: String,
     endpoints: BTreeMap<i32, (String, u16, Option<String>)>,
 }
 
 impl LeaderHints {
+    pub fn new(listener: &str) -> Self {
+        LeaderHints {
+            listener: listener.to_owned(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+
     /// `(leader, epoch)` to put in the response for a partition that failed with `code`,
     /// if the error is one KIP-951 answers and a live leader is known.
     pub fn hint(
@@ -38,10 +45,9 @@ impl LeaderHints {
             return None;
         }
         let broker = image.brokers.get(&state.leader).filter(|b| !b.fenced)?;
-        self.endpoints.insert(
-            broker.id,
-            (broker.host.clone(), broker.port, broker.rack.clone()),
-        );
+        let (host, port) = broker.endpoint(&self.listener)?;
+        self.endpoints
+            .insert(broker.id, (host.to_owned(), port, broker.rack.clone()));
         Some((state.leader, state.leader_epoch))
     }
 

@@ -15,6 +15,7 @@ use crate::shard::ShardCtx;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -25,6 +26,7 @@ pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -42,6 +44,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 pub mod unregister_broker;
 
@@ -135,6 +139,10 @@ served_apis! {
     ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
     UnregisterBroker => UnregisterBrokerRequest, UnregisterBrokerResponse;
     AlterReplicaLogDirs => AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse;
+    SaslHandshake => SaslHandshakeRequest, SaslHandshakeResponse;
+    SaslAuthenticate => SaslAuthenticateRequest, SaslAuthenticateResponse;
+    DescribeUserScramCredentials => DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
+    AlterUserScramCredentials => AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -200,6 +208,8 @@ pub struct Request {
     pub body: Bytes,
     /// The client's address, `/ip` as Kafka shows it.
     pub client_host: String,
+    /// The connection: its listener and principal.
+    pub session: Rc<crate::security::Session>,
 }
 
 impl Request {
@@ -216,12 +226,13 @@ pub async fn dispatch(
     header: RequestHeader,
     api_key: ApiKey,
     body: Bytes,
-    client_host: String,
+    session: Rc<crate::security::Session>,
 ) -> Result<Option<Response>, CloseConnection> {
     let req = Request {
         header,
         body,
-        client_host,
+        client_host: format!("/{}", session.peer.ip()),
+        session,
     };
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&req).map(Some);
@@ -267,6 +278,14 @@ pub async fn dispatch(
         ApiKey::ElectLeaders => elect_leaders::handle(ctx, req).await.map(Some),
         ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
         ApiKey::AlterReplicaLogDirs => alter_replica_log_dirs::handle(ctx, req).await.map(Some),
+        ApiKey::SaslHandshake => sasl_handshake::handle(req).map(Some),
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials::handle(ctx, req).map(Some)
+        }
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, req)
+            .await
+            .map(Some),
         ApiKey::AlterPartitionReassignments => alter_partition_reassignments::handle(ctx, req)
             .await
             .map(Some),
@@ -302,6 +321,8 @@ mod tests {
         assert_eq!(versions(ApiKey::OffsetCommit).map(|r| r.max), Some(9));
         assert_eq!(versions(ApiKey::OffsetFetch).map(|r| r.max), Some(9));
         assert!(!supported(ApiKey::OffsetCommit, 10));
-        assert_eq!(versions(ApiKey::SaslHandshake), None);
+        assert_eq!(versions(ApiKey::SaslHandshake).map(|r| r.max), Some(1));
+        assert_eq!(versions(ApiKey::SaslAuthenticate).map(|r| r.max), Some(2));
+        assert_eq!(versions(ApiKey::CreateAcls), None);
     }
 }

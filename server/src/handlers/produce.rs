@@ -104,7 +104,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
         return Ok(None);
     }
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
-    let mut hints = LeaderHints::default();
+    let mut hints = LeaderHints::new(req.session.listener_name());
     for ((wire_name, topic_id, name, index), result) in topics.into_iter().zip(results) {
         let pr = match result {
             Ok(info) => {

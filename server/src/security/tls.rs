@@ -1,0 +1,453 @@
+//! TLS on SSL and SASL_SSL listeners (SPEC S2), with rustls: the server configuration
+//! from Kafka's PEM keys (`ssl.keystore.location` holding key and chain, or the inline
+//! `ssl.keystore.certificate.chain` / `ssl.keystore.key`; `ssl.key.password` for an
+//! encrypted PKCS#8 key; `ssl.truststore.*` for client certificates), `ssl.client.auth`,
+//! `ssl.enabled.protocols` and `ssl.cipher.suites`; the handshake; and the record layer
+//! a connection reads frames from and writes responses to. The configuration can be
+//! replaced while the listener runs: new connections get the new certificate, open ones
+//! keep theirs.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::net::TcpStream;
+use rustls::ServerConnection;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::listener::Listener;
+use super::principal::{self, PrincipalRules};
+
+/// Time a client has to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Plaintext bytes encrypted per socket write.
+const WRITE_CHUNK: usize = 256 * 1024;
+
+/// Socket bytes read per TLS read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// A TLS listener's server side.
+pub struct TlsServer {
+    listener: Listener,
+    config: ArcSwap<rustls::ServerConfig>,
+    pub client_auth: ClientAuth,
+    pub rules: PrincipalRules,
+    /// The key and certificate files, with the modification times loaded.
+    files: Mutex<Vec<(PathBuf, Option<SystemTime>)>>,
+}
+
+fn mtime(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl TlsServer {
+    pub fn new(l: &Listener) -> Result<Self, String> {
+        let config = build(l)?;
+        let client_auth = client_auth(l)?;
+        let rules = match l.prop("ssl.principal.mapping.rules") {
+            Some(r) => PrincipalRules::parse(r)?,
+            None => PrincipalRules::default(),
+        };
+        let files = ["ssl.keystore.location", "ssl.truststore.location"]
+            .iter()
+            .filter_map(|k| l.prop(k))
+            .map(|p| {
+                let p = PathBuf::from(p);
+                let t = mtime(&p);
+                (p, t)
+            })
+            .collect();
+        Ok(TlsServer {
+            listener: l.clone(),
+            config: ArcSwap::from_pointee(config),
+            client_auth,
+            rules,
+            files: Mutex::new(files),
+        })
+    }
+
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.load_full()
+    }
+
+    pub fn listener_name(&self) -> &str {
+        &self.listener.name
+    }
+
+    /// Loads the key, certificates and trust store again (new connections use them).
+    /// On error the running configuration stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = build(&self.listener)?;
+        self.config.store(Arc::new(config));
+        if let Ok(mut files) = self.files.lock() {
+            for (p, t) in files.iter_mut() {
+                *t = mtime(p);
+            }
+        }
+        tracing::info!(listener = %self.listener.name, "TLS certificates loaded");
+        Ok(())
+    }
+
+    /// Reloads if a key or certificate file changed since it was loaded.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let changed = match self.files.lock() {
+            Ok(files) => files.iter().any(|(p, t)| mtime(p) != *t),
+            Err(_) => false,
+        };
+        if changed {
+            self.reload()?;
+        }
+        Ok(changed)
+    }
+}
+
+fn client_auth(l: &Listener) -> Result<ClientAuth, String> {
+    match l
+        .prop("ssl.client.auth")
+        .unwrap_or("none")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "none" => Ok(ClientAuth::None),
+        "requested" => Ok(ClientAuth::Requested),
+        "required" => Ok(ClientAuth::Required),
+        other => Err(format!(
+            "listener {}: ssl.client.auth={other}: expected required, requested or none",
+            l.name
+        )),
+    }
+}
+
+fn read_pem(l: &Listener, key: &str) -> Result<Option<String>, String> {
+    match l.prop(key) {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|e| format!("listener {}: {key}={path}: {e}", l.name)),
+    }
+}
+
+fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what}: no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM text: PKCS#8, PKCS#1 or SEC1, or PKCS#8 encrypted with
+/// `password` (`ssl.key.password`).
+fn private_key(
+    pem: &str,
+    password: Option<&str>,
+    what: &str,
+) -> Result<PrivateKeyDer<'static>, String> {
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        let password = password.ok_or_else(|| {
+            format!("{what}: the private key is encrypted and ssl.key.password is not set")
+        })?;
+        let start = pem
+            .find("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            .unwrap_or(0);
+        let end_marker = "-----END ENCRYPTED PRIVATE KEY-----";
+        let end = pem[start..]
+            .find(end_marker)
+            .map(|i| start + i + end_marker.len())
+            .ok_or_else(|| format!("{what}: unterminated encrypted key"))?;
+        let (_, der) = pkcs8::der::pem::decode_vec(&pem.as_bytes()[start..end])
+            .map_err(|e| format!("{what}: {e}"))?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+            .map_err(|e| format!("{what}: {e}"))?;
+        let doc = info
+            .decrypt(password)
+            .map_err(|_| format!("{what}: cannot decrypt the private key with ssl.key.password"))?;
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            doc.as_bytes().to_vec(),
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| format!("{what}: no usable private key ({e})"))
+}
+
+/// Builds the rustls configuration of a TLS listener from its keys.
+fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
+    let name = &l.name;
+    let store_type = l.prop("ssl.keystore.type").unwrap_or("PEM");
+    if !store_type.eq_ignore_ascii_case("PEM") {
+        return Err(format!(
+            "listener {name}: ssl.keystore.type={store_type} is not supported: ringmq reads PEM \
+             keystores (convert with `openssl pkcs12 -in store.p12 -nodes`)"
+        ));
+    }
+    let (chain, key) = match l.prop("ssl.keystore.certificate.chain") {
+        Some(chain) => {
+            let key = l.prop("ssl.keystore.key").ok_or_else(|| {
+                format!("listener {name}: ssl.keystore.certificate.chain needs ssl.keystore.key")
+            })?;
+            (chain.to_owned(), key.to_owned())
+        }
+        None => {
+            let text = read_pem(l, "ssl.keystore.location")?.ok_or_else(|| {
+                format!(
+                    "listener {name} is {}: set ssl.keystore.location (a PEM file with the \
+                     private key and the certificate chain) or ssl.keystore.certificate.chain \
+                     and ssl.keystore.key",
+                    l.protocol.name()
+                )
+            })?;
+            (text.clone(), text)
+        }
+    };
+    let what = format!("listener {name} keystore");
+    let certs = certificates(&chain, &what)?;
+    let key = private_key(&key, l.prop("ssl.key.password"), &what)?;
+
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(list) = l.prop("ssl.cipher.suites").filter(|s| !s.trim().is_empty()) {
+        let wanted: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+        provider.cipher_suites.retain(|s| {
+            let rustls_name = format!("{:?}", s.suite());
+            let java_name = rustls_name.replacen("TLS13_", "TLS_", 1);
+            wanted.iter().any(|w| *w == rustls_name || *w == java_name)
+        });
+        if provider.cipher_suites.is_empty() {
+            return Err(format!(
+                "listener {name}: none of ssl.cipher.suites={list} is supported (ringmq offers \
+                 the ECDHE AES-GCM and ChaCha20 suites of TLS 1.2 and the TLS 1.3 suites)"
+            ));
+        }
+    }
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    let protocols = l.prop("ssl.enabled.protocols").unwrap_or("TLSv1.2,TLSv1.3");
+    for p in protocols
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match p {
+            "TLSv1.2" => versions.push(&rustls::version::TLS12),
+            "TLSv1.3" => versions.push(&rustls::version::TLS13),
+            other => {
+                return Err(format!(
+                    "listener {name}: ssl.enabled.protocols: {other} is not supported (TLSv1.2, TLSv1.3)"
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("listener {name}: {e}"))?;
+    let auth = client_auth(l)?;
+    let builder = if auth == ClientAuth::None {
+        builder.with_no_client_auth()
+    } else {
+        let pem = match l.prop("ssl.truststore.certificates") {
+            Some(inline) => inline.to_owned(),
+            None => read_pem(l, "ssl.truststore.location")?.ok_or_else(|| {
+                format!(
+                    "listener {name}: ssl.client.auth needs a trust store \
+                     (ssl.truststore.location or ssl.truststore.certificates, PEM)"
+                )
+            })?,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certificates(&pem, &format!("listener {name} truststore"))? {
+            roots
+                .add(c)
+                .map_err(|e| format!("listener {name} truststore: {e}"))?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if auth == ClientAuth::Requested {
+            verifier.allow_unauthenticated()
+        } else {
+            verifier
+        };
+        builder.with_client_cert_verifier(
+            verifier
+                .build()
+                .map_err(|e| format!("listener {name} truststore: {e}"))?,
+        )
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("listener {name} keystore: {e}"))?;
+    config.ignore_client_order = true;
+    Ok(config)
+}
+
+/// Feeds socket bytes to rustls and processes them.
+fn feed(conn: &mut ServerConnection, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        conn.read_tls(&mut data)?;
+        conn.process_new_packets()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    }
+    Ok(())
+}
+
+/// Writes what rustls has to send.
+async fn flush(conn: &RefCell<ServerConnection>, sock: &mut TcpStream) -> std::io::Result<()> {
+    loop {
+        let out = {
+            let mut c = conn.borrow_mut();
+            if !c.wants_write() {
+                return Ok(());
+            }
+            let mut out = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut out)?;
+            }
+            out
+        };
+        let BufResult(res, _) = sock.write_all(out).await;
+        res?;
+    }
+}
+
+/// Runs the server handshake on `sock`. Returns the connection and the principal its
+/// client certificate maps to (ANONYMOUS without one).
+pub async fn handshake(
+    server: &TlsServer,
+    sock: &mut TcpStream,
+) -> std::io::Result<(ServerConnection, String)> {
+    let conn = ServerConnection::new(server.config()).map_err(std::io::Error::other)?;
+    let conn = RefCell::new(conn);
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        flush(&conn, sock).await?;
+        if !conn.borrow().is_handshaking() {
+            break;
+        }
+        buf.clear();
+        let BufResult(res, b) = sock.read(buf).await;
+        buf = b;
+        if res? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let fed = feed(&mut conn.borrow_mut(), &buf);
+        if let Err(e) = fed {
+            // Tell the client why (the alert rustls queued), then give up.
+            let _ = flush(&conn, sock).await;
+            return Err(e);
+        }
+    }
+    let mut conn = conn.into_inner();
+    conn.set_buffer_limit(None);
+    let principal = match conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| principal::subject_of(c))
+    {
+        Some(subject) => format!("User:{}", server.rules.map(&subject)),
+        None => super::ANONYMOUS.to_owned(),
+    };
+    Ok((conn, principal))
+}
+
+/// The read side of a TLS connection: decrypted bytes, frame by frame.
+pub struct TlsReader {
+    sock: TcpStream,
+    conn: Rc<RefCell<ServerConnection>>,
+    plain: BytesMut,
+    buf: Vec<u8>,
+}
+
+/// The write side of a TLS connection.
+pub struct TlsWriter {
+    sock: TcpStream,
+    conn: Rc<RefCell<ServerConnection>>,
+}
+
+/// Splits a handshaken connection into its reader and writer.
+pub fn split(sock: TcpStream, conn: ServerConnection) -> (TlsReader, TlsWriter) {
+    let conn = Rc::new(RefCell::new(conn));
+    let reader = TlsReader {
+        sock: sock.clone(),
+        conn: Rc::clone(&conn),
+        plain: BytesMut::new(),
+        buf: Vec::with_capacity(READ_CHUNK),
+    };
+    (reader, TlsWriter { sock, conn })
+}
+
+impl TlsReader {
+    /// Reads exactly `n` decrypted bytes; `UnexpectedEof` when the client is gone.
+    pub async fn read_exact(&mut self, n: usize) -> std::io::Result<Bytes> {
+        loop {
+            if self.plain.len() >= n {
+                return Ok(self.plain.split_to(n).freeze());
+            }
+            let mut closed = false;
+            {
+                let mut c = self.conn.borrow_mut();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    match c.reader().read(&mut chunk) {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(k) => self.plain.extend_from_slice(&chunk[..k]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if self.plain.len() >= n {
+                continue;
+            }
+            if closed {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.clear();
+            let buf = std::mem::take(&mut self.buf);
+            let BufResult(res, buf) = self.sock.read(buf).await;
+            self.buf = buf;
+            if res? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            feed(&mut self.conn.borrow_mut(), &self.buf)?;
+        }
+    }
+}
+
+impl TlsWriter {
+    /// Encrypts and sends `data`.
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        for chunk in data.chunks(WRITE_CHUNK) {
+            self.conn.borrow_mut().writer().write_all(chunk)?;
+            flush(&self.conn, &mut self.sock).await?;
+        }
+        if data.is_empty() {
+            flush(&self.conn, &mut self.sock).await?;
+        }
+        Ok(())
+    }
+
+    /// The socket, to shut it down.
+    pub fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
