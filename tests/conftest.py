@@ -62,6 +62,12 @@ class Broker:
         self.netns = netns
         self.port = free_port()
         self.http_port = free_port()
+        # A test that names its listeners in `properties` gets exactly those (the first
+        # is the bootstrap); otherwise one PLAINTEXT listener on a free port.
+        self.own_listeners = bool(properties and "listeners" in properties)
+        if self.own_listeners:
+            first = properties["listeners"].split(",")[0].split("://")[-1]
+            self.port = int(first.rsplit(":", 1)[1])
         self.bootstrap = f"{host}:{self.port}"
         self.extra_args = list(extra_args)
         self.log_path = tmp / "ringmqd.log"
@@ -75,7 +81,8 @@ class Broker:
         self.serves_kafka = True
 
     def start(self):
-        args = [str(RINGMQD), "--data-dir", str(self.dir), "--listen", self.bootstrap,
+        listen = [] if self.own_listeners else ["--listen", self.bootstrap]
+        args = [str(RINGMQD), "--data-dir", str(self.dir), *listen,
                 "--http", f"{self.host}:{self.http_port}", *self.extra_args]
         if self.config_path:
             args += ["--config", str(self.config_path)]

@@ -30,7 +30,7 @@ def recv_exact(s, n):
     while len(buf) < n:
         try:
             chunk = s.recv(n - len(buf))
-        except ConnectionResetError:
+        except (ConnectionResetError, __import__("ssl").SSLError):
             return None
         if not chunk:
             return None
@@ -105,3 +105,52 @@ def crc32c(data):
     for b in data:
         c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
     return c ^ 0xFFFFFFFF
+
+
+def kstring(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack(">h", len(b)) + b
+
+
+def sasl_handshake(s, mechanism, correlation_id=1, version=1):
+    """SaslHandshake (key 17): (error code, [mechanisms]), or None if the broker closed."""
+    s.sendall(frame(17, version, correlation_id, kstring(mechanism)))
+    resp = read_frame(s)
+    if resp is None:
+        return None
+    code, n = struct.unpack(">hi", resp[4:10])
+    at, mechanisms = 10, []
+    for _ in range(n):
+        (ln,) = struct.unpack(">h", resp[at:at + 2])
+        mechanisms.append(resp[at + 2:at + 2 + ln].decode())
+        at += 2 + ln
+    return code, mechanisms
+
+
+def sasl_authenticate(s, token, correlation_id=2):
+    """SaslAuthenticate v1: (error code, message, auth bytes, session lifetime ms), or None
+    if the broker closed without answering."""
+    s.sendall(frame(36, 1, correlation_id, struct.pack(">i", len(token)) + token))
+    resp = read_frame(s)
+    if resp is None:
+        return None
+    (code,) = struct.unpack(">h", resp[4:6])
+    (ln,) = struct.unpack(">h", resp[6:8])
+    at = 8
+    message = None
+    if ln >= 0:
+        message = resp[at:at + ln].decode()
+        at += ln
+    (bn,) = struct.unpack(">i", resp[at:at + 4])
+    auth = resp[at + 4:at + 4 + bn]
+    (lifetime,) = struct.unpack(">q", resp[at + 4 + bn:at + 12 + bn])
+    return code, message, auth, lifetime
+
+
+def metadata_v1(s, correlation_id=3):
+    """A Metadata v1 request for all topics; the response bytes, or None if closed."""
+    try:
+        s.sendall(frame(3, 1, correlation_id, struct.pack(">i", -1)))
+        return read_frame(s)
+    except OSError:  # ssl.SSLError included: the broker closed the connection
+        return None

@@ -1,9 +1,10 @@
 //! Admin HTTP (control plane, low volume): its own small thread, plain blocking I/O.
 //! It serves `GET /metrics` in Prometheus text format from the broker's counters, and
 //! the first pieces of the REST API: `GET /v1/tasks` and `GET /v1/tasks/{id}`, the
-//! cluster's background tasks as JSON (the rest of the API and the console arrive with
-//! their issue, port 9999 by default there). Started only when `--http HOST:PORT` is
-//! given.
+//! cluster's background tasks as JSON, and `POST /v1/tls/reload` (TLS listeners load
+//! their key, certificates and trust store again); the rest of the API and the console
+//! arrive with their issue, port 9999 by default there. Started only when `--http
+//! HOST:PORT` is given.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -52,8 +53,16 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
             break;
         }
     }
+    let method = first.split_whitespace().next().unwrap_or("GET");
     let path = first.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
+        "/v1/tls/reload" if method == "POST" => match crate::security::tls::reload_all(broker) {
+            Ok(n) => ("200 OK", format!("{{\"reloaded\":{n}}}\n")),
+            Err(e) => (
+                "500 Internal Server Error",
+                format!("{}\n", serde_json::json!({ "error": e })),
+            ),
+        },
         "/metrics" => ("200 OK", metrics_text(broker)),
         "/v1/tasks" => ("200 OK", tasks_json(broker, None)),
         p if p.starts_with("/v1/tasks/") => match p["/v1/tasks/".len()..].parse::<u64>() {
@@ -135,6 +144,36 @@ fn metrics_text(broker: &Broker) -> String {
             "ringmq_fetch_copied_bytes_total",
             "Fetch bytes that went through a user-space buffer",
             m.fetch_copied_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_fetch_tls_bytes_total",
+            "Fetch bytes read from segments and encrypted in user space (TLS listeners)",
+            m.fetch_tls_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_tls_handshakes_total",
+            "TLS handshakes completed",
+            m.tls_handshakes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_tls_handshake_microseconds_total",
+            "Time the completed TLS handshakes took",
+            m.tls_handshake_us.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_sasl_authentications_total",
+            "SASL authentications (and re-authentications) that succeeded",
+            m.sasl_authentications.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_sasl_failures_total",
+            "SASL authentications that failed",
+            m.sasl_failures.load(Ordering::Relaxed),
         ),
         (
             "ringmq_replica_fetch_rounds_total",

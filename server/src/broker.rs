@@ -306,6 +306,11 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
                 .ensure_initial_user(user.clone(), password.clone(), c.max_sasl_users);
         }
     }
+    crate::security::tls::watch(
+        Arc::clone(&broker),
+        std::time::Duration::from_millis(broker.config.ssl_reload_check_ms),
+    )
+    .context("starting the TLS file watch")?;
     tracing::info!(shards, listeners = ?bound, "ringmqd ready");
     Ok(Running {
         broker,

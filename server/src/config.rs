@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     pub initial_user_password: Option<String>,
     /// `ringmq.sasl.max.users` (SPEC S3: 20).
     pub max_sasl_users: usize,
+    /// `ringmq.ssl.reload.check.ms`: how often TLS listeners look for changed key and
+    /// certificate files (0: only on `POST /v1/tls/reload`).
+    pub ssl_reload_check_ms: u64,
     /// `log.dirs`: the first one (it also holds the cluster metadata).
     pub data_dir: PathBuf,
     /// `log.dirs` after the first: more directories for partitions (new replicas go to
@@ -186,6 +189,7 @@ impl Default for BrokerConfig {
             initial_user: None,
             initial_user_password: None,
             max_sasl_users: 20,
+            ssl_reload_check_ms: 10_000,
             data_dir: PathBuf::from("./ringmq-data"),
             extra_log_dirs: Vec::new(),
             shards: cores.len(),
@@ -392,6 +396,9 @@ impl BrokerConfig {
                     self.initial_user = Some(v.trim().to_owned()).filter(|u| !u.is_empty())
                 }
                 "ringmq.sasl.initial.user.password" => self.initial_user_password = Some(v.clone()),
+                "ringmq.ssl.reload.check.ms" => {
+                    self.ssl_reload_check_ms = v.parse().map_err(|_| bad("not a duration in ms"))?
+                }
                 "ringmq.sasl.max.users" => {
                     self.max_sasl_users = v
                         .parse()

@@ -253,7 +253,9 @@ impl ScramExchange {
         if channel != Some(expected_channel.as_str()) {
             return Err(ScramError::Malformed("channel binding mismatch"));
         }
-        if nonce != Some(self.nonce.as_str()) {
+        // Kafka accepts a final nonce that ends with the server's (librdkafka sends the
+        // client nonce again in front of it), and so must ringmq.
+        if !nonce.is_some_and(|n| n.ends_with(&self.nonce)) {
             return Err(ScramError::Malformed("nonce mismatch"));
         }
         let proof = B64

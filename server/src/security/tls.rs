@@ -105,10 +105,19 @@ impl TlsServer {
         Ok(())
     }
 
-    /// Reloads if a key or certificate file changed since it was loaded.
+    /// Reloads if a key or certificate file changed since it was loaded. A change that
+    /// does not load is reported once, not at every check.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
         let changed = match self.files.lock() {
-            Ok(files) => files.iter().any(|(p, t)| mtime(p) != *t),
+            Ok(mut files) => {
+                let changed = files.iter().any(|(p, t)| mtime(p) != *t);
+                if changed {
+                    for (p, t) in files.iter_mut() {
+                        *t = mtime(p);
+                    }
+                }
+                changed
+            }
             Err(_) => false,
         };
         if changed {
@@ -116,6 +125,42 @@ impl TlsServer {
         }
         Ok(changed)
     }
+}
+
+/// Reloads every TLS listener of `broker` (the admin API's `POST /v1/tls/reload`);
+/// returns how many there are. The first failure is the error; the others still load.
+pub fn reload_all(broker: &crate::broker::Broker) -> Result<usize, String> {
+    let mut first_error = None;
+    let mut n = 0;
+    for tls in broker.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        n += 1;
+        if let Err(e) = tls.reload() {
+            tracing::warn!(listener = %tls.listener_name(), error = %e, "TLS reload failed; keeping the running certificates");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(n), Err)
+}
+
+/// Watches the TLS listeners' key and certificate files every `every`, reloading a
+/// listener whose files changed (`ringmq.ssl.reload.check.ms`, 0: off).
+pub fn watch(broker: Arc<crate::broker::Broker>, every: Duration) -> std::io::Result<()> {
+    if every.is_zero() || broker.listeners.iter().all(|l| l.tls.is_none()) {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("tls-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                for tls in broker.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+                    if let Err(e) = tls.reload_if_changed() {
+                        tracing::warn!(listener = %tls.listener_name(), error = %e, "TLS files changed but do not load; keeping the running certificates");
+                    }
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 fn client_auth(l: &Listener) -> Result<ClientAuth, String> {

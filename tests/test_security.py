@@ -1,0 +1,351 @@
+"""Security end to end (SPEC S1-S3) with real clients against a real ringmqd: named
+listeners each advertised as configured, TLS (PEM keystore with an encrypted key,
+mutual TLS), SASL PLAIN / SCRAM-SHA-256 / SCRAM-SHA-512 with users kept in the metadata
+log, re-authentication, certificate replacement; and the ways a client can get it wrong,
+each answered with Kafka's error and nothing more."""
+import re
+import socket
+import ssl
+import struct
+import time
+import urllib.request
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+
+import kafka_wire as kw
+from certs import Certs
+from conftest import free_port
+
+ROOT_PASSWORD = "root-secret"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+def secure_properties(certs, **extra):
+    """The seeds' layout on one broker: a private PLAINTEXT listener, a public SASL_SSL
+    one advertised under another host name, and an SSL listener that wants a client
+    certificate."""
+    plain, sasl_ssl, tls = free_port(), free_port(), free_port()
+    props = {
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{tls}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://localhost:{sasl_ssl},"
+                                f"SSL://localhost:{tls}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": certs.keystore,
+        "ssl.key.password": Certs.KEY_PASSWORD,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": certs.ca,
+        "listener.name.ssl.ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]*),.*$/$1/L,DEFAULT",
+        "ringmq.sasl.initial.user": "root",
+        "ringmq.sasl.initial.user.password": ROOT_PASSWORD,
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    props.update(extra)
+    return props, {"plain": f"127.0.0.1:{plain}", "sasl_ssl": f"localhost:{sasl_ssl}",
+                   "ssl": f"localhost:{tls}"}
+
+
+def sasl(addr, certs, mechanism, user, password, **extra):
+    return {"bootstrap.servers": addr, "security.protocol": "SASL_SSL", "sasl.mechanism": mechanism,
+            "sasl.username": user, "sasl.password": password, "ssl.ca.location": certs.ca, **extra}
+
+
+def make_users(admin, *users):
+    """SCRAM-SHA-256 and -512 credentials for each (name, password)."""
+    upserts = [UserScramCredentialUpsertion(name, ScramCredentialInfo(m, 4096), password.encode())
+               for name, password in users for m in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512)]
+    for f in admin.alter_user_scram_credentials(upserts).values():
+        f.result(timeout=15)
+
+
+def roundtrip(conf, topic, n=20):
+    """Produces n messages and consumes them back with a consumer group."""
+    p = Producer({**conf, "acks": "all"})
+    for i in range(n):
+        p.produce(topic, f"{topic}-{i}".encode())
+    assert p.flush(20) == 0
+    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+    c.commit(asynchronous=False)
+    c.close()
+    assert sorted(got) == sorted(f"{topic}-{i}" for i in range(n))
+
+
+@pytest.fixture
+def secure_broker(make_broker, certs):
+    props, addrs = secure_properties(certs)
+    b = make_broker(properties=props).start()
+    b.addrs = addrs
+    b.admin_conf = sasl(addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD)
+    wait_for_initial_user(b)
+    return b
+
+
+def wait_for_initial_user(b, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if "initial SASL user present" in b.log_path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the initial user was not created")
+
+
+def test_seed_scenarios_produce_and_consume_with_a_group(secure_broker, certs):
+    """SASL_SSL with PLAIN and SCRAM-SHA-512, SASL_SSL with SCRAM-SHA-256, SSL with a
+    client certificate: each produces and consumes through a consumer group; each
+    listener advertises its own address."""
+    b = secure_broker
+    admin = AdminClient(b.admin_conf)
+    make_users(admin, ("alice", "alice-secret"))
+    described = admin.describe_user_scram_credentials(["alice"])["alice"].result(timeout=10)
+    assert sorted(i.mechanism for i in described.scram_credential_infos) == \
+        [ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512]
+    assert {i.iterations for i in described.scram_credential_infos} == {4096}
+    scenarios = {
+        "plain": sasl(b.addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD),
+        "scram512": sasl(b.addrs["sasl_ssl"], certs, "SCRAM-SHA-512", "alice", "alice-secret"),
+        "scram256": sasl(b.addrs["sasl_ssl"], certs, "SCRAM-SHA-256", "alice", "alice-secret"),
+        "mtls": {"bootstrap.servers": b.addrs["ssl"], "security.protocol": "SSL", "ssl.ca.location": certs.ca,
+                 "ssl.certificate.location": certs.client_cert, "ssl.key.location": certs.client_key},
+    }
+    for name, conf in scenarios.items():
+        roundtrip(conf, f"seed-{name}")
+    # Each listener answers Metadata with its own advertised addresses.
+    for name, conf in [("plain", {"bootstrap.servers": b.addrs["plain"]}), ("sasl_ssl", scenarios["plain"]),
+                       ("ssl", scenarios["mtls"])]:
+        brokers = AdminClient(conf).list_topics(timeout=10).brokers
+        assert [f"{m.host}:{m.port}" for m in brokers.values()] == [b.addrs[name]], name
+    m = b.metrics()
+    assert m["ringmq_tls_handshakes_total"] > 0 and m["ringmq_sasl_authentications_total"] > 0
+    # Over TLS, fetched segment bytes are encrypted in user space and counted as such.
+    assert m["ringmq_fetch_tls_bytes_total"] > 0
+
+
+def test_kafka_python_scram_sha_256(secure_broker, certs):
+    """The client-access tutorial's case with kafka-python: SASL_SSL, SCRAM-SHA-256."""
+    from kafka import KafkaConsumer, KafkaProducer
+    b = secure_broker
+    make_users(AdminClient(b.admin_conf), ("bob", "bob-secret"))
+    conf = dict(bootstrap_servers=b.addrs["sasl_ssl"], security_protocol="SASL_SSL",
+                sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="bob", sasl_plain_password="bob-secret",
+                ssl_cafile=certs.ca)
+    p = KafkaProducer(acks="all", **conf)
+    for i in range(10):
+        p.send("kp-scram", f"m{i}".encode())
+    p.flush(20)
+    p.close()
+    c = KafkaConsumer("kp-scram", group_id="kp", auto_offset_reset="earliest", consumer_timeout_ms=15000, **conf)
+    got = []
+    for msg in c:
+        got.append(msg.value.decode())
+        if len(got) == 10:
+            break
+    c.commit()
+    c.close()
+    assert sorted(got) == [f"m{i}" for i in range(10)]
+
+
+def tls_socket(addr, certs, cert=None, key=None):
+    host, port = addr.rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname=host)
+    s.settimeout(5)
+    return s
+
+
+def test_authentication_failures_are_generic_and_bad_sessions_end(secure_broker, certs):
+    """Wrong password and unknown user get the same answer; an unknown mechanism, SASL
+    bytes before the handshake, requests before authentication and an oversized token
+    end the connection; the broker keeps serving."""
+    b = secure_broker
+    b.expected_log += [r"SASL authentication failed", r"before SASL authentication",
+                       r"exceeds sasl.server.max.receive.size", r"a TLS handshake on PLAINTEXT listener"]
+    answers = []
+    for user, password in [("root", "wrong"), ("nobody", "whatever")]:
+        s = tls_socket(b.addrs["sasl_ssl"], certs)
+        assert kw.sasl_handshake(s, "PLAIN") == (0, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+        code, message, _, _ = kw.sasl_authenticate(s, f"\0{user}\0{password}".encode())
+        answers.append((code, message))
+        assert kw.closed_by_broker(s)
+    assert answers[0] == answers[1] == (58, "Authentication failed during authentication due to invalid "
+                                            "credentials with SASL mechanism PLAIN")
+    # An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then closed.
+    s = tls_socket(b.addrs["sasl_ssl"], certs)
+    assert kw.sasl_handshake(s, "GSSAPI") == (33, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    assert kw.closed_by_broker(s)
+    # Authentication bytes before any handshake: ILLEGAL_SASL_STATE, closed.
+    s = tls_socket(b.addrs["sasl_ssl"], certs)
+    assert kw.sasl_authenticate(s, b"\0root\0" + ROOT_PASSWORD.encode())[0] == 34
+    assert kw.closed_by_broker(s)
+    # Any other request before authentication closes the connection unanswered.
+    s = tls_socket(b.addrs["sasl_ssl"], certs)
+    assert kw.metadata_v1(s) is None
+    # A 100 MB token: refused before it is read (sasl.server.max.receive.size).
+    s = tls_socket(b.addrs["sasl_ssl"], certs)
+    assert kw.sasl_handshake(s, "PLAIN")[0] == 0
+    s.sendall(struct.pack(">i", 100 * 1024 * 1024) + b"\0" * 65536)
+    assert kw.closed_by_broker(s)
+    # SASL on the PLAINTEXT listener: ILLEGAL_SASL_STATE, as Kafka answers.
+    s = kw.connect(b.addrs["plain"])
+    assert kw.sasl_handshake(s, "PLAIN") == (34, [])
+    # A plaintext client on a TLS port gets no Kafka answer; TLS on a plaintext port fails.
+    s = kw.connect(b.addrs["ssl"].replace("localhost", "127.0.0.1"))
+    s.sendall(kw.frame(18, 0, 1))
+    assert kw.read_frame(s) is None
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        tls_socket(b.addrs["plain"], certs).sendall(kw.frame(18, 0, 1))
+    # Client certificates from another CA or expired are refused in the handshake.
+    for cert, key in [(certs.other_ca_cert, certs.other_ca_key), (certs.expired_cert, certs.expired_key)]:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            s = tls_socket(b.addrs["ssl"], certs, cert, key)
+            s.sendall(kw.frame(18, 0, 1))
+            assert kw.read_frame(s) is not None
+    # Still serving, and the right user still gets in.
+    s = tls_socket(b.addrs["sasl_ssl"], certs)
+    assert kw.sasl_handshake(s, "PLAIN")[0] == 0
+    assert kw.sasl_authenticate(s, f"\0root\0{ROOT_PASSWORD}".encode())[0] == 0
+    assert kw.metadata_v1(s) is not None
+    assert b.metrics()["ringmq_sasl_failures_total"] >= 2
+    assert b.metrics()["ringmq_tls_handshake_failures_total"] >= 3
+
+
+def test_deleted_user_and_changed_password_end_sessions(make_broker, certs):
+    """A user deleted while connected is disconnected at its next request and cannot
+    come back; with connections.max.reauth.ms a session that does not re-authenticate
+    ends, and a re-authentication after a password change fails (KIP-368)."""
+    props, addrs = secure_properties(certs, **{"listener.name.sasl_ssl.connections.max.reauth.ms": "1500"})
+    b = make_broker(properties=props).start()
+    b.expected_log += [r"SASL authentication failed"]
+    b.admin_conf = sasl(addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD)
+    wait_for_initial_user(b)
+    admin = AdminClient(b.admin_conf)
+    make_users(admin, ("erin", "erin-secret"), ("carol", "carol-secret"))
+
+    def login(user, password):
+        s = tls_socket(addrs["sasl_ssl"], certs)
+        assert kw.sasl_handshake(s, "PLAIN")[0] == 0
+        return s, kw.sasl_authenticate(s, f"\0{user}\0{password}".encode())
+
+    s, (code, _, _, lifetime) = login("erin", "erin-secret")
+    assert code == 0 and 1000 <= lifetime <= 1500
+    assert kw.metadata_v1(s) is not None
+    for f in admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion("erin", m) for m in (ScramMechanism.SCRAM_SHA_256,
+                                                              ScramMechanism.SCRAM_SHA_512)]).values():
+        f.result(timeout=15)
+    deadline = time.time() + 10
+    while kw.metadata_v1(s) is not None and time.time() < deadline:
+        time.sleep(0.1)
+    assert kw.metadata_v1(s) is None, "the deleted user's connection stayed open"
+    assert login("erin", "erin-secret")[1][0] == 58
+    # Past the session lifetime without re-authenticating: closed at the next request.
+    s, (code, _, _, _) = login("carol", "carol-secret")
+    assert code == 0
+    time.sleep(1.7)
+    assert kw.metadata_v1(s) is None
+    # librdkafka re-authenticates on its own (KIP-368); after a password change its next
+    # re-authentication fails.
+    errors = []
+    conf = sasl(addrs["sasl_ssl"], certs, "SCRAM-SHA-512", "carol", "carol-secret",
+                error_cb=lambda e: errors.append(e))
+    p = Producer(conf)
+    for i in range(8):
+        p.produce("reauth", f"{i}".encode())
+        p.flush(10)
+        time.sleep(0.4)
+    assert not [e for e in errors if e.code() == KafkaError._AUTHENTICATION], errors
+    reauths = len(re.findall(r"SASL authenticated.*User:carol reauth=true", b.log_path.read_text()))
+    assert reauths >= 1, "the producer never re-authenticated"
+    upsert = UserScramCredentialUpsertion("carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+                                          b"changed")
+    admin.alter_user_scram_credentials([upsert])["carol"].result(timeout=15)
+    deadline = time.time() + 15
+    while not [e for e in errors if e.code() == KafkaError._AUTHENTICATION] and time.time() < deadline:
+        p.produce("reauth", b"after")
+        p.poll(0.5)
+    assert [e for e in errors if e.code() == KafkaError._AUTHENTICATION], errors
+    assert "user=\"carol\"" in b.log_path.read_text() or "user=carol" in b.log_path.read_text()
+
+
+def test_user_rules_initial_user_and_limit(make_broker, certs):
+    """The seeds' rules: the initial user cannot be deleted, at most N users, a password
+    reset takes effect for new logins."""
+    props, addrs = secure_properties(certs, **{"ringmq.sasl.max.users": "3"})
+    b = make_broker(properties=props).start()
+    b.admin_conf = sasl(addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD)
+    wait_for_initial_user(b)
+    admin = AdminClient(b.admin_conf)
+    with pytest.raises(Exception, match="initial user"):
+        admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion("root", m) for m in (ScramMechanism.SCRAM_SHA_256,
+                                                              ScramMechanism.SCRAM_SHA_512)])["root"].result(15)
+    make_users(admin, ("u1", "p1"), ("u2", "p2"))
+    with pytest.raises(Exception, match="at most 3"):
+        make_users(admin, ("u3", "p3"))
+    make_users(admin, ("u1", "reset"))
+    roundtrip(sasl(addrs["sasl_ssl"], certs, "SCRAM-SHA-256", "u1", "reset"), "after-reset", n=3)
+
+
+def test_certificate_replacement_keeps_clients_connected(make_broker, certs):
+    """A new keystore file is picked up without a restart: new connections get the new
+    certificate, a consumer connected before keeps consuming."""
+    props, addrs = secure_properties(certs, **{"ringmq.ssl.reload.check.ms": "200"})
+    keystore = certs.server_keystore("reload-keystore.pem", "localhost")
+    props["ssl.keystore.location"] = keystore
+    b = make_broker(properties=props).start()
+    b.admin_conf = sasl(addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD)
+    wait_for_initial_user(b)
+
+    def served_org():
+        s = tls_socket(addrs["sasl_ssl"], certs)
+        subject = dict(x[0] for x in s.getpeercert()["subject"])
+        s.close()
+        return subject["organizationName"]
+
+    assert served_org() == "ringmq"
+    conf = b.admin_conf
+    p = Producer(conf)
+    p.produce("reload", b"before")
+    p.flush(10)
+    c = Consumer({**conf, "group.id": "reload", "auto.offset.reset": "earliest"})
+    c.subscribe(["reload"])
+
+    def next_value():
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                return m.value()
+        return None
+
+    assert next_value() == b"before"
+    renewed = certs.server_keystore("renewed.pem", "localhost", org="ringmq renewed")
+    with open(renewed, "rb") as src, open(keystore, "wb") as dst:
+        dst.write(src.read())
+    deadline = time.time() + 10
+    while served_org() != "ringmq renewed" and time.time() < deadline:
+        time.sleep(0.1)
+    assert served_org() == "ringmq renewed"
+    p.produce("reload", b"after")
+    p.flush(10)
+    assert next_value() == b"after"
+    c.close()
+    req = urllib.request.Request(f"http://127.0.0.1:{b.http_port}/v1/tls/reload", method="POST")
+    assert urllib.request.urlopen(req, timeout=5).read().decode().strip() == '{"reloaded":2}'
