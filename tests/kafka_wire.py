@@ -41,10 +41,10 @@ def recv_exact(s, n):
 def closed_by_broker(s):
     try:
         return s.recv(1) == b""
-    except ConnectionResetError:
-        return True
     except socket.timeout:
         return False
+    except OSError:  # reset, or a TLS connection ended without close_notify
+        return True
 
 
 def produce_v3(topic, partition, records, acks=1):

@@ -200,7 +200,10 @@ def test_authentication_failures_are_generic_and_bad_sessions_end(secure_broker,
     # A 100 MB token: refused before it is read (sasl.server.max.receive.size).
     s = tls_socket(b.addrs["sasl_ssl"], certs)
     assert kw.sasl_handshake(s, "PLAIN")[0] == 0
-    s.sendall(struct.pack(">i", 100 * 1024 * 1024) + b"\0" * 65536)
+    try:
+        s.sendall(struct.pack(">i", 100 * 1024 * 1024) + b"\0" * 65536)
+    except OSError:
+        pass  # closed while the token was still going out
     assert kw.closed_by_broker(s)
     # SASL on the PLAINTEXT listener: ILLEGAL_SASL_STATE, as Kafka answers.
     s = kw.connect(b.addrs["plain"])
@@ -212,11 +215,18 @@ def test_authentication_failures_are_generic_and_bad_sessions_end(secure_broker,
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         tls_socket(b.addrs["plain"], certs).sendall(kw.frame(18, 0, 1))
     # Client certificates from another CA or expired are refused in the handshake.
-    for cert, key in [(certs.other_ca_cert, certs.other_ca_key), (certs.expired_cert, certs.expired_key)]:
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+    # (With TLS 1.3 the client may finish its side first; it then never gets an answer.)
+    for cert, key in [(certs.other_ca_cert, certs.other_ca_key), (certs.expired_cert, certs.expired_key),
+                      (None, None)]:
+        try:
             s = tls_socket(b.addrs["ssl"], certs, cert, key)
             s.sendall(kw.frame(18, 0, 1))
-            assert kw.read_frame(s) is not None
+            assert kw.read_frame(s) is None, cert
+        except OSError:
+            pass
+    s = tls_socket(b.addrs["ssl"], certs, certs.client_cert, certs.client_key)
+    s.sendall(kw.frame(18, 0, 1))
+    assert kw.read_frame(s) is not None
     # Still serving, and the right user still gets in.
     s = tls_socket(b.addrs["sasl_ssl"], certs)
     assert kw.sasl_handshake(s, "PLAIN")[0] == 0

@@ -152,7 +152,11 @@ pub fn watch(broker: Arc<crate::broker::Broker>, every: Duration) -> std::io::Re
         .name("tls-watch".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(every);
+                // Its own thread, never a shard: parking is the sleep here.
+                let until = std::time::Instant::now() + every;
+                while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::park_timeout(left);
+                }
                 for tls in broker.listeners.iter().filter_map(|l| l.tls.as_ref()) {
                     if let Err(e) = tls.reload_if_changed() {
                         tracing::warn!(listener = %tls.listener_name(), error = %e, "TLS files changed but do not load; keeping the running certificates");
