@@ -210,6 +210,41 @@ pub struct Running {
     pub bound: Vec<SocketAddr>,
 }
 
+impl Broker {
+    /// Whether the connection's principal may do `operation` on the resource (ACLs from
+    /// this broker's metadata snapshot; always true without an authorizer).
+    pub fn authorize(
+        &self,
+        session: &crate::security::Session,
+        operation: i8,
+        resource_type: i8,
+        name: &str,
+    ) -> bool {
+        let a = &self.config.authorizer;
+        if !a.enabled {
+            return true;
+        }
+        a.authorize(
+            &self.image().acls,
+            &session.principal(),
+            session.peer.ip(),
+            operation,
+            resource_type,
+            name,
+        )
+    }
+
+    /// [`Self::authorize`] on the cluster resource.
+    pub fn authorize_cluster(&self, session: &crate::security::Session, operation: i8) -> bool {
+        self.authorize(
+            session,
+            operation,
+            crate::security::acl::resource::CLUSTER,
+            crate::security::acl::CLUSTER_NAME,
+        )
+    }
+}
+
 /// Opens the metadata, binds the listeners and starts the shards. Errors are the reasons
 /// `ringmqd` stops with (unusable data dir, port in use, ...).
 pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {

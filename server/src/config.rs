@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     pub initial_user_password: Option<String>,
     /// `ringmq.sasl.max.users` (SPEC S3: 20).
     pub max_sasl_users: usize,
+    /// `authorizer.class.name` (any value enables ACLs), `super.users`,
+    /// `allow.everyone.if.no.acl.found` (SPEC S4).
+    pub authorizer: crate::security::acl::Authorizer,
     /// `ringmq.ssl.reload.check.ms`: how often TLS listeners look for changed key and
     /// certificate files (0: only on `POST /v1/tls/reload`).
     pub ssl_reload_check_ms: u64,
@@ -190,6 +193,7 @@ impl Default for BrokerConfig {
             initial_user_password: None,
             max_sasl_users: 20,
             ssl_reload_check_ms: 10_000,
+            authorizer: Default::default(),
             data_dir: PathBuf::from("./ringmq-data"),
             extra_log_dirs: Vec::new(),
             shards: cores.len(),
@@ -396,6 +400,18 @@ impl BrokerConfig {
                     self.initial_user = Some(v.trim().to_owned()).filter(|u| !u.is_empty())
                 }
                 "ringmq.sasl.initial.user.password" => self.initial_user_password = Some(v.clone()),
+                "authorizer.class.name" => self.authorizer.enabled = !v.trim().is_empty(),
+                "super.users" => {
+                    self.authorizer.super_users = v
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
+                "allow.everyone.if.no.acl.found" => {
+                    self.authorizer.allow_if_no_acl = v.parse().map_err(|_| bad("true or false"))?
+                }
                 "ringmq.ssl.reload.check.ms" => {
                     self.ssl_reload_check_ms = v.parse().map_err(|_| bad("not a duration in ms"))?
                 }

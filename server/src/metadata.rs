@@ -166,6 +166,9 @@ pub struct MetadataImage {
     /// SASL users and their SCRAM credentials (SPEC S3), by user name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, UserMeta>,
+    /// ACL bindings (SPEC S4), sorted, no duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<crate::security::acl::AclBinding>,
 }
 
 /// A SASL user: its SCRAM credentials by mechanism name (salted and hashed, never the
@@ -296,6 +299,8 @@ pub enum MetadataRecord {
         user: String,
         mechanism: String,
     },
+    AclCreated(crate::security::acl::AclBinding),
+    AclDeleted(crate::security::acl::AclBinding),
 }
 
 impl MetadataImage {
@@ -387,6 +392,16 @@ impl MetadataImage {
                     .or_default()
                     .scram
                     .insert(mechanism.clone(), credential.clone());
+            }
+            MetadataRecord::AclCreated(acl) => {
+                if let Err(at) = self.acls.binary_search(acl) {
+                    self.acls.insert(at, acl.clone());
+                }
+            }
+            MetadataRecord::AclDeleted(acl) => {
+                if let Ok(at) = self.acls.binary_search(acl) {
+                    self.acls.remove(at);
+                }
             }
             MetadataRecord::ScramCredentialDeleted { user, mechanism } => {
                 if let Some(u) = self.users.get_mut(user) {

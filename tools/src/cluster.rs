@@ -268,7 +268,7 @@ fn stop_all(children: &mut [(u16, Child)]) {
 
 fn wait_for_brokers(bootstrap: &str, n: usize, timeout: Duration) -> anyhow::Result<()> {
     // The CLI's current-thread runtime has nothing else to run meanwhile.
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .set("allow.auto.create.topics", "false")
         .create()?;
@@ -288,7 +288,7 @@ fn wait_for_brokers(bootstrap: &str, n: usize, timeout: Duration) -> anyhow::Res
 }
 
 fn describe(bootstrap: &str) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .set("allow.auto.create.topics", "false")
         .create()?;

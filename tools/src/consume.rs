@@ -39,7 +39,7 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "ringmq-console")
         .set("enable.auto.commit", "false")

@@ -50,7 +50,7 @@ pub struct ResetArgs {
 }
 
 fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
+    crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -73,10 +73,11 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
         }
         GroupCommand::Describe { group } => describe(bootstrap, &group)?,
         GroupCommand::Delete { group } => {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
-                .create()
-                .context("creating the admin client")?;
+            let admin: AdminClient<DefaultClientContext> =
+                crate::client_config::apply(&mut ClientConfig::new())
+                    .set("bootstrap.servers", bootstrap)
+                    .create()
+                    .context("creating the admin client")?;
             for r in admin
                 .delete_groups(
                     &[&group],

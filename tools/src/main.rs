@@ -12,7 +12,9 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed (one-line reason on stderr), 2 bad usage.
 
+mod acl;
 mod bench;
+mod client_config;
 mod cluster;
 mod consume;
 mod group;
@@ -23,6 +25,7 @@ mod reassign;
 mod task;
 mod topic;
 mod tune;
+mod user;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +41,10 @@ struct Cli {
     /// Broker to bootstrap from, HOST:PORT.
     #[arg(long, short = 'b', global = true, default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Client security properties (security.protocol, sasl.mechanism, sasl.username,
+    /// sasl.password or sasl.jaas.config, ssl.ca.location, ...), as Kafka's tools take.
+    #[arg(long, global = true, value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,9 +54,15 @@ enum Command {
     /// Start a local cluster; describe a cluster's brokers, controller and replication.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// Create, list, describe, alter and delete topics.
+    /// Create, list, describe, alter and delete topics; grant users access to one.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// SASL users: create, list, delete, reset a password.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Kafka ACLs: add, list, remove.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Leader election: preferred replicas back as leaders (or unclean, on demand).
     #[command(subcommand)]
     Leader(leader::LeaderCommand),
@@ -87,6 +100,12 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Some(path) = &cli.command_config
+        && let Err(e) = client_config::load(path)
+    {
+        eprintln!("ringmq: {e:#}");
+        std::process::exit(1);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,6 +120,8 @@ fn main() {
         match cli.command {
             Command::Cluster(cmd) => cluster::run(&cli.bootstrap, cmd).await,
             Command::Topic(cmd) => topic::run(&cli.bootstrap, cmd).await,
+            Command::User(cmd) => user::run(&cli.bootstrap, cmd).await,
+            Command::Acl(cmd) => acl::run(&cli.bootstrap, cmd).await,
             Command::Leader(cmd) => leader::run(&cli.bootstrap, cmd).await,
             Command::Reassign(cmd) => reassign::run(&cli.bootstrap, cmd).await,
             Command::Task(cmd) => task::run(&cli.bootstrap, cmd).await,
@@ -116,6 +137,11 @@ fn main() {
         eprintln!("ringmq: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The first broker of a bootstrap list.
+pub fn first(bootstrap: &str) -> &str {
+    bootstrap.split(',').next().unwrap_or(bootstrap)
 }
 
 /// `k=v` -> (k, v).

@@ -33,7 +33,7 @@ pub struct ProduceArgs {
 }
 
 pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
+    let producer: FutureProducer = crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)

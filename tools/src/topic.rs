@@ -17,6 +17,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
+    /// Let a user (or every user, `*`) publish to, subscribe to, or both, a topic
+    /// (Kafka ACLs: WRITE, READ; the broker needs an authorizer).
+    Grant(crate::acl::GrantArgs),
     /// Create a topic.
     Create {
         name: String,
@@ -49,7 +52,7 @@ pub enum TopicCommand {
 }
 
 fn admin(bootstrap: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
+    crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         // Describing a topic must not create it on brokers with auto-creation on.
         .set("allow.auto.create.topics", "false")
@@ -58,11 +61,16 @@ fn admin(bootstrap: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
 }
 
 pub async fn run(bootstrap: &str, cmd: TopicCommand) -> anyhow::Result<()> {
+    let cmd = match cmd {
+        TopicCommand::Grant(args) => return crate::acl::grant(bootstrap, args),
+        other => other,
+    };
     let admin = admin(bootstrap)?;
     let opts = AdminOptions::new()
         .request_timeout(Some(TIMEOUT))
         .operation_timeout(Some(TIMEOUT));
     match cmd {
+        TopicCommand::Grant(_) => {}
         TopicCommand::Create {
             name,
             partitions,
@@ -184,11 +192,12 @@ fn find_topic<'a>(
 
 /// How many partitions `name` has (an error if the cluster does not know it).
 pub fn partition_count(bootstrap: &str, name: &str) -> anyhow::Result<i32> {
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .context("creating a metadata client")?;
+    let consumer: rdkafka::consumer::BaseConsumer =
+        crate::client_config::apply(&mut ClientConfig::new())
+            .set("bootstrap.servers", bootstrap)
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .context("creating a metadata client")?;
     let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(name), TIMEOUT)
         .context("fetching metadata")?;
     let topic = find_topic(&md, name)?;

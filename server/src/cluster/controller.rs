@@ -118,6 +118,14 @@ pub enum ControllerRequest {
         protected: Option<String>,
         only_if_absent: bool,
     },
+    /// CreateAcls: bindings added (already present ones are left as they are).
+    CreateAcls {
+        acls: Vec<crate::security::acl::AclBinding>,
+    },
+    /// DeleteAcls: every binding each filter matches is removed.
+    DeleteAcls {
+        filters: Vec<crate::security::acl::AclFilter>,
+    },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
     /// ElectLeaders: the preferred replica (the first assigned) back as leader, or with
@@ -163,6 +171,8 @@ pub enum Answer {
     PartitionResults(Vec<(String, i32, i16, Option<String>)>),
     /// AlterScramCredentials: (user, error code, message) per user.
     UserResults(Vec<(String, i16, Option<String>)>),
+    /// DeleteAcls: the bindings each filter removed.
+    AclsDeleted(Vec<Vec<crate::security::acl::AclBinding>>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -740,6 +750,37 @@ impl Controller {
                 protected.as_deref(),
                 *only_if_absent,
             )),
+            ControllerRequest::CreateAcls { acls } => {
+                for acl in acls {
+                    if let Err((code, message)) = crate::security::acl::validate(acl) {
+                        return refuse(code, message);
+                    }
+                }
+                let records = acls
+                    .iter()
+                    .filter(|a| image.acls.binary_search(a).is_err())
+                    .map(|a| MetadataRecord::AclCreated(a.clone()))
+                    .collect();
+                Ok((records, Answer::None))
+            }
+            ControllerRequest::DeleteAcls { filters } => {
+                let matched: Vec<Vec<_>> = filters
+                    .iter()
+                    .map(|f| {
+                        image
+                            .acls
+                            .iter()
+                            .filter(|a| f.matches(a))
+                            .cloned()
+                            .collect()
+                    })
+                    .collect();
+                let mut gone: Vec<_> = matched.iter().flatten().cloned().collect();
+                gone.sort();
+                gone.dedup();
+                let records = gone.into_iter().map(MetadataRecord::AclDeleted).collect();
+                Ok((records, Answer::AclsDeleted(matched)))
+            }
             ControllerRequest::AllocateProducerIds { count } => {
                 let first = image.next_producer_id;
                 Ok((

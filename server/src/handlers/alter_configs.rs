@@ -19,9 +19,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_TOPIC, denied};
 use crate::cluster::controller::ControllerRequest;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::op;
 use crate::shard::ShardCtx;
 use crate::topics::{self, TopicError};
 
@@ -29,6 +30,13 @@ const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
+
+fn not_authorized(code: Option<ResponseError>) -> TopicError {
+    TopicError {
+        code: code.unwrap_or(ResponseError::TopicAuthorizationFailed),
+        message: "not authorized to alter the configs".into(),
+    }
+}
 
 fn not_topic(kind: i8) -> TopicError {
     TopicError {
@@ -102,7 +110,9 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             Ok(())
         };
         let name = r.resource_name.as_str();
+        let denial = denied(ctx, &req.session, r.resource_type, name, op::ALTER_CONFIGS);
         let result = match r.resource_type {
+            _ if denial.is_some() => Err(not_authorized(denial)),
             RESOURCE_BROKER => set_broker_configs(ctx, name, replace, body.validate_only).await,
             RESOURCE_TOPIC => topics::set_configs(ctx, name, replace, body.validate_only).await,
             other => Err(not_topic(other)),
@@ -139,7 +149,16 @@ pub async fn handle_incremental(
                 )
             })
             .collect();
-        let result = if r.resource_type == RESOURCE_BROKER {
+        let denial = denied(
+            ctx,
+            &req.session,
+            r.resource_type,
+            r.resource_name.as_str(),
+            op::ALTER_CONFIGS,
+        );
+        let result = if denial.is_some() {
+            Err(not_authorized(denial))
+        } else if r.resource_type == RESOURCE_BROKER {
             set_broker_configs(
                 ctx,
                 r.resource_name.as_str(),

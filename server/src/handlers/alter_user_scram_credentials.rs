@@ -69,6 +69,9 @@ fn check(
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: AlterUserScramCredentialsRequest = protocol::decode_body(req.body.clone(), v)?;
+    let may_alter = ctx
+        .broker
+        .authorize_cluster(&req.session, crate::security::acl::op::ALTER);
     let mut seen = BTreeMap::new();
     let mut errors: BTreeMap<String, (ResponseError, String)> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -80,12 +83,26 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             errors.entry(name.to_owned()).or_insert(p);
         }
     };
+    let denied = || {
+        Some((
+            ResponseError::ClusterAuthorizationFailed,
+            "not authorized to alter users".to_owned(),
+        ))
+    };
     for d in &body.deletions {
-        let p = check(d.name.as_str(), d.mechanism, None, &mut seen);
+        let p = if may_alter {
+            check(d.name.as_str(), d.mechanism, None, &mut seen)
+        } else {
+            denied()
+        };
         note(d.name.as_str(), p);
     }
     for u in &body.upsertions {
-        let p = check(u.name.as_str(), u.mechanism, Some(u.iterations), &mut seen);
+        let p = if may_alter {
+            check(u.name.as_str(), u.mechanism, Some(u.iterations), &mut seen)
+        } else {
+            denied()
+        };
         note(u.name.as_str(), p);
     }
     for ((name, _), n) in &seen {

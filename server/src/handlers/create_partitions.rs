@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 use crate::topics::{self, TopicError};
 
@@ -19,14 +20,24 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let mut results = Vec::new();
     for t in body.topics {
         let name = t.name.0.as_str().to_owned();
-        let outcome = grow(
-            ctx,
-            &name,
-            t.count,
-            t.assignments.is_some(),
-            body.validate_only,
-        )
-        .await;
+        let outcome = if ctx
+            .broker
+            .authorize(&req.session, op::ALTER, resource::TOPIC, &name)
+        {
+            grow(
+                ctx,
+                &name,
+                t.count,
+                t.assignments.is_some(),
+                body.validate_only,
+            )
+            .await
+        } else {
+            Err(crate::topics::TopicError {
+                code: ResponseError::TopicAuthorizationFailed,
+                message: "not authorized to alter the topic".into(),
+            })
+        };
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err(e) = outcome {
             r = r

@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use super::describe_configs::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 use crate::topics::{self, NewTopic};
@@ -51,7 +52,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let mut result = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_error_message(None);
-        let assigned = if t.assignments.is_empty() {
+        // CREATE on the cluster or on the topic.
+        let may_create = ctx.broker.authorize_cluster(&req.session, op::CREATE)
+            || ctx
+                .broker
+                .authorize(&req.session, op::CREATE, resource::TOPIC, &name);
+        let assigned = if !may_create {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                "not authorized to create the topic".to_owned(),
+            ))
+        } else if t.assignments.is_empty() {
             Ok(None)
         } else {
             manual_assignment(&t, &ctx.broker.image()).map(|(partitions, rf, replicas)| {

@@ -13,6 +13,7 @@ use ringmq_engine::{LogOpError, Offset};
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
@@ -21,9 +22,15 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let mut topics = Vec::new();
     for t in body.topics {
         let name = t.name.0.as_str().to_owned();
+        let denied = !ctx
+            .broker
+            .authorize(&req.session, op::DELETE, resource::TOPIC, &name);
         let ops = t.partitions.iter().map(|p| {
             let (topic, index, offset) = (name.clone(), p.partition_index, p.offset);
             ctx.with_partition(&name, index, move |part| {
+                if denied {
+                    return Err(ResponseError::TopicAuthorizationFailed);
+                }
                 // As Kafka: a negative offset other than -1 is out of range; one below the
                 // log start is not (the log start stays where it is).
                 if offset < -1 {
@@ -49,6 +56,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .map(|(p, r)| {
                 let base =
                     DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                let r = if denied {
+                    Err(ResponseError::TopicAuthorizationFailed)
+                } else {
+                    r
+                };
                 match r {
                     Ok(low) => base.with_low_watermark(low),
                     Err(code) => base.with_error_code(code.code()).with_low_watermark(-1),

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 use crate::topics;
 
@@ -36,8 +37,15 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 .clone()
                 .map(|n| TopicName(StrBytes::from_string(n))),
         );
+        let may_delete = |n: &str| {
+            ctx.broker
+                .authorize(&req.session, op::DELETE, resource::TOPIC, n)
+        };
         match resolved {
             None => r = r.with_error_code(ResponseError::UnknownTopicId.code()),
+            Some(n) if !may_delete(&n) => {
+                r = r.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+            }
             Some(n) => match topics::delete(ctx, &n).await {
                 // topic_id exists from v6.
                 Ok(meta) if v >= 6 => r = r.with_topic_id(meta.id),

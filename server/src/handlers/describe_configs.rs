@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::kafka_broker_configs::KAFKA_BROKER_CONFIGS;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 
@@ -32,6 +33,19 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
         .resources
         .iter()
         .map(|r| {
+            if let Some(code) = denied(
+                ctx,
+                &req.session,
+                r.resource_type,
+                r.resource_name.as_str(),
+                op::DESCRIBE_CONFIGS,
+            ) {
+                return DescribeConfigsResult::default()
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_static_str("not authorized")))
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name.clone());
+            }
             describe(
                 ctx,
                 v,
@@ -44,6 +58,27 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
         .collect();
     let resp = DescribeConfigsResponse::default().with_results(results);
     protocol::single(ApiKey::DescribeConfigs, v, req.correlation_id(), &resp)
+}
+
+/// The error for a config resource the session may not `operation` (DESCRIBE_CONFIGS
+/// or ALTER_CONFIGS): topics by name, brokers through the cluster resource.
+pub fn denied(
+    ctx: &ShardCtx,
+    session: &crate::security::Session,
+    kind: i8,
+    name: &str,
+    operation: i8,
+) -> Option<kafka_protocol::ResponseError> {
+    use kafka_protocol::ResponseError;
+    match kind {
+        RESOURCE_TOPIC => (!ctx
+            .broker
+            .authorize(session, operation, resource::TOPIC, name))
+        .then_some(ResponseError::TopicAuthorizationFailed),
+        RESOURCE_BROKER => (!ctx.broker.authorize_cluster(session, operation))
+            .then_some(ResponseError::ClusterAuthorizationFailed),
+        _ => None,
+    }
 }
 
 fn describe(

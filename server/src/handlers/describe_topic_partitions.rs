@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 /// Kafka's `max.request.partition.size.limit`: the most partitions one answer carries.
@@ -29,8 +30,17 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let v = req.version();
     let body: DescribeTopicPartitionsRequest = protocol::decode_body(req.body.clone(), v)?;
     let image = ctx.broker.image();
+    let may_describe = |name: &str| {
+        ctx.broker
+            .authorize(&req.session, op::DESCRIBE, resource::TOPIC, name)
+    };
     let mut names: Vec<String> = if body.topics.is_empty() {
-        image.topics.keys().cloned().collect()
+        image
+            .topics
+            .keys()
+            .filter(|t| may_describe(t))
+            .cloned()
+            .collect()
     } else {
         body.topics
             .iter()
@@ -52,6 +62,14 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names {
+        if !may_describe(&name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_name(Some(TopicName(StrBytes::from_string(name)))),
+            );
+            continue;
+        }
         let Some(meta) = image.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

@@ -89,6 +89,9 @@ struct Target {
     replica_id: i32,
     /// The leader epoch the fetcher knows (-1: unknown, not checked).
     leader_epoch: i32,
+    /// The fetcher may not read this partition (READ on the topic for consumers,
+    /// CLUSTER_ACTION for followers).
+    denied: Option<ResponseError>,
 }
 
 #[derive(Debug)]
@@ -118,7 +121,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let v = req.version();
     let body: FetchRequest = protocol::decode_body(req.body.clone(), v)?;
     Metrics::add(&ctx.broker.metrics.fetch_requests, 1);
-    let requested = targets(ctx, &body, v);
+    let requested = targets(ctx, &body, v, &req.session);
     let (mode, targets) = match open_session(ctx, &body, requested) {
         Ok(x) => x,
         Err(code) => {
@@ -296,7 +299,13 @@ fn session_filter(
     })
 }
 
-fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
+fn targets(
+    ctx: &ShardCtx,
+    body: &FetchRequest,
+    v: i16,
+    session: &crate::security::Session,
+) -> Vec<Target> {
+    use crate::security::acl::{op, resource};
     let image = ctx.broker.image();
     // The follower's id moved into ReplicaState in v15.
     let replica_id = if v >= 15 {
@@ -311,6 +320,16 @@ fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
         } else {
             image.topic(t.topic.0.as_str())
         };
+        let denied = if replica_id >= 0 {
+            (!ctx.broker.authorize_cluster(session, op::CLUSTER_ACTION))
+                .then_some(ResponseError::ClusterAuthorizationFailed)
+        } else {
+            let name = meta.map_or(t.topic.0.as_str(), |m| m.name.as_str());
+            (!ctx
+                .broker
+                .authorize(session, op::READ, resource::TOPIC, name))
+            .then_some(ResponseError::TopicAuthorizationFailed)
+        };
         for p in &t.partitions {
             let owner = meta.and_then(|m| m.owner_shard(p.partition, ctx.shard_count()));
             out.push(Target {
@@ -323,6 +342,7 @@ fn targets(ctx: &ShardCtx, body: &FetchRequest, v: i16) -> Vec<Target> {
                 max_bytes: p.partition_max_bytes,
                 replica_id: replica_id.max(-1),
                 leader_epoch: p.current_leader_epoch,
+                denied,
             });
         }
     }
@@ -362,6 +382,9 @@ async fn read_all(ctx: &Rc<ShardCtx>, targets: &[Target], max_bytes: i32) -> Vec
 }
 
 async fn read_on_owner(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetched {
+    if let Some(code) = t.denied {
+        return Fetched::error(code);
+    }
     let Some(owner) = t.owner else {
         return Fetched::error(ResponseError::UnknownTopicOrPartition);
     };

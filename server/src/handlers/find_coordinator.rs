@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -49,7 +50,16 @@ pub fn handle(ctx: &ShardCtx, req: Request) -> Result<Response, CloseConnection>
     let body: FindCoordinatorRequest = protocol::decode_body(req.body.clone(), v)?;
     let image = ctx.broker.image();
     let find = |key: &str| {
-        if body.key_type == KEY_TYPE_GROUP {
+        if body.key_type == KEY_TYPE_GROUP
+            && !ctx
+                .broker
+                .authorize(&req.session, op::DESCRIBE, resource::GROUP, key)
+        {
+            Err((
+                ResponseError::GroupAuthorizationFailed,
+                "not authorized to describe the group",
+            ))
+        } else if body.key_type == KEY_TYPE_GROUP {
             coordinator(&image, key, req.session.listener_name())
         } else {
             Err((

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResp
 use super::Request;
 use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
@@ -18,6 +19,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let resp = if body.transactional_id.is_some() {
         InitProducerIdResponse::default()
             .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    } else if !may_write_idempotently(ctx, &req.session) {
+        InitProducerIdResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     } else {
@@ -32,6 +38,37 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         }
     };
     protocol::single(ApiKey::InitProducerId, v, req.correlation_id(), &resp)
+}
+
+/// An idempotent producer needs IDEMPOTENT_WRITE on the cluster, or WRITE on some topic
+/// (Kafka's rule since 2.8).
+fn may_write_idempotently(ctx: &ShardCtx, session: &crate::security::Session) -> bool {
+    let a = &ctx.broker.config.authorizer;
+    if !a.enabled || ctx.broker.authorize_cluster(session, op::IDEMPOTENT_WRITE) {
+        return true;
+    }
+    let image = ctx.broker.image();
+    let principal = session.principal();
+    image.acls.iter().any(|b| {
+        b.resource_type == resource::TOPIC
+            && b.permission == crate::security::acl::permission::ALLOW
+            && matches!(b.operation, op::WRITE | op::ALL)
+            && (b.principal == *principal || b.principal == "User:*")
+    }) || (a.allow_if_no_acl
+        && (!image
+            .acls
+            .iter()
+            .any(|b| b.resource_type == resource::TOPIC)
+            || image.topics.keys().any(|t| {
+                a.authorize(
+                    &image.acls,
+                    &principal,
+                    session.peer.ip(),
+                    op::WRITE,
+                    resource::TOPIC,
+                    t,
+                )
+            })))
 }
 
 /// Producer ids a broker takes from the controller at a time (Kafka's block size).

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -11,12 +12,22 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::group::{JoinRequest, JoinResult};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: JoinGroupRequest = protocol::decode_body(req.body.clone(), v)?;
     let group = body.group_id.0.as_str().to_owned();
+    if !ctx
+        .broker
+        .authorize(&req.session, op::READ, resource::GROUP, &group)
+    {
+        let resp = JoinGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+            .with_generation_id(-1);
+        return protocol::single(ApiKey::JoinGroup, v, req.correlation_id(), &resp);
+    }
     let join = JoinRequest {
         group: group.clone(),
         member_id: body.member_id.as_str().to_owned(),

@@ -4,17 +4,27 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: LeaveGroupRequest = protocol::decode_body(req.body.clone(), v)?;
     let group = body.group_id.0.as_str().to_owned();
+    if !ctx
+        .broker
+        .authorize(&req.session, op::READ, resource::GROUP, &group)
+    {
+        let resp = LeaveGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+        return protocol::single(ApiKey::LeaveGroup, v, req.correlation_id(), &resp);
+    }
     let leaving: Vec<(String, Option<String>)> = if v >= 3 {
         body.members
             .iter()

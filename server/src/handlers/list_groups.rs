@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
@@ -57,8 +58,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .iter()
             .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
     let mut groups = Vec::new();
+    // DESCRIBE on the cluster lists every group; otherwise those the principal may describe.
+    let all = ctx.broker.authorize_cluster(&req.session, op::DESCRIBE);
     for listed in join_all(asks).await.into_iter().flatten().flatten() {
         if !classic_wanted || (!filter.is_empty() && !filter.contains(&listed.2.to_lowercase())) {
+            continue;
+        }
+        if !all
+            && !ctx
+                .broker
+                .authorize(&req.session, op::DESCRIBE, resource::GROUP, &listed.0)
+        {
             continue;
         }
         let mut g = ListedGroup::default()
@@ -83,6 +93,17 @@ pub async fn describe(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, Clos
     let mut out = Vec::new();
     for gid in body.groups {
         let name = gid.0.as_str().to_owned();
+        if !ctx
+            .broker
+            .authorize(&req.session, op::DESCRIBE, resource::GROUP, &name)
+        {
+            out.push(
+                DescribedGroup::default()
+                    .with_group_id(gid)
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let described = ctx
             .on_coordinator(&name.clone(), move |c| async move {
                 let coordinator = c.groups.borrow();
@@ -169,6 +190,17 @@ pub async fn delete(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let mut results = Vec::new();
     for gid in body.groups_names {
         let name = gid.0.as_str().to_owned();
+        if !ctx
+            .broker
+            .authorize(&req.session, op::DELETE, resource::GROUP, &name)
+        {
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(gid)
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let r = ctx
             .on_coordinator(&name.clone(), move |c| async move {
                 delete_group(&c, &name).await

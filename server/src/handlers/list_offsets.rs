@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use super::Request;
 use crate::partition::Partition;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub const EARLIEST: i64 = -2;
@@ -26,6 +27,9 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let mut topics = Vec::new();
     for t in body.topics {
         let name = t.name.0.as_str().to_owned();
+        let denied = !ctx
+            .broker
+            .authorize(&req.session, op::DESCRIBE, resource::TOPIC, &name);
         let lookups = t.partitions.iter().map(|p| {
             let (index, ts) = (p.partition_index, p.timestamp);
             ctx.with_partition(&name, index, move |part| lookup(part, ts))
@@ -38,6 +42,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .map(|(p, r)| {
                 let base =
                     ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                let r = if denied {
+                    Err(ResponseError::TopicAuthorizationFailed)
+                } else {
+                    r
+                };
                 match r {
                     // leader_epoch exists from v4.
                     Ok((offset, timestamp)) => {

@@ -19,6 +19,7 @@ use super::Request;
 use crate::authorized_ops;
 use crate::metadata::TopicMeta;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 use crate::topics::{self, NewTopic};
 
@@ -28,24 +29,57 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let image = ctx.broker.image();
     let cfg = &ctx.broker.config;
     let mut topics = Vec::new();
+    // Topics the principal may not describe are left out of "all topics", and named
+    // ones are answered TOPIC_AUTHORIZATION_FAILED whether they exist or not.
+    let session = &req.session;
+    let may_describe = |name: &str| {
+        ctx.broker
+            .authorize(session, op::DESCRIBE, resource::TOPIC, name)
+    };
+    let visible = || {
+        image
+            .topics
+            .values()
+            .filter(|t| may_describe(&t.name))
+            .map(|t| topic_entry(ctx, t))
+    };
     match body.topics {
         // v0: an empty list means all topics; v1+: null means all.
-        None => topics.extend(image.topics.values().map(|t| topic_entry(ctx, t))),
-        Some(list) if list.is_empty() && v == 0 => {
-            topics.extend(image.topics.values().map(|t| topic_entry(ctx, t)))
-        }
+        None => topics.extend(visible()),
+        Some(list) if list.is_empty() && v == 0 => topics.extend(visible()),
         Some(list) => {
             let auto = body.allow_auto_topic_creation && cfg.auto_create_topics;
             for requested in list {
                 let by_id = requested.name.is_none() && !requested.topic_id.is_nil();
                 let entry = match (&requested.name, by_id) {
                     (_, true) => match image.topic_by_id(requested.topic_id) {
+                        Some(t) if !may_describe(&t.name) => error_entry(
+                            None,
+                            requested.topic_id,
+                            ResponseError::TopicAuthorizationFailed,
+                        ),
                         Some(t) => topic_entry(ctx, t),
                         None => {
                             error_entry(None, requested.topic_id, ResponseError::UnknownTopicId)
                         }
                     },
-                    (Some(name), false) => named_topic(ctx, name.as_str(), auto, &image).await,
+                    (Some(name), false) if !may_describe(name.as_str()) => error_entry(
+                        Some(name.as_str()),
+                        Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed,
+                    ),
+                    (Some(name), false) => {
+                        // Creating it needs CREATE on the cluster or on the topic.
+                        let auto = auto
+                            && (ctx.broker.authorize_cluster(session, op::CREATE)
+                                || ctx.broker.authorize(
+                                    session,
+                                    op::CREATE,
+                                    resource::TOPIC,
+                                    name.as_str(),
+                                ));
+                        named_topic(ctx, name.as_str(), auto, &image).await
+                    }
                     (None, false) => error_entry(None, Uuid::nil(), ResponseError::InvalidRequest),
                 };
                 topics.push(entry);

@@ -17,10 +17,13 @@ pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
@@ -143,6 +146,9 @@ served_apis! {
     SaslAuthenticate => SaslAuthenticateRequest, SaslAuthenticateResponse;
     DescribeUserScramCredentials => DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
     AlterUserScramCredentials => AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
+    DescribeAcls => DescribeAclsRequest, DescribeAclsResponse;
+    CreateAcls => CreateAclsRequest, CreateAclsResponse;
+    DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -198,6 +204,48 @@ pub fn decode_and_validate(
     Ok(())
 }
 
+/// APIs authorized against the cluster resource as a whole (Kafka's KafkaApis), and the
+/// operation each needs. The others check their topics and groups in their handler.
+fn cluster_operation(api_key: ApiKey) -> Option<i8> {
+    use crate::security::acl::op;
+    match api_key {
+        ApiKey::DescribeCluster
+        | ApiKey::DescribeLogDirs
+        | ApiKey::DescribeQuorum
+        | ApiKey::ListPartitionReassignments
+        | ApiKey::DescribeUserScramCredentials => Some(op::DESCRIBE),
+        ApiKey::ElectLeaders
+        | ApiKey::AlterPartitionReassignments
+        | ApiKey::UnregisterBroker
+        | ApiKey::AlterReplicaLogDirs => Some(op::ALTER),
+        _ => None,
+    }
+}
+
+/// The CLUSTER_AUTHORIZATION_FAILED answer of a [`cluster_operation`] API.
+fn cluster_denied(api_key: ApiKey, req: &Request) -> Result<Response, CloseConnection> {
+    use kafka_protocol::messages::*;
+    let code = kafka_protocol::ResponseError::ClusterAuthorizationFailed.code();
+    let (v, id) = (req.version(), req.correlation_id());
+    macro_rules! denied {
+        ($resp:ty) => {
+            crate::protocol::single(api_key, v, id, &<$resp>::default().with_error_code(code))
+        };
+    }
+    match api_key {
+        ApiKey::DescribeCluster => denied!(DescribeClusterResponse),
+        ApiKey::DescribeLogDirs => denied!(DescribeLogDirsResponse),
+        ApiKey::DescribeQuorum => denied!(DescribeQuorumResponse),
+        ApiKey::ListPartitionReassignments => denied!(ListPartitionReassignmentsResponse),
+        ApiKey::DescribeUserScramCredentials => denied!(DescribeUserScramCredentialsResponse),
+        ApiKey::ElectLeaders => denied!(ElectLeadersResponse),
+        ApiKey::AlterPartitionReassignments => denied!(AlterPartitionReassignmentsResponse),
+        ApiKey::UnregisterBroker => denied!(UnregisterBrokerResponse),
+        // No top-level error: nothing is moved, nothing is answered per partition.
+        _ => crate::protocol::single(api_key, v, id, &AlterReplicaLogDirsResponse::default()),
+    }
+}
+
 pub fn supported(api_key: ApiKey, version: i16) -> bool {
     versions(api_key).is_some_and(|r| version >= r.min && version <= r.max)
 }
@@ -247,6 +295,11 @@ pub async fn dispatch(
     let _span =
         tracing::debug_span!("request", api = ?api_key, correlation_id = req.correlation_id())
             .entered();
+    if let Some(operation) = cluster_operation(api_key)
+        && !ctx.broker.authorize_cluster(&req.session, operation)
+    {
+        return cluster_denied(api_key, &req).map(Some);
+    }
     match api_key {
         ApiKey::Produce => produce::handle(ctx, req).await,
         ApiKey::Fetch => fetch::handle(ctx, req).await.map(Some),
@@ -279,6 +332,9 @@ pub async fn dispatch(
         ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
         ApiKey::AlterReplicaLogDirs => alter_replica_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::SaslHandshake => sasl_handshake::handle(req).map(Some),
+        ApiKey::DescribeAcls => describe_acls::handle(ctx, req).map(Some),
+        ApiKey::CreateAcls => create_acls::handle(ctx, req).await.map(Some),
+        ApiKey::DeleteAcls => delete_acls::handle(ctx, req).await.map(Some),
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, req).await.map(Some),
         ApiKey::DescribeUserScramCredentials => {
             describe_user_scram_credentials::handle(ctx, req).map(Some)
@@ -323,6 +379,6 @@ mod tests {
         assert!(!supported(ApiKey::OffsetCommit, 10));
         assert_eq!(versions(ApiKey::SaslHandshake).map(|r| r.max), Some(1));
         assert_eq!(versions(ApiKey::SaslAuthenticate).map(|r| r.max), Some(2));
-        assert_eq!(versions(ApiKey::CreateAcls), None);
+        assert_eq!(versions(ApiKey::CreateDelegationToken), None);
     }
 }

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::offsets::{self, Committed, OFFSET_METADATA_MAX_BYTES, OFFSETS_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::{ShardCtx, now_ms};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
@@ -27,6 +28,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let now = now_ms();
     let group_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId)
+    } else if !ctx
+        .broker
+        .authorize(&req.session, op::READ, resource::GROUP, &group)
+    {
+        Some(ResponseError::GroupAuthorizationFailed)
     } else {
         None
     };
@@ -46,10 +52,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         } else {
             image.topic(t.name.0.as_str())
         };
+        let topic_denied = !ctx.broker.authorize(
+            &req.session,
+            op::READ,
+            resource::TOPIC,
+            meta.map_or(t.name.0.as_str(), |m| m.name.as_str()),
+        );
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
             let verdict = match (group_error, meta) {
                 (Some(e), _) => Err(e),
+                _ if topic_denied => Err(ResponseError::TopicAuthorizationFailed),
                 (None, None) => Err(ResponseError::UnknownTopicOrPartition),
                 (None, Some(m))
                     if p.partition_index < 0 || p.partition_index as usize >= m.placement.len() =>

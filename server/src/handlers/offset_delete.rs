@@ -14,12 +14,21 @@ use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse
 use super::Request;
 use crate::offsets::{self, OFFSETS_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::{ShardCtx, now_ms};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: OffsetDeleteRequest = protocol::decode_body(req.body.clone(), v)?;
     let group = body.group_id.0.as_str().to_owned();
+    if !ctx
+        .broker
+        .authorize(&req.session, op::DELETE, resource::GROUP, &group)
+    {
+        let resp = OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+        return protocol::single(ApiKey::OffsetDelete, v, req.correlation_id(), &resp);
+    }
     let wanted: Vec<(String, i32)> = body
         .topics
         .iter()

@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::offsets::Committed;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 /// `(topic, partition, committed)` answers for one group.
@@ -45,7 +46,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             });
             let group = g.group_id.0.as_str().to_owned();
             let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match lookup(ctx, &group, wanted).await {
+            groups.push(match lookup(ctx, &req.session, &group, wanted).await {
                 Ok(answers) => r.with_topics(group_topics(v, &image, answers)),
                 Err(e) => r.with_error_code(e.code()),
             });
@@ -58,7 +59,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
                 .collect()
         });
-        match lookup(ctx, &group, wanted).await {
+        match lookup(ctx, &req.session, &group, wanted).await {
             Ok(answers) => OffsetFetchResponse::default().with_topics(legacy_topics(v, answers)),
             // The top-level error_code exists from v2.
             Err(e) if v >= 2 => OffsetFetchResponse::default().with_error_code(e.code()),
@@ -71,11 +72,19 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
 /// The committed offsets asked for (`None`: every partition the group committed).
 async fn lookup(
     ctx: &Rc<ShardCtx>,
+    session: &crate::security::Session,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Answers, ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
+    }
+    // DESCRIBE on the group; the topics a principal may not describe are left out.
+    if !ctx
+        .broker
+        .authorize(session, op::DESCRIBE, resource::GROUP, group)
+    {
+        return Err(ResponseError::GroupAuthorizationFailed);
     }
     let name = group.to_owned();
     ctx.on_coordinator(group, move |c| async move {
@@ -101,6 +110,15 @@ async fn lookup(
         }
     })
     .await
+    .map(|answers: Answers| {
+        answers
+            .into_iter()
+            .filter(|(t, _, _)| {
+                ctx.broker
+                    .authorize(session, op::DESCRIBE, resource::TOPIC, t)
+            })
+            .collect()
+    })
     .map_err(|_| ResponseError::CoordinatorNotAvailable)
 }
 

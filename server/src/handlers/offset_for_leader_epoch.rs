@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLea
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 /// Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET.
@@ -25,6 +26,18 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let mut topics = Vec::new();
     for t in body.topics {
         let name = t.topic.0.as_str().to_owned();
+        // Followers need CLUSTER_ACTION, clients DESCRIBE on the topic.
+        let denied = if body.replica_id.0 >= 0 {
+            (!ctx
+                .broker
+                .authorize_cluster(&req.session, op::CLUSTER_ACTION))
+            .then_some(ResponseError::ClusterAuthorizationFailed)
+        } else {
+            (!ctx
+                .broker
+                .authorize(&req.session, op::DESCRIBE, resource::TOPIC, &name))
+            .then_some(ResponseError::TopicAuthorizationFailed)
+        };
         let mut partitions = Vec::new();
         for p in t.partitions {
             let (current, wanted) = (p.current_leader_epoch, p.leader_epoch);
@@ -44,6 +57,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                         .map(|(e, end)| (e, end.0)))
                 })
                 .await;
+            let answer = match denied {
+                Some(code) => Err(code),
+                None => answer,
+            };
             let entry = EpochEndOffset::default().with_partition(p.partition);
             partitions.push(match answer {
                 Ok(Some((epoch, end))) => entry.with_leader_epoch(epoch).with_end_offset(end),

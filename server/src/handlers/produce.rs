@@ -22,6 +22,7 @@ use crate::broker::Metrics;
 use crate::partition::PartitionError;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::record_policy::RecordPolicy;
+use crate::security::acl::{op, resource};
 use crate::shard::{ShardCtx, now_ms};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>, CloseConnection> {
@@ -47,6 +48,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
         };
         let name = meta.map(|m| m.name.clone());
         let policy = meta.map(|m| RecordPolicy::for_topic(&m.configs));
+        // WRITE on the topic, checked before its existence (nothing leaks to the denied).
+        let auth_name = name.as_deref().unwrap_or(topic.name.0.as_str());
+        let denied = !ctx
+            .broker
+            .authorize(&req.session, op::WRITE, resource::TOPIC, auth_name);
         for p in topic.partition_data {
             let check = || -> Result<(String, usize, Bytes), PartitionError> {
                 if !matches!(acks, -1..=1) {
@@ -59,6 +65,12 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                     return Err(PartitionError::new(
                         ResponseError::TransactionalIdAuthorizationFailed,
                         "transactions are not supported yet",
+                    ));
+                }
+                if denied {
+                    return Err(PartitionError::new(
+                        ResponseError::TopicAuthorizationFailed,
+                        "not authorized to write to the topic",
                     ));
                 }
                 let meta = meta.ok_or_else(|| PartitionError::new(unknown, "unknown topic"))?;

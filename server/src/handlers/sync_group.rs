@@ -9,12 +9,21 @@ use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::security::acl::{op, resource};
 use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: SyncGroupRequest = protocol::decode_body(req.body.clone(), v)?;
     let group = body.group_id.0.as_str().to_owned();
+    if !ctx
+        .broker
+        .authorize(&req.session, op::READ, resource::GROUP, &group)
+    {
+        let resp = SyncGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+        return protocol::single(ApiKey::SyncGroup, v, req.correlation_id(), &resp);
+    }
     let (generation, member) = (body.generation_id, body.member_id.as_str().to_owned());
     let instance = body
         .group_instance_id

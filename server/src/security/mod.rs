@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod acl;
 pub mod listener;
 pub mod principal;
 pub mod sasl;

@@ -311,9 +311,10 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 async fn delete_topic(bootstrap: &str, topic: &str) {
-    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create();
+    let admin: Result<AdminClient<DefaultClientContext>, _> =
+        crate::client_config::apply(&mut ClientConfig::new())
+            .set("bootstrap.servers", bootstrap)
+            .create();
     if let Ok(a) = admin {
         let _ = a.delete_topics(&[topic], &AdminOptions::new()).await;
     }

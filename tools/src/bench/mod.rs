@@ -252,10 +252,11 @@ pub async fn ensure_topic(
     partitions: i32,
     replication_factor: i32,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("creating an admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        crate::client_config::apply(&mut ClientConfig::new())
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .context("creating an admin client")?;
     let new = NewTopic::new(
         topic,
         partitions,

@@ -57,7 +57,7 @@ const PARTITION_FETCH_BYTES: i32 = 1 << 20;
 
 /// One Kafka connection: framing, correlation ids and version negotiation.
 pub(crate) struct Wire {
-    stream: TcpStream,
+    stream: crate::client_config::Transport,
     correlation: i32,
     buf: BytesMut,
     /// The receive buffer's allocation, between responses.
@@ -68,16 +68,57 @@ pub(crate) struct Wire {
 
 impl Wire {
     pub(crate) fn connect(addr: &str) -> anyhow::Result<Wire> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-        Ok(Wire {
-            stream,
+        let tcp = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let mut wire = Wire {
+            stream: crate::client_config::wrap(tcp, host)?,
             correlation: 0,
             buf: BytesMut::with_capacity(64 << 10),
             rx: Vec::new(),
             last: None,
-        })
+        };
+        if let Some(sasl) = crate::client_config::SaslClient::new() {
+            wire.authenticate(sasl)
+                .with_context(|| format!("authenticating to {addr}"))?;
+        }
+        Ok(wire)
+    }
+
+    /// SaslHandshake v1, then SaslAuthenticate rounds until the exchange is over.
+    fn authenticate(&mut self, mut sasl: crate::client_config::SaslClient) -> anyhow::Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let hs = self.call(
+            1,
+            &SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_string(sasl.mechanism().to_owned())),
+        )?;
+        anyhow::ensure!(
+            hs.error_code == 0,
+            "the broker does not take SASL {} (error {}; it offers {:?})",
+            sasl.mechanism(),
+            hs.error_code,
+            hs.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+        );
+        let mut token = sasl.first();
+        loop {
+            let r = self.call(
+                1,
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+            )?;
+            anyhow::ensure!(
+                r.error_code == 0,
+                "{}",
+                r.error_message
+                    .as_deref()
+                    .unwrap_or("SASL authentication failed")
+            );
+            match sasl.next(&r.auth_bytes)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Encodes and writes `req`; returns its correlation id.
@@ -107,6 +148,7 @@ impl Wire {
         req: &R,
     ) -> anyhow::Result<R::Response> {
         let correlation = self.send(version, req)?;
+        self.stream.flush()?;
         if let Some(last) = self.last.take() {
             reclaim(last, &mut self.rx);
         }

@@ -195,6 +195,7 @@ pub(super) struct ProducerJob {
 
 fn run_producer(job: ProducerJob) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new();
+    crate::client_config::apply(&mut cfg);
     cfg.set("bootstrap.servers", &job.bootstrap)
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");
@@ -291,6 +292,7 @@ pub(super) struct ConsumerJob {
 
 fn run_consumer(job: ConsumerJob) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new();
+    crate::client_config::apply(&mut cfg);
     let group = job
         .spec
         .group
@@ -371,7 +373,7 @@ struct PartitionState {
 
 /// The topic's partitions: watermarks and leaders.
 fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PartitionState>> {
-    let c: BaseConsumer = ClientConfig::new()
+    let c: BaseConsumer = crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating a metadata client")?;
@@ -415,7 +417,7 @@ fn commit_group_start(
     group: &str,
     offsets: &[(i32, i64)],
 ) -> anyhow::Result<()> {
-    let c: BaseConsumer = ClientConfig::new()
+    let c: BaseConsumer = crate::client_config::apply(&mut ClientConfig::new())
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
