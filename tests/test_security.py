@@ -7,8 +7,10 @@ import re
 import socket
 import ssl
 import struct
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -17,7 +19,8 @@ from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechan
 
 import kafka_wire as kw
 from certs import Certs
-from conftest import free_port
+from conftest import RINGMQ, free_port
+from test_kafka_tools import classpath, tool  # noqa: F401 (the fixture, shared)
 
 ROOT_PASSWORD = "root-secret"
 
@@ -359,3 +362,169 @@ def test_certificate_replacement_keeps_clients_connected(make_broker, certs):
     c.close()
     req = urllib.request.Request(f"http://127.0.0.1:{b.http_port}/v1/tls/reload", method="POST")
     assert urllib.request.urlopen(req, timeout=5).read().decode().strip() == '{"reloaded":2}'
+
+
+def client_properties(path, certs, user, password, mechanism="SCRAM-SHA-512"):
+    """A Kafka client properties file (Java's keys; ringmq's CLI reads them too)."""
+    path.write_text(
+        "security.protocol=SASL_SSL\n"
+        f"sasl.mechanism={mechanism}\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{user}" password="{password}";\n'
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={certs.ca}\n")
+    return str(path)
+
+
+def cli(addr, config, *args, check=True):
+    p = subprocess.run([str(RINGMQ), "-b", addr, "--command-config", config, *map(str, args)],
+                       capture_output=True, text=True, timeout=60)
+    if check:
+        assert p.returncode == 0, f"ringmq {args}: {p.stdout}{p.stderr}"
+    return p.stdout + p.stderr
+
+
+@pytest.fixture
+def acl_broker(make_broker, certs, tmp_path):
+    props, addrs = secure_properties(certs, **{
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:root",
+    })
+    b = make_broker(properties=props).start()
+    b.addrs = addrs
+    b.admin_conf = sasl(addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD)
+    b.root_config = client_properties(tmp_path / "root.properties", certs, "root", ROOT_PASSWORD)
+    wait_for_initial_user(b)
+    return b
+
+
+def errors_of(futures):
+    out = {}
+    for name, f in futures.items():
+        try:
+            f.result(timeout=15)
+            out[name] = None
+        except Exception as e:  # confluent_kafka.KafkaException
+            out[name] = e.args[0].code() if e.args and hasattr(e.args[0], "code") else e
+    return out
+
+
+def test_acls_permit_and_deny_each_api(acl_broker, certs):
+    """`ringmq user` / `ringmq topic grant` / `ringmq acl` as an operator runs them; then
+    each kind of request is allowed or refused with Kafka's error: produce, consume,
+    describe (Metadata hides what may not be described), create, delete, groups."""
+    from confluent_kafka.admin import NewTopic
+    b, addr, root = acl_broker, acl_broker.addrs["sasl_ssl"], acl_broker.root_config
+    for user in ("alice", "bob", "carol"):
+        cli(addr, root, "user", "create", user, "--password", f"{user}-pw")
+    assert re.search(r"^alice\s+SCRAM-SHA-256\(4096\),SCRAM-SHA-512\(4096\)$", cli(addr, root, "user", "list"), re.M)
+    for t in ("orders", "secret", "public"):
+        cli(addr, root, "topic", "create", t, "-p", 1, "-r", 1)
+    cli(addr, root, "topic", "grant", "orders", "--user", "alice", "--access", "publish")
+    cli(addr, root, "topic", "grant", "orders", "--user", "bob", "--access", "subscribe")
+    cli(addr, root, "topic", "grant", "public", "--user", "*", "--access", "both")
+    listed = cli(addr, root, "acl", "list")
+    assert re.search(r"Topic\s+orders\s+LITERAL\s+User:alice\s+\*\s+WRITE\s+ALLOW", listed), listed
+    as_user = lambda u: sasl(addr, certs, "SCRAM-SHA-512", u, f"{u}-pw")
+
+    def produce(user, topic):
+        errs = []
+        p = Producer({**as_user(user), "message.timeout.ms": 5000,
+                      "error_cb": lambda e: errs.append(e.code())})
+        p.produce(topic, b"x", on_delivery=lambda err, m: errs.append(err.code() if err else None))
+        p.flush(10)
+        return errs[-1] if errs else "nothing"
+
+    assert produce("alice", "orders") is None
+    assert produce("alice", "secret") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert produce("bob", "orders") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert produce("carol", "public") is None, "a grant to every user"
+    # Subscribe: bob reads orders with his group; carol may not join a group.
+    roundtrip_read = Consumer({**as_user("bob"), "group.id": "bob-g", "auto.offset.reset": "earliest"})
+    roundtrip_read.subscribe(["orders"])
+    got, deadline = None, time.time() + 20
+    while got is None and time.time() < deadline:
+        m = roundtrip_read.poll(0.5)
+        if m is not None and not m.error():
+            got = m.value()
+    roundtrip_read.close()
+    assert got == b"x"
+    c = Consumer({**as_user("carol"), "group.id": "carol-g", "auto.offset.reset": "earliest"})
+    c.subscribe(["orders"])
+    seen, deadline = set(), time.time() + 15
+    while time.time() < deadline and not seen & {KafkaError.GROUP_AUTHORIZATION_FAILED,
+                                                 KafkaError.TOPIC_AUTHORIZATION_FAILED}:
+        m = c.poll(0.5)
+        if m is not None and m.error():
+            seen.add(m.error().code())
+    c.close()
+    assert seen & {KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED}, seen
+    # Describe: Metadata shows alice only what she may describe; a named topic is refused.
+    alice = AdminClient(as_user("alice"))
+    assert set(alice.list_topics(timeout=10).topics) == {"orders", "public"}
+    md = alice.list_topics(topic="secret", timeout=10)
+    assert md.topics["secret"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Create and delete need CREATE / DELETE.
+    assert errors_of(alice.create_topics([NewTopic("mine", 1, 1)])) == {"mine": KafkaError.TOPIC_AUTHORIZATION_FAILED}
+    assert errors_of(alice.delete_topics(["orders"])) == {"orders": KafkaError.TOPIC_AUTHORIZATION_FAILED}
+    assert errors_of(AdminClient(b.admin_conf).delete_topics(["secret"])) == {"secret": None}, "root is a super user"
+    # Users and ACLs themselves need cluster rights.
+    assert "CLUSTER_AUTHORIZATION_FAILED" in cli(addr, client_properties(
+        Path(b.dir).parent / "alice.properties", certs, "alice", "alice-pw"), "acl", "list", check=False) \
+        or "error 31" in cli(addr, client_properties(Path(b.dir).parent / "alice.properties", certs, "alice",
+                                                     "alice-pw"), "acl", "list", check=False)
+    # Revoking the grant takes effect.
+    cli(addr, root, "topic", "grant", "orders", "--user", "alice", "--access", "publish", "--revoke")
+    deadline = time.time() + 10
+    while produce("alice", "orders") is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert produce("alice", "orders") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_a_topic_without_grants_is_open_to_authenticated_users(make_broker, certs, tmp_path):
+    """The seeds' model: with allow.everyone.if.no.acl.found=true a topic nobody was
+    granted is open to every authenticated user; once someone is granted, only they."""
+    props, addrs = secure_properties(certs, **{
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:root", "allow.everyone.if.no.acl.found": "true"})
+    b = make_broker(properties=props).start()
+    wait_for_initial_user(b)
+    addr = addrs["sasl_ssl"]
+    root = client_properties(tmp_path / "root.properties", certs, "root", ROOT_PASSWORD)
+    cli(addr, root, "user", "create", "dana", "--password", "dana-pw")
+    cli(addr, root, "user", "create", "eve", "--password", "eve-pw")
+    roundtrip(sasl(addr, certs, "SCRAM-SHA-256", "dana", "dana-pw"), "open-topic", n=3)
+    cli(addr, root, "topic", "grant", "open-topic", "--user", "eve", "--access", "both")
+    errs = []
+    p = Producer({**sasl(addr, certs, "SCRAM-SHA-256", "dana", "dana-pw"), "message.timeout.ms": 5000})
+    p.produce("open-topic", b"y", on_delivery=lambda err, m: errs.append(err and err.code()))
+    p.flush(10)
+    assert errs == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    roundtrip(sasl(addr, certs, "SCRAM-SHA-256", "eve", "eve-pw"), "open-topic-2", n=3)
+
+
+def test_kafka_cli_tools_manage_users_and_acls(acl_broker, certs, tmp_path, classpath):
+    """Kafka's own kafka-configs and kafka-acls against ringmq over SASL_SSL, then the
+    Java console clients as the user they created."""
+    b, addr = acl_broker, acl_broker.addrs["sasl_ssl"]
+    root = client_properties(tmp_path / "root-java.properties", certs, "root", ROOT_PASSWORD)
+    tool(classpath, "ConfigCommand", "--bootstrap-server", addr, "--command-config", root, "--alter",
+         "--add-config", "SCRAM-SHA-512=[iterations=8192,password=dave-secret]", "--entity-type", "users",
+         "--entity-name", "dave")
+    # (kafka-configs --describe on users also asks for client quotas, which come with the
+    # quotas issue: the user is read back with ringmq's own tool.)
+    assert re.search(r"^dave\s+SCRAM-SHA-512\(8192\)$", cli(addr, b.root_config, "user", "list"), re.M)
+    tool(classpath, "AclCommand", "--bootstrap-server", addr, "--command-config", root, "--add",
+         "--allow-principal", "User:dave", "--producer", "--consumer", "--topic", "java-topic", "--group", "*")
+    out = tool(classpath, "AclCommand", "--bootstrap-server", addr, "--command-config", root, "--list",
+               "--topic", "java-topic")
+    assert "User:dave" in out and "WRITE" in out and "READ" in out, out
+    tool(classpath, "TopicCommand", "--bootstrap-server", addr, "--command-config", root, "--create",
+         "--topic", "java-topic", "--partitions", 1)
+    dave = client_properties(tmp_path / "dave.properties", certs, "dave", "dave-secret")
+    tool(classpath, "ConsoleProducer", "--bootstrap-server", addr, "--topic", "java-topic",
+         "--command-config", dave, stdin="".join(f"m{i}\n" for i in range(10)))
+    out = tool(classpath, "consumer.ConsoleConsumer", "--bootstrap-server", addr, "--topic", "java-topic",
+               "--command-config", dave, "--from-beginning", "--max-messages", 10, "--group", "dave-g",
+               "--timeout-ms", 30000)
+    assert sorted(out.split()) == sorted(f"m{i}" for i in range(10)), out
