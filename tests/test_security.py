@@ -528,3 +528,43 @@ def test_kafka_cli_tools_manage_users_and_acls(acl_broker, certs, tmp_path, clas
                "--command-config", dave, "--from-beginning", "--max-messages", 10, "--group", "dave-g",
                "--timeout-ms", 30000)
     assert sorted(out.split()) == sorted(f"m{i}" for i in range(10)), out
+
+
+def test_connection_limits_per_listener_and_per_address(make_broker, certs):
+    """S5 on secured listeners: listener.name.<l>.max.connections caps one listener,
+    max.connections.per.ip(.overrides) an address over all listeners; a refused
+    connection is closed on arrival and the others keep working."""
+    props, addrs = secure_properties(certs, **{"listener.name.ssl.max.connections": "2",
+                                               "max.connections.per.ip.overrides": "127.0.0.1:4"})
+    b = make_broker(properties=props).start()
+    b.expected_log += [r"connection refused"]
+
+    def mtls():
+        s = tls_socket(addrs["ssl"], certs, certs.client_cert, certs.client_key)
+        s.sendall(kw.frame(18, 0, 1))
+        return s, kw.read_frame(s) is not None
+
+    first, second = mtls(), mtls()
+    assert first[1] and second[1]
+    try:
+        third = mtls()[1]
+    except OSError:
+        third = False
+    assert not third, "a third connection on a listener capped at 2"
+    plain = [kw.connect(addrs["plain"]) for _ in range(3)]
+    for s in plain[:2]:
+        s.sendall(kw.frame(18, 0, 1))
+        assert kw.read_frame(s) is not None
+    plain[2].sendall(kw.frame(18, 0, 1))
+    assert kw.read_frame(plain[2]) is None, "a fifth connection from 127.0.0.1 (override: 4)"
+    first[0].close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            if mtls()[1]:
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("a freed slot was not reused")
+    assert b.metrics()["ringmq_connections_rejected_total"] >= 2

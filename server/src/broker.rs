@@ -93,7 +93,10 @@ pub struct Broker {
 
 #[derive(Debug, Default)]
 pub struct ConnectionCount {
+    /// Connections on listeners other than the inter-broker one (`max.connections`).
     pub total: usize,
+    /// Per listener (`listener.name.<name>.max.connections`).
+    pub per_listener: std::collections::HashMap<String, usize>,
     pub per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
     /// Connections each shard serves.
     pub per_shard: Vec<usize>,
@@ -103,6 +106,9 @@ pub struct ConnectionCount {
 pub struct ConnectionSlot {
     broker: Arc<Broker>,
     ip: std::net::IpAddr,
+    listener: String,
+    /// Counted in `total` (not on the inter-broker listener).
+    counted: bool,
     /// The shard that serves it.
     pub shard: usize,
 }
@@ -110,7 +116,12 @@ pub struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         if let Ok(mut c) = self.broker.connections.lock() {
-            c.total = c.total.saturating_sub(1);
+            if self.counted {
+                c.total = c.total.saturating_sub(1);
+            }
+            if let Some(n) = c.per_listener.get_mut(&self.listener) {
+                *n = n.saturating_sub(1);
+            }
             if let Some(n) = c.per_shard.get_mut(self.shard) {
                 *n = n.saturating_sub(1);
             }
@@ -130,9 +141,12 @@ impl Broker {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Admits a new connection from `ip` under `max.connections` and
-    /// `max.connections.per.ip`, or says which limit it would break. (Accept path only;
-    /// the lock is never taken on the data path.)
+    /// Admits a new connection from `ip` on `listener` under Kafka's limits, or says
+    /// which one it would break: `max.connections` for the broker (the inter-broker
+    /// listener is exempt, as in Kafka) and `listener.name.<name>.max.connections` for the
+    /// listener; `max.connections.per.ip` (or its entry in
+    /// `max.connections.per.ip.overrides`) per address, over all listeners. (Accept path
+    /// only; the lock is never taken on the data path.)
     ///
     /// The connection is placed on the shard serving the fewest (`accepted_on` when it
     /// ties): SO_REUSEPORT hashes connections to shards, so a producer and a consumer can
@@ -142,25 +156,46 @@ impl Broker {
         self: &Arc<Self>,
         ip: std::net::IpAddr,
         accepted_on: usize,
+        listener: &crate::security::ListenerRuntime,
     ) -> Result<ConnectionSlot, String> {
         let mut c = self
             .connections
             .lock()
             .map_err(|_| "connection table lock poisoned".to_owned())?;
-        if c.total >= self.config.max_connections {
+        let name = &listener.listener.name;
+        let counted = self
+            .config
+            .inter_broker_listener()
+            .is_none_or(|l| l.name != *name);
+        if counted && c.total >= self.config.max_connections {
             return Err(format!(
                 "max.connections={} reached",
                 self.config.max_connections
             ));
         }
-        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
-        if from_ip >= self.config.max_connections_per_ip {
+        let on_listener = c.per_listener.get(name).copied().unwrap_or(0);
+        if let Some(max) = listener.max_connections
+            && on_listener >= max
+        {
             return Err(format!(
-                "max.connections.per.ip={} reached for {ip}",
-                self.config.max_connections_per_ip
+                "listener.name.{}.max.connections={max} reached",
+                name.to_lowercase()
             ));
         }
-        c.total += 1;
+        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        let ip_max = self
+            .config
+            .max_connections_per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.config.max_connections_per_ip);
+        if from_ip >= ip_max {
+            return Err(format!("max.connections.per.ip={ip_max} reached for {ip}"));
+        }
+        if counted {
+            c.total += 1;
+        }
+        c.per_listener.insert(name.clone(), on_listener + 1);
         c.per_ip.insert(ip, from_ip + 1);
         let shard = (0..c.per_shard.len())
             .min_by_key(|s| (c.per_shard[*s], *s != accepted_on))
@@ -171,6 +206,8 @@ impl Broker {
         Ok(ConnectionSlot {
             broker: Arc::clone(self),
             ip,
+            listener: name.clone(),
+            counted,
             shard,
         })
     }

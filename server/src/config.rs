@@ -125,6 +125,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `max.connections.per.ip` (SPEC S5 default 1000).
     pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides` (`host:count,ip:count`), resolved.
+    pub max_connections_per_ip_overrides: std::collections::HashMap<std::net::IpAddr, usize>,
     /// `connections.max.idle.ms` (SPEC S5, Kafka's default 600,000): a connection that
     /// sends nothing for this long is closed.
     pub connections_max_idle_ms: u64,
@@ -214,6 +216,7 @@ impl Default for BrokerConfig {
             max_broker_partitions: None,
             max_connections: i32::MAX as usize,
             max_connections_per_ip: 1000,
+            max_connections_per_ip_overrides: Default::default(),
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: -1,
             append_method: Default::default(),
@@ -432,8 +435,9 @@ impl BrokerConfig {
                 k if listener::is_security_key(k) => {
                     self.security_props.insert(k.to_owned(), v.clone());
                 }
-                k if listener::split_listener_key(k)
-                    .is_some_and(|(_, key)| listener::is_security_key(key)) =>
+                k if listener::split_listener_key(k).is_some_and(|(_, key)| {
+                    listener::is_security_key(key) || key == "max.connections"
+                }) =>
                 {
                     self.listener_prefixed.insert(k.to_owned(), v.clone());
                 }
@@ -563,6 +567,21 @@ impl BrokerConfig {
                 }
                 "max.connections" => {
                     self.max_connections = v.parse().map_err(|_| bad("not a count"))?
+                }
+                "max.connections.per.ip.overrides" => {
+                    self.max_connections_per_ip_overrides.clear();
+                    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                        let (host, n) = entry
+                            .rsplit_once(':')
+                            .ok_or_else(|| bad("entries are host:count"))?;
+                        let n: usize = n.trim().parse().map_err(|_| bad("a count per host"))?;
+                        let ips = (host.trim(), 0u16)
+                            .to_socket_addrs()
+                            .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?;
+                        for a in ips {
+                            self.max_connections_per_ip_overrides.insert(a.ip(), n);
+                        }
+                    }
                 }
                 "max.connections.per.ip" => {
                     let n: usize = v.parse().map_err(|_| bad("not a count"))?;

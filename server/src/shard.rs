@@ -288,7 +288,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, (listener, runtime): BoundListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let slot = match ctx.broker.admit(peer.ip(), ctx.id) {
+                let slot = match ctx.broker.admit(peer.ip(), ctx.id, &runtime) {
                     Ok(slot) => slot,
                     Err(reason) => {
                         // Kafka closes such connections as they arrive; say why, at most

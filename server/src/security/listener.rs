@@ -89,7 +89,6 @@ pub const SECURITY_KEYS: &[&str] = &[
     "sasl.mechanism.inter.broker.protocol",
     "sasl.jaas.config",
     "connections.max.reauth.ms",
-    "max.connections.per.ip.overrides",
 ];
 
 /// Whether `key` (without any `listener.name.<name>.` prefix) is a listener security key.
@@ -109,6 +108,7 @@ pub fn split_listener_key(key: &str) -> Option<(&str, &str)> {
 
 /// The properties of listener `name`: `base` with `listener.name.<name>.*` over it
 /// (Kafka matches the name case-insensitively: the prefix is written in lower case).
+/// Also takes `max.connections` (the listener's own limit, SPEC S5).
 pub fn listener_props(
     name: &str,
     base: &BTreeMap<String, String>,
@@ -118,6 +118,7 @@ pub fn listener_props(
     for (k, v) in prefixed {
         if let Some((l, key)) = split_listener_key(k)
             && l.eq_ignore_ascii_case(name)
+            && (is_security_key(key) || key == "max.connections")
         {
             props.insert(key.to_owned(), v.clone());
         }

@@ -26,6 +26,8 @@ pub struct ListenerRuntime {
     pub listener: Listener,
     pub tls: Option<tls::TlsServer>,
     pub sasl: Option<sasl::SaslConfig>,
+    /// `listener.name.<name>.max.connections`.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerRuntime {
@@ -40,10 +42,20 @@ impl ListenerRuntime {
         } else {
             None
         };
+        let max_connections = match listener.prop("max.connections") {
+            None => None,
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                format!(
+                    "listener.name.{}.max.connections={v}: not a count",
+                    listener.name.to_lowercase()
+                )
+            })?),
+        };
         Ok(ListenerRuntime {
             listener,
             tls,
             sasl,
+            max_connections,
         })
     }
 }
