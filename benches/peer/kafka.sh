@@ -9,6 +9,10 @@
 #   benches/peer/kafka.sh classpath              # prints the classpath (builds it if needed)
 #   benches/peer/kafka.sh tool CLASS ARGS...       # runs a Kafka tool's main class
 #   benches/peer/kafka.sh connect-classpath        # Kafka Connect 4.3.1 with the FileStream connectors
+#
+# KAFKA_EXTRA_LISTENERS (e.g. SSL://localhost:9094) adds listeners, advertised as written
+# and bound on 127.0.0.1; KAFKA_EXTRA_PROPS names a file of properties appended to
+# server.properties (the TLS keystore, SASL users): the security benchmark uses both.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 JAVA_DIR="$ROOT/tests/java"
@@ -59,14 +63,17 @@ case "${1:-}" in
     dir="$2"; port="$3"; heap="${4:-1G}"
     mkdir -p "$dir"
     cport=$((port + 1))
+    extra="${KAFKA_EXTRA_LISTENERS:-}"
+    bind_extra=$(printf '%s' "$extra" | sed 's#://[^:,]*:#://127.0.0.1:#g')
     cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport${bind_extra:+,$bind_extra}
+advertised.listeners=PLAINTEXT://127.0.0.1:$port${extra:+,$extra}
+inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
 log.dirs=$dir/logs
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -76,6 +83,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
+    if [ -n "${KAFKA_EXTRA_PROPS:-}" ]; then cat "$KAFKA_EXTRA_PROPS" >> "$dir/server.properties"; fi
     cp_=$(classpath)
     log4j=$(log4j_config "$dir")
     if [ ! -f "$dir/logs/meta.properties" ]; then

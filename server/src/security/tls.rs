@@ -346,14 +346,35 @@ fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
     Ok(config)
 }
 
-/// Feeds socket bytes to rustls and processes them.
-fn feed(conn: &mut ServerConnection, mut data: &[u8]) -> std::io::Result<()> {
+/// Feeds socket bytes to rustls, processes them, and moves the decrypted bytes to
+/// `plain` as they come (rustls holds at most 16 KiB of them and refuses more records
+/// until they are read). Returns whether the client sent close_notify.
+fn feed(
+    conn: &mut ServerConnection,
+    mut data: &[u8],
+    plain: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let mut closed = false;
     while !data.is_empty() {
         conn.read_tls(&mut data)?;
         conn.process_new_packets()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        closed |= drain(conn, plain)?;
     }
-    Ok(())
+    Ok(closed)
+}
+
+/// Moves what rustls decrypted to `plain`; true once the client closed (close_notify).
+fn drain(conn: &mut ServerConnection, plain: &mut BytesMut) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match conn.reader().read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(k) => plain.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes what rustls has to send.
@@ -380,10 +401,12 @@ async fn flush(conn: &RefCell<ServerConnection>, sock: &mut TcpStream) -> std::i
 pub async fn handshake(
     server: &TlsServer,
     sock: &mut TcpStream,
-) -> std::io::Result<(ServerConnection, String)> {
+) -> std::io::Result<(Handshaken, String)> {
     let conn = ServerConnection::new(server.config()).map_err(std::io::Error::other)?;
     let conn = RefCell::new(conn);
     let mut buf = Vec::with_capacity(READ_CHUNK);
+    // Requests the client sends right behind its Finished message.
+    let mut early = BytesMut::new();
     loop {
         flush(&conn, sock).await?;
         if !conn.borrow().is_handshaking() {
@@ -395,7 +418,7 @@ pub async fn handshake(
         if res? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let fed = feed(&mut conn.borrow_mut(), &buf);
+        let fed = feed(&mut conn.borrow_mut(), &buf, &mut early);
         if let Err(e) = fed {
             // Tell the client why (the alert rustls queued), then give up.
             let _ = flush(&conn, sock).await;
@@ -412,13 +435,21 @@ pub async fn handshake(
         Some(subject) => format!("User:{}", server.rules.map(&subject)),
         None => super::ANONYMOUS.to_owned(),
     };
-    Ok((conn, principal))
+    Ok((Handshaken { conn, early }, principal))
+}
+
+/// A connection past its handshake, with any bytes the client already sent.
+pub struct Handshaken {
+    conn: ServerConnection,
+    early: BytesMut,
 }
 
 /// The read side of a TLS connection: decrypted bytes, frame by frame.
 pub struct TlsReader {
     sock: TcpStream,
     conn: Rc<RefCell<ServerConnection>>,
+    /// The client sent close_notify.
+    closed: bool,
     plain: BytesMut,
     buf: Vec<u8>,
 }
@@ -430,12 +461,13 @@ pub struct TlsWriter {
 }
 
 /// Splits a handshaken connection into its reader and writer.
-pub fn split(sock: TcpStream, conn: ServerConnection) -> (TlsReader, TlsWriter) {
-    let conn = Rc::new(RefCell::new(conn));
+pub fn split(sock: TcpStream, shaken: Handshaken) -> (TlsReader, TlsWriter) {
+    let conn = Rc::new(RefCell::new(shaken.conn));
     let reader = TlsReader {
         sock: sock.clone(),
         conn: Rc::clone(&conn),
-        plain: BytesMut::new(),
+        closed: false,
+        plain: shaken.early,
         buf: Vec::with_capacity(READ_CHUNK),
     };
     (reader, TlsWriter { sock, conn })
@@ -448,26 +480,7 @@ impl TlsReader {
             if self.plain.len() >= n {
                 return Ok(self.plain.split_to(n).freeze());
             }
-            let mut closed = false;
-            {
-                let mut c = self.conn.borrow_mut();
-                let mut chunk = [0u8; 16 * 1024];
-                loop {
-                    match c.reader().read(&mut chunk) {
-                        Ok(0) => {
-                            closed = true;
-                            break;
-                        }
-                        Ok(k) => self.plain.extend_from_slice(&chunk[..k]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            if self.plain.len() >= n {
-                continue;
-            }
-            if closed {
+            if self.closed {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             self.buf.clear();
@@ -477,7 +490,7 @@ impl TlsReader {
             if res? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            feed(&mut self.conn.borrow_mut(), &self.buf)?;
+            self.closed = feed(&mut self.conn.borrow_mut(), &self.buf, &mut self.plain)?;
         }
     }
 }
