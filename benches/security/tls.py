@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benches"))
 from certs import Certs  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 from measure import cpu_seconds, free_port  # noqa: E402
 
 RINGMQD = ROOT / "target" / "release" / "ringmqd"
@@ -156,8 +157,15 @@ def main():
     # Apache Kafka, same certificates, same users.
     k = [free_port() for _ in range(4)]  # k[1] unused: kafka.sh puts its controller on PORT+1
     extra = tmp / "kafka-extra.properties"
+    # Kafka (Java 17) cannot read PBES2-encrypted PEM keys: the same key goes inline,
+    # unencrypted (ssl.keystore.key without ssl.key.password).
+    pem = Path(certs.keystore).read_bytes()
+    key = serialization.load_pem_private_key(pem, Certs.KEY_PASSWORD.encode()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    chain = pem[pem.index(b"-----BEGIN CERTIFICATE-----"):]
+    inline = lambda b: b.decode().strip().replace("\n", "\\n")
     extra.write_text(
-        f"ssl.keystore.type=PEM\nssl.keystore.location={certs.keystore}\nssl.key.password={Certs.KEY_PASSWORD}\n"
+        f"ssl.keystore.type=PEM\nssl.keystore.key={inline(key)}\nssl.keystore.certificate.chain={inline(chain)}\n"
         "sasl.enabled.mechanisms=SCRAM-SHA-512\n"
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
         "org.apache.kafka.common.security.scram.ScramLoginModule required;\n")

@@ -56,34 +56,46 @@ fn read_password(given: Option<String>) -> anyhow::Result<String> {
     Ok(p)
 }
 
-fn upserts(name: &str, password: &str) -> anyhow::Result<Vec<ScramCredentialUpsertion>> {
-    MECHANISMS
-        .iter()
-        .map(|(code, mech)| {
-            let salt = rand_bytes(32);
-            let salted = salted_password(mech, password, &salt, ITERATIONS as u32)?;
-            Ok(ScramCredentialUpsertion::default()
-                .with_name(StrBytes::from_string(name.to_owned()))
-                .with_mechanism(*code)
-                .with_iterations(ITERATIONS)
-                .with_salt(salt.into())
-                .with_salted_password(salted.into()))
-        })
-        .collect()
+fn upsert(
+    name: &str,
+    password: &str,
+    (code, mech): (i8, &str),
+) -> anyhow::Result<ScramCredentialUpsertion> {
+    let salt = rand_bytes(32);
+    let salted = salted_password(mech, password, &salt, ITERATIONS as u32)?;
+    Ok(ScramCredentialUpsertion::default()
+        .with_name(StrBytes::from_string(name.to_owned()))
+        .with_mechanism(code)
+        .with_iterations(ITERATIONS)
+        .with_salt(salt.into())
+        .with_salted_password(salted.into()))
 }
 
-fn alter(bootstrap: &str, req: AlterUserScramCredentialsRequest, done: &str) -> anyhow::Result<()> {
+/// Sends each request in turn (Kafka takes a user at most once per request: one request
+/// per mechanism).
+fn alter(
+    bootstrap: &str,
+    reqs: Vec<AlterUserScramCredentialsRequest>,
+    done: &str,
+) -> anyhow::Result<()> {
     let mut wire = crate::bench::Wire::connect(crate::first(bootstrap))?;
-    let resp = wire.call(0, &req)?;
-    for r in &resp.results {
-        anyhow::ensure!(
-            r.error_code == 0,
-            "user {}: {} (error {})",
-            r.user.as_str(),
-            r.error_message.as_deref().unwrap_or(""),
-            r.error_code
-        );
-        println!("{done} user {}", r.user.as_str());
+    let mut users = Vec::new();
+    for req in reqs {
+        let resp = wire.call(0, &req)?;
+        for r in &resp.results {
+            anyhow::ensure!(
+                r.error_code == 0,
+                "user {}: {} (error {})",
+                r.user.as_str(),
+                r.error_message.as_deref().unwrap_or(""),
+                r.error_code
+            );
+            users.push(r.user.to_string());
+        }
+    }
+    users.dedup();
+    for u in users {
+        println!("{done} user {u}");
     }
     Ok(())
 }
@@ -92,9 +104,14 @@ pub async fn run(bootstrap: &str, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Create { name, password } | UserCommand::ResetPassword { name, password } => {
             let password = read_password(password)?;
-            let req = AlterUserScramCredentialsRequest::default()
-                .with_upsertions(upserts(&name, &password)?);
-            alter(bootstrap, req, "saved")
+            let reqs = MECHANISMS
+                .iter()
+                .map(|m| {
+                    let u = upsert(&name, &password, *m)?;
+                    Ok(AlterUserScramCredentialsRequest::default().with_upsertions(vec![u]))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            alter(bootstrap, reqs, "saved")
         }
         UserCommand::Delete { name } => {
             let mut wire = crate::bench::Wire::connect(crate::first(bootstrap))?;
@@ -110,17 +127,17 @@ pub async fn run(bootstrap: &str, cmd: UserCommand) -> anyhow::Result<()> {
                 .flat_map(|r| r.credential_infos.iter().map(|c| c.mechanism))
                 .collect();
             anyhow::ensure!(!mechanisms.is_empty(), "no user {name}");
-            let req = AlterUserScramCredentialsRequest::default().with_deletions(
-                mechanisms
-                    .into_iter()
-                    .map(|m| {
+            let reqs = mechanisms
+                .into_iter()
+                .map(|m| {
+                    AlterUserScramCredentialsRequest::default().with_deletions(vec![
                         ScramCredentialDeletion::default()
                             .with_name(StrBytes::from_string(name.clone()))
-                            .with_mechanism(m)
-                    })
-                    .collect(),
-            );
-            alter(bootstrap, req, "deleted")
+                            .with_mechanism(m),
+                    ])
+                })
+                .collect();
+            alter(bootstrap, reqs, "deleted")
         }
         UserCommand::List => {
             let mut wire = crate::bench::Wire::connect(crate::first(bootstrap))?;

@@ -2,7 +2,8 @@
 //! (`kafka-configs --alter --add-config 'SCRAM-SHA-512=[password=...]' --entity-type
 //! users`, `ringmq user`). The client sends the salted password; the broker keeps only
 //! StoredKey and ServerKey. Checked per user as Kafka checks them (mechanism, iterations
-//! 4096..16384, a non-empty name, no user twice), then by the controller against the
+//! 4096..16384, a non-empty name, a user at most once per request), then by the
+//! controller against the
 //! users that exist: at most `ringmq.sasl.max.users`, and the initial user keeps a
 //! credential (SPEC S3).
 
@@ -28,7 +29,7 @@ fn check(
     name: &str,
     mechanism: i8,
     iterations: Option<i32>,
-    seen: &mut BTreeMap<(String, i8), usize>,
+    seen: &mut BTreeMap<String, usize>,
 ) -> Option<(ResponseError, String)> {
     if name.is_empty() {
         return Some((
@@ -42,7 +43,7 @@ fn check(
             format!("Unknown SCRAM mechanism {mechanism}"),
         ));
     }
-    *seen.entry((name.to_owned(), mechanism)).or_default() += 1;
+    *seen.entry(name.to_owned()).or_default() += 1;
     if let Some(i) = iterations {
         if i < scram::MIN_ITERATIONS {
             return Some((
@@ -105,7 +106,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         };
         note(u.name.as_str(), p);
     }
-    for ((name, _), n) in &seen {
+    // As Kafka: a user appears once per request (one mechanism at a time).
+    for (name, n) in &seen {
         if *n > 1 {
             errors.entry(name.clone()).or_insert((
                 ResponseError::DuplicateResource,
