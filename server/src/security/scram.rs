@@ -55,14 +55,12 @@ fn mac(m: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
 /// SaltedPassword = Hi(password, salt, i).
 pub fn salted_password(m: Mechanism, password: &str, salt: &[u8], iterations: i32) -> Vec<u8> {
     let mut out = vec![0u8; digest_alg(m).output_len()];
-    let rounds = std::num::NonZeroU32::new(iterations.max(1) as u32).unwrap_or(NonZeroOne::ONE);
+    let rounds = u32::try_from(iterations)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .unwrap_or(std::num::NonZeroU32::MIN);
     pbkdf2::derive(pbkdf2_alg(m), rounds, salt, password.as_bytes(), &mut out);
     out
-}
-
-struct NonZeroOne;
-impl NonZeroOne {
-    const ONE: std::num::NonZeroU32 = std::num::NonZeroU32::MIN;
 }
 
 /// The credential for a salted password (what AlterUserScramCredentials carries).

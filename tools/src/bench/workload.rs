@@ -589,7 +589,15 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
     let mut producers_done_at: Option<Instant> = None;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A sample each second; a consume by message count ends as soon as it has them
+        // (its time is not rounded up to the next second).
+        let tick = Instant::now();
+        while tick.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if !producing && consume_target.is_some_and(|n| sum(&consumer_stats, |s| &s.messages) >= n) {
+                break;
+            }
+        }
         let t = start.elapsed().as_secs_f64();
         let dt = (t - last_t).max(1e-6);
         let (p, pb) = (
