@@ -594,7 +594,9 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
         let tick = Instant::now();
         while tick.elapsed() < Duration::from_secs(1) {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            if !producing && consume_target.is_some_and(|n| sum(&consumer_stats, |s| &s.messages) >= n) {
+            if !producing
+                && consume_target.is_some_and(|n| sum(&consumer_stats, |s| &s.messages) >= n)
+            {
                 break;
             }
         }
