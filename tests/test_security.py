@@ -25,6 +25,19 @@ from test_kafka_tools import classpath, tool  # noqa: F401 (the fixture, shared)
 ROOT_PASSWORD = "root-secret"
 
 
+def ktls_available():
+    """Whether this kernel has TLS as a TCP upper-layer protocol (CONFIG_TLS)."""
+    with socket.socket() as lsock, socket.socket() as c:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        c.connect(lsock.getsockname())
+        try:
+            c.setsockopt(socket.SOL_TCP, 31, b"tls")  # TCP_ULP
+            return True
+        except OSError:
+            return False
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     return Certs(tmp_path_factory.mktemp("certs"))
@@ -140,8 +153,13 @@ def test_seed_scenarios_produce_and_consume_with_a_group(secure_broker, certs):
         assert [f"{m.host}:{m.port}" for m in brokers.values()] == [b.addrs[name]], name
     m = b.metrics()
     assert m["ringmq_tls_handshakes_total"] > 0 and m["ringmq_sasl_authentications_total"] > 0
-    # Over TLS, fetched segment bytes are encrypted in user space and counted as such.
-    assert m["ringmq_fetch_tls_bytes_total"] > 0
+    # Fetches over TLS: spliced to kernel-TLS sockets where the kernel has TLS, else read
+    # and encrypted in user space; each path counted.
+    if ktls_available():
+        assert m["ringmq_ktls_connections_total"] > 0 and m["ringmq_fetch_ktls_bytes_total"] > 0
+    else:
+        assert m["ringmq_ktls_connections_total"] == 0 and m["ringmq_fetch_ktls_bytes_total"] == 0
+        assert m["ringmq_tls_userspace_connections_total"] > 0 and m["ringmq_fetch_tls_bytes_total"] > 0
 
 
 def test_kafka_python_scram_sha_256(secure_broker, certs):

@@ -151,6 +151,21 @@ fn metrics_text(broker: &Broker) -> String {
             m.fetch_tls_bytes.load(Ordering::Relaxed),
         ),
         (
+            "ringmq_fetch_ktls_bytes_total",
+            "Fetch bytes spliced to kernel-TLS sockets (zero-copy, the kernel encrypts)",
+            m.fetch_ktls_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_ktls_connections_total",
+            "TLS connections moved to kernel TLS after the handshake",
+            m.ktls_connections.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_tls_userspace_connections_total",
+            "TLS connections encrypted in user space (no kernel TLS, or its cipher)",
+            m.tls_userspace_connections.load(Ordering::Relaxed),
+        ),
+        (
             "ringmq_tls_handshakes_total",
             "TLS handshakes completed",
             m.tls_handshakes.load(Ordering::Relaxed),

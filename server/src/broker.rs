@@ -27,6 +27,11 @@ pub struct Metrics {
     pub fetch_copied_bytes: AtomicU64,
     /// Fetch bytes read from segments and encrypted in user space (TLS listeners).
     pub fetch_tls_bytes: AtomicU64,
+    /// Fetch bytes spliced to kernel-TLS sockets (the kernel encrypts them).
+    pub fetch_ktls_bytes: AtomicU64,
+    /// TLS connections moved to kernel TLS, and those that stayed in user space.
+    pub ktls_connections: AtomicU64,
+    pub tls_userspace_connections: AtomicU64,
     /// TLS handshakes completed and failed, and the microseconds the completed ones took.
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_failures: AtomicU64,

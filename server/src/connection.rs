@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use compio::BufResult;
 use compio::buf::IoBuf;
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,22 +44,25 @@ type Reply = (u64, Outcome, bool);
 /// client has authenticated.
 pub const SASL_MAX_RECEIVE_SIZE: u32 = 524_288;
 
-/// Where requests come from: the socket, or rustls over it.
+/// Where requests come from: the socket (plaintext, or decrypted by kernel TLS, with
+/// what rustls had already decrypted first), or rustls over it.
 enum FrameSource {
-    Plain(TcpStream),
+    Plain(TcpStream, BytesMut),
     Tls(TlsReader),
 }
 
-/// Where responses go.
+/// Where responses go: the socket (kernel TLS encrypts in the kernel, so file ranges are
+/// still spliced), or rustls over it.
 pub enum FrameSink {
     Plain(TcpStream),
+    Ktls(TcpStream),
     Tls(TlsWriter),
 }
 
 impl FrameSink {
     fn shutdown(&self) {
         let sock = match self {
-            FrameSink::Plain(s) => s,
+            FrameSink::Plain(s) | FrameSink::Ktls(s) => s,
             FrameSink::Tls(t) => t.socket(),
         };
         let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Both);
@@ -75,17 +78,21 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let metrics = &ctx.broker.metrics;
-    let (source, sink, principal) = match &listener.tls {
+    // Non-blocking, so zero-copy fetch can splice into it from the shard thread and wait
+    // on an io_uring poll when the send buffer is full; compio's io_uring reads and writes
+    // arm a poll on EAGAIN and behave as before.
+    let nonblocking = |stream: &TcpStream| {
+        if let Err(e) = socket2::SockRef::from(stream).set_nonblocking(true) {
+            tracing::debug!(%peer, error = %e, "cannot make the socket non-blocking");
+        }
+    };
+    let runtime = std::sync::Arc::clone(&listener);
+    let (source, sink, principal) = match &runtime.tls {
         None => {
-            // Non-blocking, so zero-copy fetch can splice into it from the shard thread and
-            // wait on an io_uring poll when the send buffer is full; compio's io_uring
-            // reads and writes arm a poll on EAGAIN and behave as before.
-            if let Err(e) = socket2::SockRef::from(&stream).set_nonblocking(true) {
-                tracing::debug!(%peer, error = %e, "cannot make the socket non-blocking");
-            }
+            nonblocking(&stream);
             let (reader, writer) = stream.into_split();
             (
-                FrameSource::Plain(reader),
+                FrameSource::Plain(reader, BytesMut::new()),
                 FrameSink::Plain(writer),
                 crate::security::ANONYMOUS.to_owned(),
             )
@@ -96,13 +103,37 @@ pub async fn serve(
                 compio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls::handshake(server, &mut stream))
                     .await;
             match shaken {
-                Ok(Ok((conn, principal))) => {
+                Ok(Ok((shaken, principal))) => {
                     crate::broker::Metrics::add(&metrics.tls_handshakes, 1);
                     crate::broker::Metrics::add(
                         &metrics.tls_handshake_us,
                         started.elapsed().as_micros() as u64,
                     );
-                    let (reader, writer) = tls::split(stream, conn);
+                    let shaken = if server.ktls {
+                        match shaken.offload(&stream) {
+                            Ok(early) => {
+                                crate::broker::Metrics::add(&metrics.ktls_connections, 1);
+                                nonblocking(&stream);
+                                let (reader, writer) = stream.into_split();
+                                let source = FrameSource::Plain(reader, early);
+                                let sink = FrameSink::Ktls(writer);
+                                let session = (listener, peer, principal, conn_id);
+                                return serve_session(ctx, source, sink, session).await;
+                            }
+                            Err(tls::Fallback::UserSpace(shaken, why)) => {
+                                tracing::debug!(conn_id, %peer, %why, "TLS stays in user space");
+                                *shaken
+                            }
+                            Err(tls::Fallback::Lost(e)) => {
+                                tracing::warn!(conn_id, %peer, error = %e, "the kernel refused the TLS session keys; closing");
+                                return;
+                            }
+                        }
+                    } else {
+                        shaken
+                    };
+                    crate::broker::Metrics::add(&metrics.tls_userspace_connections, 1);
+                    let (reader, writer) = tls::split(stream, shaken);
                     (FrameSource::Tls(reader), FrameSink::Tls(writer), principal)
                 }
                 Ok(Err(e)) => {
@@ -118,6 +149,21 @@ pub async fn serve(
             }
         }
     };
+    serve_session(ctx, source, sink, (listener, peer, principal, conn_id)).await;
+}
+
+/// Serves a connection once its transport is set up: (listener, peer, principal, id).
+async fn serve_session(
+    ctx: Rc<ShardCtx>,
+    source: FrameSource,
+    sink: FrameSink,
+    (listener, peer, principal, conn_id): (
+        std::sync::Arc<ListenerRuntime>,
+        SocketAddr,
+        String,
+        u64,
+    ),
+) {
     let session = Rc::new(Session::new(listener, peer, principal.into()));
     let (tx, rx) = mpsc::unbounded::<Reply>();
     let in_flight = Rc::new(Cell::new(0usize));
@@ -308,7 +354,14 @@ async fn read_frame(
     session: &Session,
 ) -> Result<Option<Bytes>, ReadError> {
     let len_buf = match reader {
-        FrameSource::Plain(r) => {
+        FrameSource::Plain(sock, pending) if !BytesMut::is_empty(pending) => {
+            match read_pending(sock, pending, 4).await {
+                Ok(b) => [b[0], b[1], b[2], b[3]],
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(ReadError::Io(e.to_string())),
+            }
+        }
+        FrameSource::Plain(r, _) => {
             let BufResult(res, len_buf) = r.read_exact([0u8; 4]).await;
             match res {
                 Ok(()) => len_buf,
@@ -324,7 +377,7 @@ async fn read_frame(
     };
     let len = i32::from_be_bytes(len_buf);
     if len < 0 || len as u32 > max {
-        if matches!(reader, FrameSource::Plain(_))
+        if matches!(reader, FrameSource::Plain(..))
             && (0x14..=0x17).contains(&len_buf[0])
             && len_buf[1] == 3
         {
@@ -349,7 +402,13 @@ async fn read_frame(
         }));
     }
     match reader {
-        FrameSource::Plain(r) => {
+        FrameSource::Plain(sock, pending) if !BytesMut::is_empty(pending) => {
+            read_pending(sock, pending, len as usize)
+                .await
+                .map(Some)
+                .map_err(|e| ReadError::Io(format!("reading a {len}-byte frame: {e}")))
+        }
+        FrameSource::Plain(r, _) => {
             let buf = Vec::with_capacity(len as usize);
             let BufResult(res, buf) = r.read_exact(buf.slice(..len as usize)).await;
             res.map_err(|e| ReadError::Io(format!("reading a {len}-byte frame: {e}")))?;
@@ -361,6 +420,26 @@ async fn read_frame(
             .map(Some)
             .map_err(|e| ReadError::Io(format!("reading a {len}-byte frame: {e}"))),
     }
+}
+
+/// Reads `n` bytes from a plain source that still holds bytes decrypted before kernel
+/// TLS took over: those first, then the socket.
+async fn read_pending(
+    sock: &mut TcpStream,
+    pending: &mut BytesMut,
+    n: usize,
+) -> std::io::Result<Bytes> {
+    while pending.len() < n {
+        let missing = n - pending.len();
+        let BufResult(res, buf) =
+            compio::io::AsyncRead::read(sock, Vec::with_capacity(missing)).await;
+        match res? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            // (UFCS: compio's buffer traits, in scope here, have methods of these names.)
+            _ => BytesMut::extend_from_slice(pending, &buf),
+        }
+    }
+    Ok(BytesMut::split_to(pending, n).freeze())
 }
 
 async fn write_loop(
@@ -429,6 +508,16 @@ async fn write_response(
             }
             (Piece::File(range), FrameSink::Plain(w)) => {
                 crate::zero_copy::send_file_range(ctx, w, &range).await?
+            }
+            (Piece::Bytes(b), FrameSink::Ktls(w)) => {
+                let BufResult(res, _) = w.write_all(b).await;
+                res?;
+            }
+            (Piece::File(range), FrameSink::Ktls(w)) => {
+                // Spliced as on plaintext; the kernel encrypts on the way out.
+                crate::zero_copy::send_file_range(ctx, w, &range).await?;
+                let n = u64::from(range.length);
+                crate::broker::Metrics::add(&ctx.broker.metrics.fetch_ktls_bytes, n);
             }
             (Piece::Bytes(b), FrameSink::Tls(w)) => w.write_all(&b).await?,
             (Piece::File(range), FrameSink::Tls(w)) => {

@@ -89,6 +89,7 @@ pub const SECURITY_KEYS: &[&str] = &[
     "sasl.mechanism.inter.broker.protocol",
     "sasl.jaas.config",
     "connections.max.reauth.ms",
+    "ringmq.ssl.ktls",
 ];
 
 /// Whether `key` (without any `listener.name.<name>.` prefix) is a listener security key.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod acl;
+pub mod ktls;
 pub mod listener;
 pub mod principal;
 pub mod sasl;

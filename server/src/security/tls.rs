@@ -49,6 +49,8 @@ pub struct TlsServer {
     config: ArcSwap<rustls::ServerConfig>,
     pub client_auth: ClientAuth,
     pub rules: PrincipalRules,
+    /// Try kernel TLS after each handshake (`ringmq.ssl.ktls`, and the kernel has it).
+    pub ktls: bool,
     /// The key and certificate files, with the modification times loaded.
     files: Mutex<Vec<(PathBuf, Option<SystemTime>)>>,
 }
@@ -79,6 +81,7 @@ impl TlsServer {
             config: ArcSwap::from_pointee(config),
             client_auth,
             rules,
+            ktls: wants_ktls(l) && super::ktls::available(),
             files: Mutex::new(files),
         })
     }
@@ -165,6 +168,12 @@ pub fn watch(broker: Arc<crate::broker::Broker>, every: Duration) -> std::io::Re
             }
         })
         .map(|_| ())
+}
+
+/// `ringmq.ssl.ktls` (default true): offload TLS to the kernel where it can be.
+fn wants_ktls(l: &Listener) -> bool {
+    l.prop("ringmq.ssl.ktls")
+        .is_none_or(|v| v.trim() != "false")
 }
 
 fn client_auth(l: &Listener) -> Result<ClientAuth, String> {
@@ -343,6 +352,8 @@ fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("listener {name} keystore: {e}"))?;
     config.ignore_client_order = true;
+    // kTLS needs the session keys once the handshake is done.
+    config.enable_secret_extraction = wants_ktls(l) && super::ktls::available();
     Ok(config)
 }
 
@@ -442,6 +453,30 @@ pub async fn handshake(
 pub struct Handshaken {
     conn: ServerConnection,
     early: BytesMut,
+}
+
+/// Why a connection was not moved to kernel TLS.
+pub enum Fallback {
+    /// It goes on in user space (no kernel TLS, or a cipher the kernel does not take).
+    UserSpace(Box<Handshaken>, String),
+    /// The kernel refused the keys after rustls gave them up: the connection is lost.
+    Lost(std::io::Error),
+}
+
+impl Handshaken {
+    /// Moves the connection to kernel TLS; returns the decrypted bytes the client already
+    /// sent, to be read before the socket.
+    pub fn offload(self, sock: &TcpStream) -> Result<BytesMut, Fallback> {
+        let Handshaken { conn, early } = self;
+        match super::ktls::offload(sock, conn) {
+            Ok(()) => Ok(early),
+            Err(super::ktls::NotOffloaded::Unsupported(conn, why)) => Err(Fallback::UserSpace(
+                Box::new(Handshaken { conn: *conn, early }),
+                why,
+            )),
+            Err(super::ktls::NotOffloaded::Failed(e)) => Err(Fallback::Lost(e)),
+        }
+    }
 }
 
 /// The read side of a TLS connection: decrypted bytes, frame by frame.
