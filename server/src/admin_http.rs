@@ -282,7 +282,7 @@ fn metrics_text(broker: &Broker) -> String {
     let (open, per_shard) = broker
         .connections
         .lock()
-        .map(|c| (c.total, c.per_shard.clone()))
+        .map(|c| (c.per_shard.iter().sum::<usize>(), c.per_shard.clone()))
         .unwrap_or_default();
     gauge(
         &mut out,

@@ -98,7 +98,8 @@ pub struct Broker {
 
 #[derive(Debug, Default)]
 pub struct ConnectionCount {
-    /// Connections on listeners other than the inter-broker one (`max.connections`).
+    /// Connections under `max.connections` (all but the inter-broker listener's when
+    /// there are several listeners, as Kafka protects it).
     pub total: usize,
     /// Per listener (`listener.name.<name>.max.connections`).
     pub per_listener: std::collections::HashMap<String, usize>,
@@ -168,10 +169,12 @@ impl Broker {
             .lock()
             .map_err(|_| "connection table lock poisoned".to_owned())?;
         let name = &listener.listener.name;
-        let counted = self
-            .config
-            .inter_broker_listener()
-            .is_none_or(|l| l.name != *name);
+        // Kafka's protected listener: the inter-broker one, when there are others.
+        let counted = self.config.listeners.len() < 2
+            || self
+                .config
+                .inter_broker_listener()
+                .is_none_or(|l| l.name != *name);
         if counted && c.total >= self.config.max_connections {
             return Err(format!(
                 "max.connections={} reached",
