@@ -580,11 +580,15 @@ def test_connection_limits_per_listener_and_per_address(make_broker, certs):
         third = False
     assert not third, "a third connection on a listener capped at 2"
     plain = [kw.connect(addrs["plain"]) for _ in range(3)]
-    for s in plain[:2]:
-        s.sendall(kw.frame(18, 0, 1))
-        assert kw.read_frame(s) is not None
-    plain[2].sendall(kw.frame(18, 0, 1))
-    assert kw.read_frame(plain[2]) is None, "a fifth connection from 127.0.0.1 (override: 4)"
+    answered = 0
+    for s in plain:  # (two shards accept them: which one is refused is not fixed)
+        try:
+            s.sendall(kw.frame(18, 0, 1))
+            answered += kw.read_frame(s) is not None
+        except OSError:
+            pass
+    assert answered == 2, "a fifth connection from 127.0.0.1 (override: 4) is refused"
+    plain[0].close()
     first[0].close()
     deadline = time.time() + 5
     while time.time() < deadline:
