@@ -3,6 +3,7 @@
 `ssl.keystore.type=PEM` reads them."""
 import datetime
 import ipaddress
+import socket
 from pathlib import Path
 
 from cryptography import x509
@@ -83,3 +84,16 @@ class Certs:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(_name(C="US", O="Example", OU="eng", CN=cn), key, issuer.subject, issuer_key, days=days)
         return self._write(f"{prefix}.pem", _pem(cert)), self._write(f"{prefix}.key", _key_pem(key))
+
+
+def ktls_available():
+    """Whether this kernel has TLS as a TCP upper-layer protocol (CONFIG_TLS)."""
+    with socket.socket() as lsock, socket.socket() as c:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        c.connect(lsock.getsockname())
+        try:
+            c.setsockopt(socket.SOL_TCP, 31, b"tls")  # TCP_ULP
+            return True
+        except OSError:
+            return False

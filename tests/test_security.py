@@ -18,24 +18,11 @@ from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechan
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 import kafka_wire as kw
-from certs import Certs
+from certs import Certs, ktls_available
 from conftest import RINGMQ, free_port
 from test_kafka_tools import classpath, tool  # noqa: F401 (the fixture, shared)
 
 ROOT_PASSWORD = "root-secret"
-
-
-def ktls_available():
-    """Whether this kernel has TLS as a TCP upper-layer protocol (CONFIG_TLS)."""
-    with socket.socket() as lsock, socket.socket() as c:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        c.connect(lsock.getsockname())
-        try:
-            c.setsockopt(socket.SOL_TCP, 31, b"tls")  # TCP_ULP
-            return True
-        except OSError:
-            return False
 
 
 @pytest.fixture(scope="module")

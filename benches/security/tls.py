@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benches"))
-from certs import Certs  # noqa: E402
+from certs import Certs, ktls_available  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from measure import cpu_seconds, free_port  # noqa: E402
 
@@ -31,22 +31,6 @@ RINGMQD = ROOT / "target" / "release" / "ringmqd"
 RINGMQ = ROOT / "target" / "release" / "ringmq"
 KAFKA_SH = ROOT / "benches" / "peer" / "kafka.sh"
 USER, PASSWORD = "bench", "bench-secret"
-
-
-def ktls_available():
-    """Whether this kernel offers the TLS upper-layer protocol (CONFIG_TLS)."""
-    s, l = socket.socket(), socket.socket()
-    l.bind(("127.0.0.1", 0))
-    l.listen()
-    s.connect(l.getsockname())
-    try:
-        s.setsockopt(socket.SOL_TCP, 31, b"tls")  # TCP_ULP
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-        l.close()
 
 
 def client_config(path, certs, sasl):

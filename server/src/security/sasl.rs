@@ -289,7 +289,7 @@ async fn plain(sasl: &SaslConfig, image: &MetadataImage, token: &[u8]) -> Step {
         };
     }
     let ok = if let Some(p) = sasl.plain_users.get(&user) {
-        constant_time_eq(p.as_bytes(), password.as_bytes())
+        scram::constant_time_eq(p.as_bytes(), password.as_bytes())
     } else {
         let cred = [Mechanism::ScramSha512, Mechanism::ScramSha256]
             .into_iter()
@@ -324,10 +324,6 @@ async fn plain(sasl: &SaslConfig, image: &MetadataImage, token: &[u8]) -> Step {
             why: "bad credentials".into(),
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Runs `f` on a thread of its own and waits for it without blocking the shard.
