@@ -191,9 +191,13 @@ class Cluster:
     `controllers=K`, N broker-only nodes (ids 1..N) following K controller-only nodes
     (ids 101..), KRaft's isolated mode."""
 
-    def __init__(self, tmp: Path, n: int, properties=None, network=None, controllers=0, racks=None):
+    def __init__(self, tmp: Path, n: int, properties=None, network=None, controllers=0, racks=None,
+                 dynamic=0):
         """With `network` (a Netns), node N runs in its own network namespace at
-        network.ip(N), so a test can cut it off. `racks[i]` is broker i+1's broker.rack."""
+        network.ip(N), so a test can cut it off. `racks[i]` is broker i+1's broker.rack.
+        With `dynamic=K` the quorum is dynamic (KIP-853): every node is given
+        controller.quorum.bootstrap.servers naming the controllers of nodes 1..K instead
+        of controller.quorum.voters."""
         ports = [(free_port(), free_port()) for _ in range(n)]
         hosts = [network.ip(i + 1) if network else "127.0.0.1" for i in range(n)]
         cports = [free_port() for _ in range(controllers)]
@@ -204,8 +208,13 @@ class Cluster:
         self.brokers = {}
         self.controllers = {}
         self.network = network
+        quorum = {"controller.quorum.voters": voters}
+        if dynamic:
+            quorum = {"controller.quorum.bootstrap.servers":
+                      ",".join(f"{hosts[i]}:{c}" for i, (_, c) in enumerate(ports[:dynamic]))}
+        self.controller_ports = {i + 1: c for i, (_, c) in enumerate(ports)}
         common = {
-            "controller.quorum.voters": voters,
+            **quorum,
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "broker.heartbeat.interval.ms": 200,
@@ -363,8 +372,8 @@ def netns_available():
 def make_cluster(tmp_path):
     clusters = []
 
-    def make(n=3, properties=None, network=None, controllers=0, racks=None):
-        c = Cluster(tmp_path, n, properties, network, controllers, racks)
+    def make(n=3, properties=None, network=None, controllers=0, racks=None, dynamic=0):
+        c = Cluster(tmp_path, n, properties, network, controllers, racks, dynamic)
         clusters.append(c)
         return c
 

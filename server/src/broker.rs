@@ -391,6 +391,12 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         std::time::Duration::from_millis(broker.config.ssl_reload_check_ms),
     )
     .context("starting the TLS file watch")?;
+    if !broker.config.ignored_kafka_keys.is_empty() {
+        tracing::warn!(
+            keys = ?broker.config.ignored_kafka_keys,
+            "Kafka broker settings ringmq does not use were ignored"
+        );
+    }
     tracing::info!(shards, listeners = ?bound, "ringmqd ready");
     Ok(Running {
         broker,

@@ -20,6 +20,15 @@ pub struct BrokerConfig {
     pub process_roles: Vec<String>,
     /// `controller.quorum.voters` as (node id, host:port). Empty: a quorum of this node.
     pub controller_quorum_voters: Vec<(i32, String)>,
+    /// `controller.quorum.bootstrap.servers` (KIP-853): where a node of a dynamic quorum
+    /// finds the controllers; the voters themselves live in the metadata log.
+    pub controller_quorum_bootstrap: Vec<String>,
+    /// Kafka broker keys in the configuration that ringmq does not use (logged at start).
+    pub ignored_kafka_keys: Vec<String>,
+    /// `controller.quorum.auto.join.enable`: a controller that finds a running dynamic
+    /// quorum it is not a voter of asks to become one (otherwise it stays an observer
+    /// until `kafka-metadata-quorum add-controller`).
+    pub controller_quorum_auto_join: bool,
     /// `controller.listener.names` (the listeners that carry the controller protocol).
     pub controller_listener_names: Vec<String>,
     /// `listener.security.protocol.map` (listener name -> protocol).
@@ -160,6 +169,9 @@ impl Default for BrokerConfig {
             node_id: 1,
             process_roles: vec!["broker".into(), "controller".into()],
             controller_quorum_voters: Vec::new(),
+            controller_quorum_bootstrap: Vec::new(),
+            ignored_kafka_keys: Vec::new(),
+            controller_quorum_auto_join: false,
             controller_listener_names: vec!["CONTROLLER".into()],
             listener_protocols: default_protocol_map(),
             listener_specs: vec![("PLAINTEXT".into(), "127.0.0.1".into(), 9092)],
@@ -375,12 +387,18 @@ impl BrokerConfig {
                         .collect::<Result<_, String>>()?;
                 }
                 "controller.quorum.bootstrap.servers" => {
-                    if self.controller_quorum_voters.is_empty() {
-                        return Err(bad(
-                            "dynamic quorums are not supported yet; list the voters in \
-                             controller.quorum.voters",
-                        ));
-                    }
+                    self.controller_quorum_bootstrap = v
+                        .split(',')
+                        .filter(|x| !x.trim().is_empty())
+                        .map(|x| {
+                            let (h, p) = parse_host_port(x.trim())?;
+                            Ok(format!("{h}:{p}"))
+                        })
+                        .collect::<Result<_, String>>()?;
+                }
+                "controller.quorum.auto.join.enable" => {
+                    self.controller_quorum_auto_join =
+                        v.parse().map_err(|_| bad("not true/false"))?
                 }
                 "controller.listener.names" => {
                     self.controller_listener_names =
@@ -630,6 +648,15 @@ impl BrokerConfig {
                 "ringmq.disk.write.mbps" => {
                     self.disk_write_mbps = v.parse().map_err(|_| bad("not an integer"))?
                 }
+                // A Kafka broker key ringmq has no use for (thread pools, transaction and
+                // share-group logs, ...): a server.properties written for Kafka still
+                // starts, and the broker names what it ignores.
+                _ if crate::kafka_broker_configs::KAFKA_BROKER_CONFIGS
+                    .binary_search_by(|c| c.name.cmp(k))
+                    .is_ok() =>
+                {
+                    self.ignored_kafka_keys.push(k.clone());
+                }
                 _ => return Err(format!("unknown configuration key {k}")),
             }
         }
@@ -733,10 +760,20 @@ impl BrokerConfig {
         self.inter_broker_listener_name = None;
     }
 
-    /// The controller quorum's voters as (node id, controller address); a single node
-    /// with no voters configured is a quorum of itself.
+    /// Whether the quorum is dynamic (KIP-853): found through
+    /// `controller.quorum.bootstrap.servers`, its voters kept in the metadata log.
+    /// `controller.quorum.voters` wins when both are set.
+    pub fn dynamic_quorum(&self) -> bool {
+        self.controller_quorum_voters.is_empty() && !self.controller_quorum_bootstrap.is_empty()
+    }
+
+    /// The controller quorum's static voters as (node id, controller address); a single
+    /// node with neither voters nor bootstrap servers configured is a quorum of itself.
+    /// Empty for a dynamic quorum.
     pub fn quorum_voters(&self) -> Vec<(i32, String)> {
-        if self.controller_quorum_voters.is_empty() {
+        if self.dynamic_quorum() {
+            Vec::new()
+        } else if self.controller_quorum_voters.is_empty() {
             let addr = self
                 .controller_listener
                 .map(|a| a.to_string())
@@ -745,6 +782,18 @@ impl BrokerConfig {
         } else {
             self.controller_quorum_voters.clone()
         }
+    }
+
+    /// The controller listener's address as other nodes reach it: its
+    /// `advertised.listeners` entry, else the bound address.
+    pub fn controller_advertised(&self) -> Option<String> {
+        let bind = self.controller_listener?;
+        let advertised = self
+            .advertised_specs
+            .iter()
+            .find(|(n, _, _)| self.controller_listener_names.contains(n))
+            .map(|(_, h, p)| format!("{h}:{p}"));
+        Some(advertised.unwrap_or_else(|| format!("{}:{}", advertise_host(bind), bind.port())))
     }
 
     /// Whether this node is a broker (serves Kafka clients and holds replicas).
@@ -765,9 +814,10 @@ impl BrokerConfig {
             .any(|(id, _)| *id == self.node_id);
         if !self.is_controller() {
             // A broker-only node follows the metadata of a quorum it is not part of.
-            if self.controller_quorum_voters.is_empty() {
-                return Err("process.roles=broker needs controller.quorum.voters \
-                     (the controllers it follows)"
+            if self.controller_quorum_voters.is_empty() && self.controller_quorum_bootstrap.is_empty()
+            {
+                return Err("process.roles=broker needs controller.quorum.voters or \
+                     controller.quorum.bootstrap.servers (the controllers it follows)"
                     .into());
             }
             if in_voters {
@@ -775,6 +825,14 @@ impl BrokerConfig {
                     "node.id={} is in controller.quorum.voters but process.roles has no \
                      controller",
                     self.node_id
+                ));
+            }
+        } else if self.dynamic_quorum() {
+            if self.controller_listener.is_none() {
+                return Err(format!(
+                    "controller.quorum.bootstrap.servers is set but no listener is named in \
+                     controller.listener.names={}",
+                    self.controller_listener_names.join(",")
                 ));
             }
         } else if !self.controller_quorum_voters.is_empty() {
@@ -930,6 +988,58 @@ mod tests {
                 .unwrap_err()
                 .contains("not in controller.quorum.voters")
         );
+    }
+
+    #[test]
+    fn kafka_4_quickstart_server_properties_is_a_dynamic_quorum() {
+        // config/server.properties as Apache Kafka 4.x ships it (the keys that matter).
+        let props = read_properties(
+            "process.roles=broker,controller\nnode.id=1\n\
+             controller.quorum.bootstrap.servers=localhost:9093\n\
+             listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             advertised.listeners=PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,\
+             SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             log.dirs=/tmp/kraft-combined-logs\nnum.partitions=1\n\
+             offsets.topic.replication.factor=1\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             num.network.threads=3\nnum.recovery.threads.per.data.dir=1\n",
+        );
+        let mut c = BrokerConfig::default();
+        c.apply_properties(&props).unwrap();
+        c.resolve_listeners().unwrap();
+        c.validate().unwrap();
+        assert!(c.dynamic_quorum());
+        assert!(c.quorum_voters().is_empty());
+        assert_eq!(
+            c.ignored_kafka_keys,
+            [
+                "num.network.threads",
+                "num.recovery.threads.per.data.dir",
+                "share.coordinator.state.topic.replication.factor"
+            ]
+        );
+        let mut typo = BrokerConfig::default();
+        let err = typo
+            .apply_properties(&read_properties("num.partitons=3\n"))
+            .unwrap_err();
+        assert!(err.contains("unknown configuration key num.partitons"), "{err}");
+        assert_eq!(c.controller_quorum_bootstrap, vec!["localhost:9093".to_owned()]);
+        assert_eq!(c.controller_advertised().as_deref(), Some("localhost:9093"));
+        // Static voters win when both are given.
+        let mut both = BrokerConfig::default();
+        both.apply_properties(&read_properties(
+            "node.id=1\ncontroller.quorum.bootstrap.servers=localhost:9093\n\
+             controller.quorum.voters=1@localhost:9093\n\
+             listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n",
+        ))
+        .unwrap();
+        both.resolve_listeners().unwrap();
+        both.validate().unwrap();
+        assert!(!both.dynamic_quorum());
+        assert_eq!(both.quorum_voters().len(), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! is enabled for the topic. A broker that asks to shut down (controlled shutdown) first
 //! hands its leaderships to other in-sync replicas.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::raft_store::MetaStore;
 use super::tasks::{Task, TaskPartition};
-use super::{Proposal, Raft};
+use super::{Proposal, QuorumNode, Raft};
 use crate::metadata::{
     BrokerMeta, MetadataImage, MetadataRecord, NO_LEADER, PartitionState, TopicMeta,
 };
@@ -37,10 +37,11 @@ pub struct ControllerConfig {
     pub unclean_default: bool,
     pub max_broker_partitions: Option<u32>,
     pub offsets_replication_factor: i16,
-    /// Brokers expected before `__consumer_offsets` is created, at most its replication
-    /// factor: the voters in combined mode (a quorum of one makes a one-replica offsets
-    /// topic), else none below the replication factor (Kafka's rule).
-    pub voters: usize,
+    /// Combined mode (brokers are the voters): brokers expected before
+    /// `__consumer_offsets` is created are at most the current voters (a quorum of one
+    /// makes a one-replica offsets topic); with separate controllers none below the
+    /// replication factor (Kafka's rule).
+    pub combined: bool,
     pub log_config_check: ConfigCheck,
     /// Automatic preferred-leader election: how often, and above which share of a
     /// broker's preferred partitions led elsewhere (percent); `None` when disabled.
@@ -128,6 +129,21 @@ pub enum ControllerRequest {
     },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
+    /// AddRaftVoter (KIP-853): a controller joins the quorum, first as a learner that
+    /// catches up on the metadata log, then as a voter. With `observer` it stays a
+    /// learner (a controller finding a running dynamic quorum at its first start).
+    AddVoter {
+        id: i32,
+        addr: String,
+        directory_id: Option<String>,
+        observer: bool,
+    },
+    /// RemoveRaftVoter (KIP-853): a voter leaves the quorum. A known directory id must
+    /// match.
+    RemoveVoter {
+        id: i32,
+        directory_id: Option<String>,
+    },
     /// ElectLeaders: the preferred replica (the first assigned) back as leader, or with
     /// `unclean` any live replica for a partition without a leader. `None`: all.
     ElectLeaders {
@@ -193,6 +209,8 @@ pub enum ControllerReply {
 
 /// Longest a proposal may wait for the quorum to commit it.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new voter may take to catch up and the quorum to commit a membership change.
+pub const QUORUM_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Decision = Result<(Vec<MetadataRecord>, Answer), (ResponseError, String)>;
 
@@ -296,6 +314,7 @@ pub struct Controller {
     raft: Raft,
     store: Arc<MetaStore>,
     state: tokio::sync::Mutex<LeaseState>,
+    quorum_change: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
@@ -310,6 +329,158 @@ impl Controller {
                 last_rebalance: None,
                 next_task: 0,
             }),
+            quorum_change: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The quorum's current voters.
+    fn voter_ids(&self) -> BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// AddRaftVoter / RemoveRaftVoter: a membership change of the Raft quorum itself
+    /// (joint consensus in openraft), not a metadata record.
+    async fn change_quorum(&self, req: ControllerRequest) -> ControllerReply {
+        let error = |code: ResponseError, message: String| ControllerReply::Error {
+            code: code.code(),
+            message,
+        };
+        let done = || ControllerReply::Done {
+            index: 0,
+            answer: Answer::None,
+        };
+        let voters = self.voter_ids();
+        let nodes: BTreeMap<u64, QuorumNode> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        match req {
+            ControllerRequest::AddVoter {
+                id,
+                addr,
+                directory_id,
+                observer,
+            } => {
+                let Ok(nid) = u64::try_from(id) else {
+                    return error(ResponseError::InvalidRequest, format!("bad voter id {id}"));
+                };
+                if voters.contains(&nid) {
+                    return if observer {
+                        done()
+                    } else {
+                        error(
+                            ResponseError::DuplicateVoter,
+                            format!("node {id} is already a voter"),
+                        )
+                    };
+                }
+                let node = QuorumNode {
+                    addr: addr.clone(),
+                    directory_id,
+                };
+                // A learner first: it receives the log (blocking: until it caught up).
+                if nodes.get(&nid) != Some(&node) {
+                    let added = tokio::time::timeout(
+                        QUORUM_CHANGE_TIMEOUT,
+                        self.raft.add_learner(nid, node, !observer),
+                    )
+                    .await;
+                    match added {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            return error(
+                                ResponseError::RequestTimedOut,
+                                format!("adding node {id} ({addr}) as a learner: {e}"),
+                            );
+                        }
+                        Err(_) => {
+                            return error(
+                                ResponseError::RequestTimedOut,
+                                format!(
+                                    "node {id} ({addr}) did not catch up on the metadata log \
+                                     within {} s: is it running with this address?",
+                                    QUORUM_CHANGE_TIMEOUT.as_secs()
+                                ),
+                            );
+                        }
+                    }
+                }
+                if observer {
+                    tracing::info!(node = id, %addr, "controller joined the quorum as an observer");
+                    return done();
+                }
+                let mut next = voters;
+                next.insert(nid);
+                self.membership(next, format!("adding voter {id}")).await
+            }
+            ControllerRequest::RemoveVoter { id, directory_id } => {
+                let nid = u64::try_from(id).unwrap_or(u64::MAX);
+                if !voters.contains(&nid) {
+                    return error(
+                        ResponseError::VoterNotFound,
+                        format!("node {id} is not a voter"),
+                    );
+                }
+                let known = nodes.get(&nid).and_then(|n| n.directory_id.clone());
+                if let (Some(asked), Some(known)) = (&directory_id, &known)
+                    && asked != known
+                {
+                    return error(
+                        ResponseError::VoterNotFound,
+                        format!("voter {id} has directory id {known}, not {asked}"),
+                    );
+                }
+                if voters.len() == 1 {
+                    return error(
+                        ResponseError::InvalidRequest,
+                        format!("node {id} is the only voter: the quorum cannot lose it"),
+                    );
+                }
+                let mut next = voters;
+                next.remove(&nid);
+                self.membership(next, format!("removing voter {id}")).await
+            }
+            _ => error(ResponseError::InvalidRequest, "not a quorum change".into()),
+        }
+    }
+
+    async fn membership(&self, voters: BTreeSet<u64>, what: String) -> ControllerReply {
+        let changed = tokio::time::timeout(
+            QUORUM_CHANGE_TIMEOUT,
+            self.raft.change_membership(voters.clone(), false),
+        )
+        .await;
+        match changed {
+            Ok(Ok(r)) => {
+                tracing::info!(voters = ?voters, "{what}: done");
+                ControllerReply::Done {
+                    index: r.log_id.index,
+                    answer: Answer::None,
+                }
+            }
+            Ok(Err(e)) => ControllerReply::Error {
+                code: ResponseError::RequestTimedOut.code(),
+                message: format!("{what}: {e}"),
+            },
+            Err(_) => ControllerReply::Error {
+                code: ResponseError::RequestTimedOut.code(),
+                message: format!("{what}: the quorum did not commit it in time"),
+            },
         }
     }
 
@@ -352,6 +523,11 @@ impl Controller {
                 index: 0,
                 answer: Answer::Quorum(super::quorum_view(&self.raft)),
             };
+        }
+        if let ControllerRequest::AddVoter { .. } | ControllerRequest::RemoveVoter { .. } = req {
+            // One quorum change at a time, as Raft requires; metadata decisions go on.
+            let _one = self.quorum_change.lock().await;
+            return self.change_quorum(req).await;
         }
         let mut state = self.state.lock().await;
         let now = Instant::now();
@@ -432,7 +608,11 @@ impl Controller {
         if scratch.topic(crate::offsets::OFFSETS_TOPIC).is_none() {
             let live = scratch.live_brokers().count();
             let wanted = (self.config.offsets_replication_factor.max(1) as usize)
-                .min(self.config.voters.max(1));
+                .min(if self.config.combined {
+                    self.voter_ids().len().max(1)
+                } else {
+                    usize::MAX
+                });
             if live >= wanted {
                 let req = ControllerRequest::CreateTopic {
                     name: crate::offsets::OFFSETS_TOPIC.to_owned(),
@@ -482,7 +662,9 @@ impl Controller {
         now: Instant,
     ) -> Decision {
         match req {
-            ControllerRequest::DescribeQuorum => Ok((Vec::new(), Answer::None)),
+            ControllerRequest::DescribeQuorum
+            | ControllerRequest::AddVoter { .. }
+            | ControllerRequest::RemoveVoter { .. } => Ok((Vec::new(), Answer::None)),
             ControllerRequest::RegisterBroker {
                 id,
                 incarnation,

@@ -18,7 +18,9 @@
 //! traffic, rare next to the data path, and openraft is built on tokio.
 
 pub mod controller;
+pub mod meta_properties;
 pub mod network;
+mod quorum_join;
 pub mod raft_store;
 pub mod reconcile;
 pub mod tasks;
@@ -32,13 +34,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use futures_channel::mpsc;
 use kafka_protocol::ResponseError;
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::metadata::{MetadataImage, MetadataRecord};
 use crate::shard::ShardTask;
+use quorum_join::QuorumJoin;
 use controller::{Answer, Controller, ControllerConfig, ControllerReply, ControllerRequest};
 
 openraft::declare_raft_types!(
@@ -46,7 +48,25 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Proposal,
         R = Applied,
+        Node = QuorumNode,
 );
+
+/// A quorum member as the Raft membership records it: its controller address and the
+/// directory id of its metadata log (`meta.properties`; KIP-853 names a voter by node id
+/// and directory id). Serialized like openraft's `BasicNode` plus one optional field, so
+/// metadata logs written before it still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumNode {
+    pub addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_id: Option<String>,
+}
+
+impl std::fmt::Display for QuorumNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
 
 pub type Raft = openraft::Raft<TypeConfig>;
 
@@ -105,6 +125,8 @@ pub struct Cluster {
     voter: Option<Voter>,
     /// `controller.quorum.voters`: where a broker-only node finds the quorum.
     voters: Vec<(i32, String)>,
+    /// `controller.quorum.bootstrap.servers`: where a node of a dynamic quorum finds it.
+    bootstrap: Vec<String>,
     /// A broker-only node's last view of the quorum (from its metadata fetches).
     observed: std::sync::Mutex<Option<QuorumView>>,
     incarnation: Uuid,
@@ -167,6 +189,7 @@ impl Cluster {
             runtime: runtime.handle().clone(),
             voter,
             voters: config.quorum_voters(),
+            bootstrap: config.controller_quorum_bootstrap.clone(),
             observed: std::sync::Mutex::new(None),
             incarnation: Uuid::new_v4(),
             reconciled: Reconciled {
@@ -187,6 +210,14 @@ impl Cluster {
             let follower = Arc::clone(&c);
             runtime.spawn(async move { follower.follow_metadata(publisher).await });
             return Ok(c);
+        }
+        let directory_id: Arc<str> =
+            meta_properties::ensure(&config.data_dir, &config.cluster_id, config.node_id)
+                .context("meta.properties")?
+                .into();
+        for dir in &config.extra_log_dirs {
+            meta_properties::ensure(dir, &config.cluster_id, config.node_id)
+                .context("meta.properties")?;
         }
         let store = raft_store::MetaStore::open(
             config.data_dir.join("__cluster_metadata"),
@@ -224,11 +255,7 @@ impl Cluster {
             unclean_default: config.unclean_leader_election,
             max_broker_partitions: config.max_broker_partitions,
             offsets_replication_factor: config.offsets_topic_replication_factor,
-            voters: if config.is_broker() {
-                voters.len()
-            } else {
-                usize::MAX
-            },
+            combined: config.is_broker(),
             leader_rebalance: config.auto_leader_rebalance.then(|| {
                 (
                     Duration::from_secs(config.leader_imbalance_check_interval_secs),
@@ -253,13 +280,31 @@ impl Cluster {
                 listener,
                 raft.clone(),
                 Arc::clone(&controller),
+                Arc::clone(&directory_id),
             ));
         }
-        let members: BTreeMap<u64, BasicNode> = voters
+        let members: BTreeMap<u64, QuorumNode> = voters
             .iter()
-            .map(|(id, addr)| (*id as u64, BasicNode { addr: addr.clone() }))
+            .map(|(id, addr)| {
+                let node = QuorumNode {
+                    addr: addr.clone(),
+                    directory_id: (*id == config.node_id).then(|| directory_id.to_string()),
+                };
+                (*id as u64, node)
+            })
             .collect();
-        if !runtime.block_on(raft.is_initialized())? {
+        if config.dynamic_quorum() {
+            if !runtime.block_on(raft.is_initialized())? {
+                let join = QuorumJoin {
+                    node_id: config.node_id,
+                    addr: config.controller_advertised().unwrap_or_default(),
+                    directory_id: directory_id.to_string(),
+                    bootstrap: config.controller_quorum_bootstrap.clone(),
+                    auto_join: config.controller_quorum_auto_join,
+                };
+                runtime.spawn(join.run(raft.clone()));
+            }
+        } else if !runtime.block_on(raft.is_initialized())? {
             // A new quorum: the lowest voter id writes the first membership; the others do
             // too if they have heard from nobody after a while (the lowest may be down).
             let first = voters.iter().map(|(id, _)| *id).min() == Some(config.node_id);
@@ -312,10 +357,18 @@ impl Cluster {
         let mut peers: HashMap<u64, network::Peer> = HashMap::new();
         loop {
             let target = self.leader_or_voter(attempt);
-            let Some((id, addr)) = target.and_then(|t| self.voter_addr(t).map(|a| (t, a))) else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                attempt += 1;
-                continue;
+            // A dynamic quorum's broker knows only addresses until a controller answers.
+            let (id, addr) = match target.and_then(|t| self.voter_addr(t).map(|a| (t, a))) {
+                Some(t) => t,
+                None if !self.bootstrap.is_empty() => {
+                    let addr = &self.bootstrap[attempt % self.bootstrap.len()];
+                    (u64::MAX - (attempt % self.bootstrap.len()) as u64, addr.clone())
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    attempt += 1;
+                    continue;
+                }
             };
             let peer = peers.entry(id).or_insert_with(|| network::Peer::new(addr));
             let rpc = network::Rpc::FetchMetadata {
@@ -359,6 +412,13 @@ impl Cluster {
     /// that does not lead names the leader).
     fn leader_or_voter(&self, attempt: usize) -> Option<u64> {
         self.current_leader().or_else(|| {
+            if self.voters.is_empty() {
+                // A dynamic quorum: the voters last heard of.
+                let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                let voters = &observed.as_ref()?.voters;
+                let id = voters.get(attempt % voters.len().max(1))?;
+                return u64::try_from(*id).ok();
+            }
             let (id, _) = self.voters.get(attempt % self.voters.len().max(1))?;
             Some(*id as u64)
         })
@@ -392,7 +452,12 @@ impl Cluster {
                 .voters
                 .iter()
                 .find(|(v, _)| *v as u64 == id)
-                .map(|(_, a)| a.clone()),
+                .map(|(_, a)| a.clone())
+                .or_else(|| {
+                    let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                    let id = i32::try_from(id).ok()?;
+                    observed.as_ref()?.addresses.get(&id).cloned()
+                }),
         }
     }
 
@@ -598,8 +663,10 @@ impl Cluster {
                     high_watermark: 0,
                     last_index: 0,
                     voters: self.voters.iter().map(|(id, _)| *id).collect(),
+                    observers: Vec::new(),
                     progress: BTreeMap::new(),
                     addresses: self.voters.iter().cloned().collect(),
+                    directory_ids: BTreeMap::new(),
                 }),
         }
     }
@@ -781,10 +848,17 @@ pub struct QuorumView {
     pub high_watermark: u64,
     pub last_index: u64,
     pub voters: Vec<i32>,
-    /// The leader's view of each voter's replicated log index (on the leader only).
+    /// Controllers that receive the log without a vote (Raft learners; KIP-853's
+    /// observers waiting for `add-controller`).
+    #[serde(default)]
+    pub observers: Vec<i32>,
+    /// The leader's view of each member's replicated log index (on the leader only).
     pub progress: BTreeMap<i32, u64>,
-    /// Each voter's controller address.
+    /// Each member's controller address.
     pub addresses: BTreeMap<i32, String>,
+    /// Each member's metadata directory id, where known.
+    #[serde(default)]
+    pub directory_ids: BTreeMap<i32, String>,
 }
 
 /// This node's view of the quorum (complete on the leader).
@@ -792,9 +866,14 @@ pub fn quorum_view(raft: &Raft) -> QuorumView {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<i32> = membership.voter_ids().map(|v| v as i32).collect();
+    let observers = membership.learner_ids().map(|v| v as i32).collect();
     let addresses = membership
         .nodes()
         .map(|(id, n)| (*id as i32, n.addr.clone()))
+        .collect();
+    let directory_ids = membership
+        .nodes()
+        .filter_map(|(id, n)| Some((*id as i32, n.directory_id.clone()?)))
         .collect();
     let progress = m
         .replication
@@ -811,8 +890,10 @@ pub fn quorum_view(raft: &Raft) -> QuorumView {
         high_watermark: m.last_applied.map_or(0, |l| l.index),
         last_index: m.last_log_index.unwrap_or(0),
         voters,
+        observers,
         progress,
         addresses,
+        directory_ids,
     }
 }
 

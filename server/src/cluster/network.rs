@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::TypeConfig;
+use super::{QuorumNode, TypeConfig};
 use super::controller::{ControllerReply, ControllerRequest};
 
 type NodeId = u64;
@@ -40,6 +39,9 @@ pub enum Rpc {
         after: u64,
         wait_ms: u64,
     },
+    /// Who answers at this address: how a node of a dynamic quorum (KIP-853) finds the
+    /// controllers behind `controller.quorum.bootstrap.servers`.
+    Probe,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +55,18 @@ pub enum RpcReply {
         image: Option<Box<crate::metadata::MetadataImage>>,
         quorum: super::QuorumView,
     },
+    Probe(ProbeReply),
+}
+
+/// A controller's answer to [`Rpc::Probe`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReply {
+    pub node_id: i32,
+    pub directory_id: String,
+    /// Whether its quorum has a membership (it is a voter or a learner of one).
+    pub initialized: bool,
+    /// The quorum leader it knows, and that leader's address.
+    pub leader: Option<(u64, String)>,
 }
 
 pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
@@ -125,17 +139,17 @@ pub struct Network;
 
 pub struct PeerClient(Peer);
 
-fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<NodeId, BasicNode, E> {
+fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<NodeId, QuorumNode, E> {
     RPCError::Unreachable(Unreachable::new(&e))
 }
 
-fn unexpected<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {
+fn unexpected<E: std::error::Error>() -> RPCError<NodeId, QuorumNode, E> {
     unreachable(io::Error::other("unexpected reply type"))
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
-    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, _target: NodeId, node: &QuorumNode) -> PeerClient {
         PeerClient(Peer::new(node.addr.clone()))
     }
 }
@@ -145,7 +159,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, QuorumNode, RaftError<NodeId>>> {
         match self.0.call(&Rpc::Append(rpc), option.hard_ttl()).await {
             Ok(RpcReply::Append(r)) => {
                 r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
@@ -161,7 +175,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, QuorumNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         match self.0.call(&Rpc::Snapshot(rpc), option.hard_ttl()).await {
             Ok(RpcReply::Snapshot(r)) => {
@@ -176,7 +190,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, QuorumNode, RaftError<NodeId>>> {
         match self.0.call(&Rpc::Vote(rpc), option.hard_ttl()).await {
             Ok(RpcReply::Vote(r)) => {
                 r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
@@ -193,6 +207,7 @@ pub async fn serve(
     listener: TcpListener,
     raft: super::Raft,
     controller: Arc<super::controller::Controller>,
+    directory_id: Arc<str>,
 ) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -205,6 +220,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (raft, controller) = (raft.clone(), Arc::clone(&controller));
+        let directory_id = Arc::clone(&directory_id);
         tokio::spawn(async move {
             loop {
                 let rpc: Rpc = match read_frame(&mut stream).await {
@@ -228,6 +244,7 @@ pub async fn serve(
                             quorum: super::quorum_view(&raft),
                         }
                     }
+                    Rpc::Probe => RpcReply::Probe(probe(&raft, &controller, &directory_id)),
                 };
                 if let Err(e) = write_frame(&mut stream, &reply).await {
                     tracing::debug!(%peer, error = %e, "controller reply failed");
@@ -235,6 +252,25 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+fn probe(
+    raft: &super::Raft,
+    controller: &super::controller::Controller,
+    directory_id: &str,
+) -> ProbeReply {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let leader = m.current_leader.and_then(|l| {
+        let node = membership.get_node(&l)?;
+        Some((l, node.addr.clone()))
+    });
+    ProbeReply {
+        node_id: controller.node_id(),
+        directory_id: directory_id.to_owned(),
+        initialized: membership.nodes().next().is_some(),
+        leader,
     }
 }
 

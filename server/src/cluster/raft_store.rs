@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftStorage, SnapshotMeta,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftStorage, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, TypeConfig};
+use super::{Applied, QuorumNode, TypeConfig};
 use crate::metadata::{self, MetadataImage};
 
 type NodeId = u64;
@@ -48,9 +48,9 @@ pub trait Publisher: Send + Sync + 'static {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
+    meta: SnapshotMeta<NodeId, QuorumNode>,
     last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
+    membership: StoredMembership<NodeId, QuorumNode>,
     image: MetadataImage,
 }
 
@@ -62,7 +62,7 @@ struct Inner {
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
+    membership: StoredMembership<NodeId, QuorumNode>,
     image: MetadataImage,
     snapshot: Option<StoredSnapshot>,
     snapshot_seq: u64,
@@ -353,7 +353,7 @@ impl RaftStorage<TypeConfig> for Arc<MetaStore> {
 
     async fn last_applied_state(
         &mut self,
-    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, QuorumNode>)> {
         let inner = self.lock();
         Ok((inner.last_applied, inner.membership.clone()))
     }
@@ -402,7 +402,7 @@ impl RaftStorage<TypeConfig> for Arc<MetaStore> {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, QuorumNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let s: StoredSnapshot = serde_json::from_slice(snapshot.get_ref()).map_err(read_err)?;

@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::cluster::controller::{Answer, ControllerRequest};
+use crate::cluster::meta_properties::kafka_uuid;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::shard::ShardCtx;
 
@@ -32,29 +33,30 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         .await
     {
         Ok((_, Answer::Quorum(q))) => {
-            let voters = q
-                .voters
-                .iter()
-                .map(|id| {
-                    let end = if *id == q.leader {
-                        q.last_index as i64
-                    } else {
-                        q.progress.get(id).map_or(-1, |i| *i as i64)
-                    };
-                    ReplicaState::default()
-                        .with_replica_id(BrokerId(*id))
-                        .with_log_end_offset(end)
-                        .with_last_fetch_timestamp(-1)
-                        .with_last_caught_up_timestamp(-1)
-                })
-                .collect();
+            let state = |id: &i32| {
+                let end = if *id == q.leader {
+                    q.last_index as i64
+                } else {
+                    q.progress.get(id).map_or(-1, |i| *i as i64)
+                };
+                let directory = q.directory_ids.get(id).map(|d| kafka_uuid(d));
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(*id))
+                    .with_replica_directory_id(directory.unwrap_or_default())
+                    .with_log_end_offset(end)
+                    .with_last_fetch_timestamp(-1)
+                    .with_last_caught_up_timestamp(-1)
+            };
+            let voters = q.voters.iter().map(state).collect();
+            let observers = q.observers.iter().map(state).collect();
             let partition = PartitionData::default()
                 .with_partition_index(0)
                 .with_error_message(None)
                 .with_leader_id(BrokerId(q.leader))
                 .with_leader_epoch(i32::try_from(q.term).unwrap_or(i32::MAX))
                 .with_high_watermark(q.high_watermark as i64)
-                .with_current_voters(voters);
+                .with_current_voters(voters)
+                .with_observers(observers);
             let nodes = q
                 .addresses
                 .iter()

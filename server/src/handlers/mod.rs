@@ -12,6 +12,7 @@ use kafka_protocol::protocol::{Message, VersionRange};
 use crate::protocol::{CloseConnection, Response};
 use crate::shard::ShardCtx;
 
+pub mod add_raft_voter;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
@@ -47,6 +48,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod remove_raft_voter;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
@@ -149,6 +151,8 @@ served_apis! {
     DescribeAcls => DescribeAclsRequest, DescribeAclsResponse;
     CreateAcls => CreateAclsRequest, CreateAclsResponse;
     DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
+    AddRaftVoter => AddRaftVoterRequest, AddRaftVoterResponse;
+    RemoveRaftVoter => RemoveRaftVoterRequest, RemoveRaftVoterResponse;
 }
 
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
@@ -217,6 +221,8 @@ fn cluster_operation(api_key: ApiKey) -> Option<i8> {
         ApiKey::ElectLeaders
         | ApiKey::AlterPartitionReassignments
         | ApiKey::UnregisterBroker
+        | ApiKey::AddRaftVoter
+        | ApiKey::RemoveRaftVoter
         | ApiKey::AlterReplicaLogDirs => Some(op::ALTER),
         _ => None,
     }
@@ -241,6 +247,8 @@ fn cluster_denied(api_key: ApiKey, req: &Request) -> Result<Response, CloseConne
         ApiKey::ElectLeaders => denied!(ElectLeadersResponse),
         ApiKey::AlterPartitionReassignments => denied!(AlterPartitionReassignmentsResponse),
         ApiKey::UnregisterBroker => denied!(UnregisterBrokerResponse),
+        ApiKey::AddRaftVoter => denied!(AddRaftVoterResponse),
+        ApiKey::RemoveRaftVoter => denied!(RemoveRaftVoterResponse),
         // No top-level error: nothing is moved, nothing is answered per partition.
         _ => crate::protocol::single(api_key, v, id, &AlterReplicaLogDirsResponse::default()),
     }
@@ -330,6 +338,8 @@ pub async fn dispatch(
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, req).map(Some),
         ApiKey::ElectLeaders => elect_leaders::handle(ctx, req).await.map(Some),
         ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
+        ApiKey::AddRaftVoter => add_raft_voter::handle(ctx, req).await.map(Some),
+        ApiKey::RemoveRaftVoter => remove_raft_voter::handle(ctx, req).await.map(Some),
         ApiKey::AlterReplicaLogDirs => alter_replica_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::SaslHandshake => sasl_handshake::handle(req).map(Some),
         ApiKey::DescribeAcls => describe_acls::handle(ctx, req).map(Some),

@@ -1,0 +1,162 @@
+"""Dynamic controller quorums (KIP-853): nodes given controller.quorum.bootstrap.servers
+instead of controller.quorum.voters, as Apache Kafka 4.x's own server.properties does.
+The first voters are found by asking the bootstrap servers; later the voter set changes
+only through AddRaftVoter / RemoveRaftVoter, driven here by Kafka's own
+kafka-metadata-quorum tool."""
+
+import re
+import subprocess
+import time
+
+from confluent_kafka import Consumer, Producer
+
+from conftest import KAFKA_SH, Broker, free_port
+from test_cluster import create
+
+
+def quorum_tool(*args, ok=True):
+    r = subprocess.run([str(KAFKA_SH), "tool", "org.apache.kafka.tools.MetadataQuorumCommand", *args],
+                       capture_output=True, text=True, timeout=120)
+    if ok:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def status(bootstrap):
+    out = quorum_tool("--bootstrap-server", bootstrap, "describe", "--status").stdout
+    voters = re.search(r"CurrentVoters:\s*(\[.*\])", out).group(1)
+    observers = re.search(r"CurrentObservers:\s*(\[.*\])", out).group(1)
+    return ({int(i) for i in re.findall(r'"id": (\d+)', voters)},
+            {int(i) for i in re.findall(r'"id": (\d+)', observers)}, out)
+
+
+def directory_id(data_dir):
+    text = (data_dir / "meta.properties").read_text()
+    return re.search(r"^directory\.id=(\S+)$", text, re.M).group(1)
+
+
+def test_kafka_4_quickstart_server_properties_starts_a_quorum_of_one(tmp_path):
+    """Apache Kafka 4.x's config/server.properties (ports changed, every key kept) starts
+    ringmq unchanged: its controller.quorum.bootstrap.servers names only this node, so
+    it is a quorum of one (Kafka's `format --standalone`). Kafka-only keys are ignored
+    with one WARN line naming them; the quorum and the data survive a restart."""
+    port, cport = free_port(), free_port()
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": 1,
+        "controller.quorum.bootstrap.servers": f"localhost:{cport}",
+        "listeners": f"PLAINTEXT://:{port},CONTROLLER://:{cport}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "advertised.listeners": f"PLAINTEXT://localhost:{port},CONTROLLER://localhost:{cport}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map":
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        "num.network.threads": 3,
+        "num.io.threads": 8,
+        "socket.send.buffer.bytes": 102400,
+        "socket.receive.buffer.bytes": 102400,
+        "socket.request.max.bytes": 104857600,
+        "log.dirs": tmp_path / "kraft-combined-logs",
+        "num.partitions": 1,
+        "num.recovery.threads.per.data.dir": 1,
+        "offsets.topic.replication.factor": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "log.retention.hours": 168,
+        "log.segment.bytes": 1073741824,
+        "log.retention.check.interval.ms": 300000,
+    }
+    b = Broker(tmp_path, properties=props)
+    b.expected_log = [r"Kafka broker settings ringmq does not use were ignored"]
+    b.start()
+    try:
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        for i in range(100):
+            p.produce("quickstart-events", value=b"event %d" % i)
+        assert p.flush(30) == 0
+        voters, observers, _ = status(b.bootstrap)
+        assert voters == {1} and observers == set()
+        log = b.log_path.read_text()
+        assert "num.network.threads" in log and "share.coordinator.state.topic.min.isr" in log
+        assert directory_id(b.dir)  # meta.properties, as kafka-storage format writes it
+        b.stop()
+        b.start()
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "qs", "auto.offset.reset": "earliest"})
+        c.subscribe(["quickstart-events"])
+        got = []
+        deadline = time.time() + 30
+        while len(got) < 100 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value())
+        c.close()
+        assert got == [b"event %d" % i for i in range(100)]
+        assert status(b.bootstrap)[0] == {1}
+    finally:
+        b.stop()
+
+
+def test_a_dynamic_quorum_forms_from_its_bootstrap_servers_and_kafkas_tool_changes_its_voters(make_cluster, tmp_path):
+    """Three nodes whose controller.quorum.bootstrap.servers names all three form a quorum
+    of three. A fourth node (not among the bootstrap servers) joins as an observer and
+    serves clients as a broker; `kafka-metadata-quorum add-controller` makes it a voter
+    and `remove-controller` (with node 1's directory id, from its meta.properties) takes
+    node 1 out. With voters {2, 3, 4}, node 1 and then node 2 are killed: the quorum of
+    3 and 4 still elects a controller and commits metadata changes. A wrong directory id
+    and a static quorum are refused with Kafka's errors."""
+    c = make_cluster(4, dynamic=3).start(brokers=[1, 2, 3])
+    voters, observers, out = status(c.brokers[2].bootstrap)
+    assert voters == {1, 2, 3} and observers == set(), out
+
+    c.brokers[4].start()
+    c.wait_for_brokers(4)
+    voters, observers, out = status(c.brokers[4].bootstrap)
+    assert voters == {1, 2, 3} and observers == {4}, out
+    create(c.brokers[4].bootstrap, "dyn", partitions=4, rf=3)
+
+    node4 = tmp_path / "node4-controller.properties"
+    node4.write_text(
+        "process.roles=broker,controller\nnode.id=4\n"
+        f"log.dirs={c.brokers[4].dir}\n"
+        f"listeners=PLAINTEXT://127.0.0.1:{c.brokers[4].port},CONTROLLER://127.0.0.1:{c.controller_ports[4]}\n"
+        "controller.listener.names=CONTROLLER\n")
+    out = quorum_tool("--bootstrap-server", c.brokers[1].bootstrap, "--command-config", str(node4),
+                      "add-controller").stdout
+    assert "Added controller 4" in out, out
+    voters, observers, out = status(c.brokers[3].bootstrap)
+    assert voters == {1, 2, 3, 4} and observers == set(), out
+
+    wrong = quorum_tool("--bootstrap-server", c.brokers[1].bootstrap, "remove-controller",
+                        "--controller-id", "1", "--controller-directory-id", directory_id(c.brokers[2].dir),
+                        ok=False)
+    assert wrong.returncode != 0 and "VoterNotFound" in wrong.stderr + wrong.stdout, wrong.stderr[-2000:]
+    out = quorum_tool("--bootstrap-server", c.brokers[3].bootstrap, "remove-controller",
+                      "--controller-id", "1", "--controller-directory-id", directory_id(c.brokers[1].dir)).stdout
+    assert "Removed" in out and "controller 1" in out, out
+    voters, _, out = status(c.brokers[4].bootstrap)
+    assert voters == {2, 3, 4}, out
+    assert directory_id(c.brokers[4].dir) in out, out
+
+    c.brokers[1].kill9()
+    c.brokers[2].kill9()
+    # Voters 3 and 4 are a majority of {2, 3, 4}: a controller is elected among them and
+    # metadata changes still commit.
+    c.wait_for(lambda: status(c.brokers[3].bootstrap)[2].count("LeaderId") > 0
+               and re.search(r"LeaderId:\s+([34])\b", status(c.brokers[3].bootstrap)[2]), 30,
+               "a controller among nodes 3 and 4")
+    create(c.brokers[3].bootstrap, "after", partitions=1, rf=2)
+    assert "after" in c.metadata(via=c.brokers[4], topic="after").topics
+
+
+def test_a_static_quorum_refuses_voter_changes(make_cluster, tmp_path):
+    c = make_cluster(1).start()
+    props = tmp_path / "n2.properties"
+    (tmp_path / "n2").mkdir()
+    props.write_text(f"process.roles=controller\nnode.id=2\nlog.dirs={tmp_path / 'n2'}\n"
+                     "listeners=CONTROLLER://127.0.0.1:1\ncontroller.listener.names=CONTROLLER\n")
+    (tmp_path / "n2" / "meta.properties").write_text(
+        "version=1\ncluster.id=x\nnode.id=2\ndirectory.id=pJ7AvVz0QfeE4nTxcRjLsg\n")
+    r = quorum_tool("--bootstrap-server", c.bootstrap, "--command-config", str(props), "add-controller", ok=False)
+    assert r.returncode != 0 and "UnsupportedVersion" in r.stderr + r.stdout, r.stderr[-2000:]
