@@ -252,6 +252,41 @@ def test_restarted_follower_catches_up_and_rejoins_the_isr(make_cluster):
     c.wait_for(lambda: len(set(logs_of(c, "catchup", 0).values())) == 1, 20, "identical replicas")
 
 
+def test_replicas_of_topics_deleted_while_a_broker_was_down_are_removed_when_it_returns(make_cluster):
+    """Broker 3 is down while topic `gone` is deleted and `again` is deleted and created
+    anew under the same name. When it returns it removes both stray replicas (their
+    directories are gone once it has caught up) and never serves the old `again`'s
+    records as the new topic's: its replica of the new `again` equals the leader's byte
+    for byte and holds none of the old records."""
+    c = make_cluster(3).start()
+    for topic in ("gone", "again"):
+        create(c.bootstrap, topic, partitions=1, rf=3)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(3000):
+        p.produce("gone", value=b"old gone %d" % i)
+        p.produce("again", value=b"old again %d" % i + b"o" * 100)
+    assert p.flush(30) == 0
+    c.brokers[3].stop()
+    admin = AdminClient({"bootstrap.servers": c.brokers[1].bootstrap})
+    for topic, fut in admin.delete_topics(["gone", "again"]).items():
+        fut.result(20)
+    c.wait_for(lambda: "again" not in c.metadata().topics, 20, "the deletion")
+    # Explicitly on all three: broker 3 is registered (fenced) while it is down.
+    admin.create_topics([NewTopic("again", num_partitions=1, replica_assignment=[[1, 2, 3]])])["again"].result(20)
+    for i in range(100):
+        p.produce("again", value=b"new %d" % i)
+    assert p.flush(30) == 0
+    c.brokers[3].start()
+    c.wait_for_brokers(3)
+    wait_in_sync(c, "again", 1, timeout=60)
+    c.wait_for(lambda: not (c.brokers[3].dir / "gone-0").exists(), 20, "the stray replica of `gone` to go")
+    c.wait_for(lambda: len(set(logs_of(c, "again", 0).values())) == 1 and len(logs_of(c, "again", 0)) == 3,
+               30, "identical replicas of the new `again`")
+    data = b"".join(f.read_bytes() for f in (c.brokers[3].dir / "again-0").glob("*.log"))
+    assert b"old again" not in data and b"new 99" in data
+    c.brokers[3].expected_log.append(r"removing a stray replica")
+
+
 def test_sigterm_moves_leadership_before_exiting(make_cluster):
     c = make_cluster(3).start()
     create(c.bootstrap, "rolling", partitions=3, rf=3, config={"min.insync.replicas": "2"})

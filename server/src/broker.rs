@@ -379,6 +379,9 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         broker
             .cluster
             .serve_when_ready(single, std::time::Duration::from_secs(20));
+        broker
+            .cluster
+            .remove_stray_replicas(broker.config.log_dirs());
         let c = &broker.config;
         if let (Some(user), Some(password)) = (&c.initial_user, &c.initial_user_password) {
             broker

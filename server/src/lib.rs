@@ -24,6 +24,7 @@ pub mod replication;
 pub mod security;
 pub mod shard;
 pub mod signals;
+pub mod stray_replicas;
 pub mod topic_config;
 pub mod topics;
 pub mod zero_copy;

@@ -32,7 +32,7 @@ const FUTURE: &str = "-future";
 
 /// Whether `name` is a partition directory (not the metadata, nor one being deleted or
 /// filled).
-fn is_partition_dir(name: &str) -> bool {
+pub(crate) fn is_partition_dir(name: &str) -> bool {
     !name.starts_with("__cluster_metadata")
         && !name.ends_with(FUTURE)
         && !name.ends_with("-delete")

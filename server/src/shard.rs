@@ -143,11 +143,24 @@ impl ShardCtx {
             .topic(topic)
             .ok_or_else(|| format!("unknown topic {topic}"))?;
         let config = self.broker.config.log_config(&meta.configs)?;
-        let dir = crate::log_dirs::place(&self.broker.config.log_dirs(), topic, index);
-        let log = compio::runtime::spawn_blocking(move || UnifiedLog::open(dir, config, now_ms()))
-            .await
-            .map_err(|_| "opening the log panicked".to_string())?
-            .map_err(|e| e.to_string())?;
+        let roots = self.broker.config.log_dirs();
+        let mut dir = crate::log_dirs::place(&roots, topic, index);
+        let topic_id = meta.id;
+        if crate::stray_replicas::of_another_topic(&dir, topic_id) {
+            // The directory of a topic deleted and created again while this broker was
+            // away: never the new topic's log.
+            tracing::warn!(topic, partition = index, dir = %dir.display(), "removing a stray replica of a deleted topic with the same name");
+            crate::log_deleter::delete(&dir)?;
+            dir = crate::log_dirs::place(&roots, topic, index);
+        }
+        let log = compio::runtime::spawn_blocking(move || {
+            let log = UnifiedLog::open(dir.clone(), config, now_ms()).map_err(|e| e.to_string())?;
+            crate::stray_replicas::record_topic_id(&dir, topic_id)
+                .map_err(|e| format!("{}: partition.metadata: {e}", dir.display()))?;
+            Ok::<_, String>(log)
+        })
+        .await
+        .map_err(|_| "opening the log panicked".to_string())??;
         let handle = LogHandle::new(log);
         let partition = Rc::new(Partition::new(
             Arc::from(topic),

@@ -619,6 +619,35 @@ impl Cluster {
         });
     }
 
+    /// Once serving (caught up on the metadata), removes the partition directories under
+    /// `roots` this broker holds no replica for ([`crate::stray_replicas`]).
+    pub fn remove_stray_replicas(self: &Arc<Self>, roots: Vec<std::path::PathBuf>) {
+        let c = Arc::clone(self);
+        self.runtime.spawn(async move {
+            c.wait_serving().await;
+            let me = c.node_id;
+            let metadata = Arc::clone(&c.metadata);
+            let removed = tokio::task::spawn_blocking(move || {
+                let strays = crate::stray_replicas::find(&roots, || metadata.load_full(), me);
+                let mut removed = 0;
+                for dir in &strays {
+                    tracing::warn!(dir = %dir.display(), "removing a stray replica: this broker holds no replica of it (its topic was deleted or it moved while the broker was down)");
+                    match crate::log_deleter::delete(dir) {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "removing a stray replica failed"),
+                    }
+                }
+                removed
+            })
+            .await;
+            if let Ok(n) = removed
+                && n > 0
+            {
+                tracing::info!(removed = n, "stray replicas removed");
+            }
+        });
+    }
+
     /// The metadata index every shard of this broker has reconciled.
     pub fn applied(&self) -> u64 {
         *self.reconciled.min.borrow()

@@ -46,6 +46,11 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
             }
             match ctx.open_partition(&t.name, p).await {
                 Ok(part) => part.become_replica(ctx, state),
+                // A newer image (being published) no longer has the topic: its reconcile
+                // comes next.
+                Err(e) if ctx.broker.image().topic(&t.name).map(|n| n.id) != Some(t.id) => {
+                    tracing::debug!(topic = %t.name, partition = p, error = %e, "topic gone meanwhile")
+                }
                 Err(e) => {
                     tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open partition")
                 }
