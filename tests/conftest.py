@@ -196,8 +196,8 @@ class Cluster:
         """With `network` (a Netns), node N runs in its own network namespace at
         network.ip(N), so a test can cut it off. `racks[i]` is broker i+1's broker.rack.
         With `dynamic=K` the quorum is dynamic (KIP-853): every node is given
-        controller.quorum.bootstrap.servers naming the controllers of nodes 1..K instead
-        of controller.quorum.voters."""
+        controller.quorum.bootstrap.servers naming the controllers of nodes 1..K (or the
+        first K controller-only nodes) instead of controller.quorum.voters."""
         ports = [(free_port(), free_port()) for _ in range(n)]
         hosts = [network.ip(i + 1) if network else "127.0.0.1" for i in range(n)]
         cports = [free_port() for _ in range(controllers)]
@@ -209,7 +209,10 @@ class Cluster:
         self.controllers = {}
         self.network = network
         quorum = {"controller.quorum.voters": voters}
-        if dynamic:
+        if dynamic and controllers:
+            quorum = {"controller.quorum.bootstrap.servers":
+                      ",".join(f"127.0.0.1:{c}" for c in cports[:dynamic])}
+        elif dynamic:
             quorum = {"controller.quorum.bootstrap.servers":
                       ",".join(f"{hosts[i]}:{c}" for i, (_, c) in enumerate(ports[:dynamic]))}
         self.controller_ports = {i + 1: c for i, (_, c) in enumerate(ports)}

@@ -150,6 +150,24 @@ def test_a_dynamic_quorum_forms_from_its_bootstrap_servers_and_kafkas_tool_chang
     assert "after" in c.metadata(via=c.brokers[4], topic="after").topics
 
 
+def test_broker_only_nodes_find_a_dynamic_quorum_of_controller_only_nodes(make_cluster):
+    """KRaft's isolated mode with a dynamic quorum: three process.roles=controller nodes
+    found through their bootstrap servers, two process.roles=broker nodes that know only
+    those addresses. The brokers register, serve clients and keep working when the
+    active controller dies."""
+    c = make_cluster(2, controllers=3, dynamic=3).start()
+    assert sorted(c.metadata().brokers) == [1, 2]
+    voters, observers, out = status(c.brokers[1].bootstrap)
+    assert voters == {101, 102, 103}, out
+    active = max(c.controllers.values(), key=lambda n: n.metrics().get("ringmq_active_controller", 0))
+    active.kill9()
+    create(c.bootstrap, "iso-dyn", partitions=2, rf=2)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(100):
+        p.produce("iso-dyn", value=b"%d" % i)
+    assert p.flush(30) == 0
+
+
 def test_a_static_quorum_refuses_voter_changes(make_cluster, tmp_path):
     c = make_cluster(1).start()
     props = tmp_path / "n2.properties"

@@ -10,6 +10,11 @@
 #   benches/peer/kafka.sh tool CLASS ARGS...       # runs a Kafka tool's main class
 #   benches/peer/kafka.sh connect-classpath        # Kafka Connect 4.3.1 with the FileStream connectors
 #
+# A member of a static three-node cluster: KAFKA_NODE_ID=N KAFKA_VOTERS=1@127.0.0.1:P,...
+# KAFKA_CLUSTER_ID=ID (the same for all; the controller port is PORT+1, as for one node);
+# internal topics then get three replicas. Start the members together: each waits for
+# the quorum.
+#
 # KAFKA_EXTRA_LISTENERS (e.g. SSL://localhost:9094) adds listeners, advertised as written
 # and bound on 127.0.0.1; KAFKA_EXTRA_PROPS names a file of properties appended to
 # server.properties (the TLS keystore, SASL users): the security benchmark uses both.
@@ -65,10 +70,16 @@ case "${1:-}" in
     cport=$((port + 1))
     extra="${KAFKA_EXTRA_LISTENERS:-}"
     bind_extra=$(printf '%s' "$extra" | sed 's#://[^:,]*:#://127.0.0.1:#g')
+    node="${KAFKA_NODE_ID:-1}"
+    if [ -n "${KAFKA_VOTERS:-}" ]; then
+      quorum="controller.quorum.voters=$KAFKA_VOTERS"; rf=3; isr=2
+    else
+      quorum="controller.quorum.bootstrap.servers=127.0.0.1:$cport"; rf=1; isr=1
+    fi
     cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$cport
+node.id=$node
+$quorum
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport${bind_extra:+,$bind_extra}
 advertised.listeners=PLAINTEXT://127.0.0.1:$port${extra:+,$extra}
 inter.broker.listener.name=PLAINTEXT
@@ -76,20 +87,25 @@ controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
 log.dirs=$dir/logs
 num.partitions=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 PROPS
     if [ -n "${KAFKA_EXTRA_PROPS:-}" ]; then cat "$KAFKA_EXTRA_PROPS" >> "$dir/server.properties"; fi
     cp_=$(classpath)
     log4j=$(log4j_config "$dir")
     if [ ! -f "$dir/logs/meta.properties" ]; then
-      java -Xmx256m -cp "$cp_" -Dlog4j2.configurationFile="$log4j" kafka.tools.StorageTool \
-        format --standalone -t "$(java -cp "$cp_" -Dlog4j2.configurationFile="$log4j" kafka.tools.StorageTool random-uuid)" \
-        -c "$dir/server.properties" >"$dir/format.log" 2>&1
+      if [ -n "${KAFKA_VOTERS:-}" ]; then
+        java -Xmx256m -cp "$cp_" -Dlog4j2.configurationFile="$log4j" kafka.tools.StorageTool \
+          format -t "$KAFKA_CLUSTER_ID" -c "$dir/server.properties" >"$dir/format.log" 2>&1
+      else
+        java -Xmx256m -cp "$cp_" -Dlog4j2.configurationFile="$log4j" kafka.tools.StorageTool \
+          format --standalone -t "$(java -cp "$cp_" -Dlog4j2.configurationFile="$log4j" kafka.tools.StorageTool random-uuid)" \
+          -c "$dir/server.properties" >"$dir/format.log" 2>&1
+      fi
     fi
     nohup java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -Djava.awt.headless=true -Dlog4j2.configurationFile="$log4j" \
