@@ -305,14 +305,15 @@ class Cluster:
         raise AssertionError(f"timed out waiting for {what}")
 
     def stop(self):
-        # All at once: each asks for a controlled shutdown; those left without a quorum
-        # give up on it after one failed heartbeat.
-        nodes = [*self.brokers.values(), *self.controllers.values()]
-        for b in nodes:
-            if b.proc and b.proc.poll() is None:
-                b.proc.terminate()
-        for b in nodes:
-            b.stop()
+        # All brokers at once: each asks for a controlled shutdown; those left without a
+        # quorum give up on it after one failed heartbeat. Controller-only nodes last, so
+        # the brokers' controlled shutdowns find a controller.
+        for group in (list(self.brokers.values()), list(self.controllers.values())):
+            for b in group:
+                if b.proc and b.proc.poll() is None:
+                    b.proc.terminate()
+            for b in group:
+                b.stop()
 
 
 class Netns:

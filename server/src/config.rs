@@ -814,7 +814,8 @@ impl BrokerConfig {
             .any(|(id, _)| *id == self.node_id);
         if !self.is_controller() {
             // A broker-only node follows the metadata of a quorum it is not part of.
-            if self.controller_quorum_voters.is_empty() && self.controller_quorum_bootstrap.is_empty()
+            if self.controller_quorum_voters.is_empty()
+                && self.controller_quorum_bootstrap.is_empty()
             {
                 return Err("process.roles=broker needs controller.quorum.voters or \
                      controller.quorum.bootstrap.servers (the controllers it follows)"
@@ -1025,8 +1026,14 @@ mod tests {
         let err = typo
             .apply_properties(&read_properties("num.partitons=3\n"))
             .unwrap_err();
-        assert!(err.contains("unknown configuration key num.partitons"), "{err}");
-        assert_eq!(c.controller_quorum_bootstrap, vec!["localhost:9093".to_owned()]);
+        assert!(
+            err.contains("unknown configuration key num.partitons"),
+            "{err}"
+        );
+        assert_eq!(
+            c.controller_quorum_bootstrap,
+            vec!["localhost:9093".to_owned()]
+        );
         assert_eq!(c.controller_advertised().as_deref(), Some("localhost:9093"));
         // Static voters win when both are given.
         let mut both = BrokerConfig::default();

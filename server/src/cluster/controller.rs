@@ -607,12 +607,13 @@ impl Controller {
         }
         if scratch.topic(crate::offsets::OFFSETS_TOPIC).is_none() {
             let live = scratch.live_brokers().count();
-            let wanted = (self.config.offsets_replication_factor.max(1) as usize)
-                .min(if self.config.combined {
+            let wanted = (self.config.offsets_replication_factor.max(1) as usize).min(
+                if self.config.combined {
                     self.voter_ids().len().max(1)
                 } else {
                     usize::MAX
-                });
+                },
+            );
             if live >= wanted {
                 let req = ControllerRequest::CreateTopic {
                     name: crate::offsets::OFFSETS_TOPIC.to_owned(),

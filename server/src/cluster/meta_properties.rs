@@ -119,10 +119,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = ensure(dir.path(), "c1", 3).unwrap();
         assert_eq!(first.len(), 22, "{first}");
-        assert_eq!(kafka_uuid_text(&kafka_uuid(&first)).as_deref(), Some(&*first));
+        assert_eq!(
+            kafka_uuid_text(&kafka_uuid(&first)).as_deref(),
+            Some(&*first)
+        );
         assert_eq!(ensure(dir.path(), "c1", 3).unwrap(), first);
         let text = fs::read_to_string(dir.path().join(FILE)).unwrap();
-        assert!(text.contains("node.id=3") && text.contains("version=1"), "{text}");
+        assert!(
+            text.contains("node.id=3") && text.contains("version=1"),
+            "{text}"
+        );
         let err = ensure(dir.path(), "c1", 4).unwrap_err().to_string();
         assert!(err.contains("node.id=3"), "{err}");
     }

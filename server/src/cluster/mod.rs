@@ -40,8 +40,8 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::metadata::{MetadataImage, MetadataRecord};
 use crate::shard::ShardTask;
-use quorum_join::QuorumJoin;
 use controller::{Answer, Controller, ControllerConfig, ControllerReply, ControllerRequest};
+use quorum_join::QuorumJoin;
 
 openraft::declare_raft_types!(
     /// The metadata quorum's types: entries carry metadata records.
@@ -362,7 +362,10 @@ impl Cluster {
                 Some(t) => t,
                 None if !self.bootstrap.is_empty() => {
                     let addr = &self.bootstrap[attempt % self.bootstrap.len()];
-                    (u64::MAX - (attempt % self.bootstrap.len()) as u64, addr.clone())
+                    (
+                        u64::MAX - (attempt % self.bootstrap.len()) as u64,
+                        addr.clone(),
+                    )
                 }
                 None => {
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{QuorumNode, TypeConfig};
 use super::controller::{ControllerReply, ControllerRequest};
+use super::{QuorumNode, TypeConfig};
 
 type NodeId = u64;
 
@@ -159,7 +159,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, QuorumNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, QuorumNode, RaftError<NodeId>>>
+    {
         match self.0.call(&Rpc::Append(rpc), option.hard_ttl()).await {
             Ok(RpcReply::Append(r)) => {
                 r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftStorage, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftStorage, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
 

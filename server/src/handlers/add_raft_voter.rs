@@ -29,13 +29,24 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let listener = body
         .listeners
         .iter()
-        .find(|l| config.controller_listener_names.iter().any(|n| **n == *l.name))
+        .find(|l| {
+            config
+                .controller_listener_names
+                .iter()
+                .any(|n| **n == *l.name)
+        })
         .or(body.listeners.first());
-    let resp = if let Some(asked) = body.cluster_id.as_deref().filter(|c| **c != *config.cluster_id)
+    let resp = if let Some(asked) = body
+        .cluster_id
+        .as_deref()
+        .filter(|c| **c != *config.cluster_id)
     {
         refuse(
             ResponseError::InconsistentClusterId,
-            format!("cluster id {asked} is not this cluster's ({})", config.cluster_id),
+            format!(
+                "cluster id {asked} is not this cluster's ({})",
+                config.cluster_id
+            ),
         )
     } else if !config.dynamic_quorum() {
         refuse(

@@ -24,11 +24,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let resp = if let Some(asked) = body.cluster_id.as_deref().filter(|c| **c != *config.cluster_id)
+    let resp = if let Some(asked) = body
+        .cluster_id
+        .as_deref()
+        .filter(|c| **c != *config.cluster_id)
     {
         refuse(
             ResponseError::InconsistentClusterId,
-            format!("cluster id {asked} is not this cluster's ({})", config.cluster_id),
+            format!(
+                "cluster id {asked} is not this cluster's ({})",
+                config.cluster_id
+            ),
         )
     } else if !config.dynamic_quorum() {
         refuse(
@@ -44,7 +50,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         };
         match ctx.broker.cluster.submit(request).await {
             Ok(_) => {
-                tracing::info!(voter = body.voter_id, "removed a controller from the quorum");
+                tracing::info!(
+                    voter = body.voter_id,
+                    "removed a controller from the quorum"
+                );
                 RemoveRaftVoterResponse::default()
             }
             Err(e) => refuse(e.code, e.message),
