@@ -36,26 +36,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 .any(|n| **n == *l.name)
         })
         .or(body.listeners.first());
-    let resp = if let Some(asked) = body
-        .cluster_id
-        .as_deref()
-        .filter(|c| **c != *config.cluster_id)
-    {
-        refuse(
-            ResponseError::InconsistentClusterId,
-            format!(
-                "cluster id {asked} is not this cluster's ({})",
-                config.cluster_id
-            ),
-        )
-    } else if !config.dynamic_quorum() {
-        refuse(
-            ResponseError::UnsupportedVersion,
-            "the quorum is static (controller.quorum.voters): voters are changed by \
-             restarting the controllers with a new list; a dynamic quorum uses \
-             controller.quorum.bootstrap.servers"
-                .into(),
-        )
+    let resp = if let Some((code, message)) = refusal(config, body.cluster_id.as_deref()) {
+        refuse(code, message)
     } else if let Some(listener) = listener {
         let request = ControllerRequest::AddVoter {
             id: body.voter_id,
@@ -77,4 +59,31 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         )
     };
     protocol::single(ApiKey::AddRaftVoter, v, req.correlation_id(), &resp)
+}
+
+/// What AddRaftVoter and RemoveRaftVoter refuse before asking the controller: another
+/// cluster's id (INCONSISTENT_CLUSTER_ID), and a static quorum, whose voters change only
+/// with `controller.quorum.voters` (UNSUPPORTED_VERSION, as Kafka answers there).
+pub(super) fn refusal(
+    config: &crate::config::BrokerConfig,
+    cluster_id: Option<&str>,
+) -> Option<(ResponseError, String)> {
+    if let Some(asked) = cluster_id.filter(|c| *c != config.cluster_id) {
+        return Some((
+            ResponseError::InconsistentClusterId,
+            format!(
+                "cluster id {asked} is not this cluster's ({})",
+                config.cluster_id
+            ),
+        ));
+    }
+    (!config.dynamic_quorum()).then(|| {
+        (
+            ResponseError::UnsupportedVersion,
+            "the quorum is static (controller.quorum.voters): voters are changed by \
+             restarting the controllers with a new list; a dynamic quorum uses \
+             controller.quorum.bootstrap.servers"
+                .to_owned(),
+        )
+    })
 }

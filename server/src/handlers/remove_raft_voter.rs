@@ -24,25 +24,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let resp = if let Some(asked) = body
-        .cluster_id
-        .as_deref()
-        .filter(|c| **c != *config.cluster_id)
+    let resp = if let Some((code, message)) =
+        super::add_raft_voter::refusal(config, body.cluster_id.as_deref())
     {
-        refuse(
-            ResponseError::InconsistentClusterId,
-            format!(
-                "cluster id {asked} is not this cluster's ({})",
-                config.cluster_id
-            ),
-        )
-    } else if !config.dynamic_quorum() {
-        refuse(
-            ResponseError::UnsupportedVersion,
-            "the quorum is static (controller.quorum.voters): voters are changed by \
-             restarting the controllers with a new list"
-                .into(),
-        )
+        refuse(code, message)
     } else {
         let request = ControllerRequest::RemoveVoter {
             id: body.voter_id,
