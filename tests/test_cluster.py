@@ -399,6 +399,7 @@ def test_ringmq_cluster_start_runs_a_local_cluster(tmp_path):
         out = subprocess.run([str(ringmq), "-b", bootstrap, "cluster", "describe"], capture_output=True,
                              text=True, timeout=60, check=True).stdout
         assert "(active controller)" in out and "under-replicated: 0" in out, out
+        assert "voters [1,2,3], observers []" in out, out
         for n in (1, 2, 3):
             assert f"127.0.0.1:{base + n - 1}" in out
         subprocess.run([str(ringmq), "-b", bootstrap, "topic", "create", "t", "-p", "3", "-r", "3"],

@@ -200,6 +200,10 @@ impl ShardCtx {
             .borrow_mut()
             .remove(&(Arc::from(topic), index));
         if let Some(p) = removed {
+            // No longer this broker's to lead: acks=all produces still waiting on it are
+            // answered NOT_LEADER_OR_FOLLOWER now, not at their timeout (its followers
+            // fetch elsewhere, so its high watermark would never move).
+            p.replica.borrow_mut().leader = crate::metadata::NO_LEADER;
             p.log.close();
             p.wake_fetchers();
         }

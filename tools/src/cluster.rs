@@ -307,6 +307,10 @@ fn describe(bootstrap: &str) -> anyhow::Result<()> {
         };
         println!("  {:>4}  {}:{}{role}", b.id(), b.host(), b.port());
     }
+    match quorum(bootstrap) {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("quorum: not available ({e:#})"),
+    }
     let (mut partitions, mut under, mut offline) = (0, Vec::new(), Vec::new());
     for t in md.topics() {
         for p in t.partitions() {
@@ -352,6 +356,42 @@ fn remove_broker(bootstrap: &str, broker: i32) -> anyhow::Result<()> {
 }
 
 /// The active controller's id, from DescribeCluster.
+/// The controller quorum as DescribeQuorum reports it: leader, epoch, voters, observers.
+fn quorum(bootstrap: &str) -> anyhow::Result<String> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
+    let mut wire = crate::bench::Wire::connect(first)?;
+    let req = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let resp = wire.call(2, &req)?;
+    anyhow::ensure!(resp.error_code == 0, "error {}", resp.error_code);
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("no quorum partition in the answer")?;
+    anyhow::ensure!(p.error_code == 0, "error {}", p.error_code);
+    let ids = |r: &[kafka_protocol::messages::describe_quorum_response::ReplicaState]| {
+        r.iter()
+            .map(|s| s.replica_id.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Ok(format!(
+        "quorum: leader {}, epoch {}, voters [{}], observers [{}], high watermark {}",
+        p.leader_id.0,
+        p.leader_epoch,
+        ids(&p.current_voters),
+        ids(&p.observers),
+        p.high_watermark
+    ))
+}
+
 fn controller_id(bootstrap: &str) -> anyhow::Result<i32> {
     use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
     let first = bootstrap.split(',').next().unwrap_or(bootstrap);
