@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -315,6 +316,8 @@ pub struct Controller {
     store: Arc<MetaStore>,
     state: tokio::sync::Mutex<LeaseState>,
     quorum_change: tokio::sync::Mutex<()>,
+    /// Set while this leader hands over after its removal from the voters.
+    resigning: Arc<AtomicBool>,
 }
 
 impl Controller {
@@ -330,6 +333,7 @@ impl Controller {
                 next_task: 0,
             }),
             quorum_change: tokio::sync::Mutex::new(()),
+            resigning: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -453,16 +457,24 @@ impl Controller {
                 }
                 let mut next = voters;
                 next.remove(&nid);
-                self.membership(next, format!("removing voter {id}")).await
+                let reply = self.membership(next, format!("removing voter {id}")).await;
+                if matches!(reply, ControllerReply::Done { .. }) && id == self.config.node_id {
+                    self.resign();
+                }
+                reply
             }
             _ => error(ResponseError::InvalidRequest, "not a quorum change".into()),
         }
     }
 
+    /// Commits `voters` as the voter set. A voter left out stays a learner (KIP-853's
+    /// observer: it receives the log and has no vote). Dropped from the membership
+    /// altogether, a running one would hear from no leader, stand for election again and
+    /// again with ever higher terms, and unsettle the quorum it left.
     async fn membership(&self, voters: BTreeSet<u64>, what: String) -> ControllerReply {
         let changed = tokio::time::timeout(
             QUORUM_CHANGE_TIMEOUT,
-            self.raft.change_membership(voters.clone(), false),
+            self.raft.change_membership(voters.clone(), true),
         )
         .await;
         match changed {
@@ -487,7 +499,33 @@ impl Controller {
     /// The term this node leads in, if it is the Raft leader.
     fn leading_term(&self) -> Option<u64> {
         let m = self.raft.metrics().borrow().clone();
-        (m.current_leader == Some(m.id)).then_some(m.current_term)
+        (m.current_leader == Some(m.id) && !self.resigning.load(Ordering::Relaxed))
+            .then_some(m.current_term)
+    }
+
+    /// This leader is no longer a voter: it stops deciding and stops its heartbeats, so
+    /// the voters' election timeout elects one of them; it then follows as a learner.
+    /// (openraft lets a leader that is a learner go on leading, and a Kafka controller
+    /// removed from the voters resigns.)
+    fn resign(&self) {
+        self.resigning.store(true, Ordering::Relaxed);
+        self.raft.runtime_config().heartbeat(false);
+        let (raft, resigning) = (self.raft.clone(), Arc::clone(&self.resigning));
+        let me = self.config.node_id as u64;
+        tokio::spawn(async move {
+            let elected = raft
+                .wait(Some(QUORUM_CHANGE_TIMEOUT))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != me),
+                    "a voter to take over",
+                )
+                .await;
+            if elected.is_err() {
+                tracing::warn!("no voter took over from the removed controller in time");
+            }
+            raft.runtime_config().heartbeat(true);
+            resigning.store(false, Ordering::Relaxed);
+        });
     }
 
     /// Handles a request if this node is the active controller.
