@@ -1,7 +1,8 @@
 //! DescribeQuorum (key 55): the metadata quorum as the active controller sees it — its
 //! leader, epoch (the Raft term), high watermark and each voter's log end — so Kafka's
 //! `kafka-metadata-quorum describe --status/--replication` works against any broker
-//! (the request is forwarded to the active controller).
+//! (the request is forwarded to the active controller). Observers are the controllers
+//! without a vote and the brokers that are not voters, as KRaft reports them.
 
 use std::rc::Rc;
 
@@ -48,7 +49,21 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                     .with_last_caught_up_timestamp(-1)
             };
             let voters = q.voters.iter().map(state).collect();
-            let observers = q.observers.iter().map(state).collect();
+            // Observers: controllers without a vote (Raft learners), and, as KRaft lists
+            // them, the brokers that are not voters (they follow the metadata log).
+            let image = ctx.broker.image();
+            let mut observer_ids: Vec<i32> = q.observers.clone();
+            observer_ids.extend(
+                image
+                    .brokers
+                    .iter()
+                    .filter(|(id, b)| {
+                        !b.fenced && !q.voters.contains(id) && !q.observers.contains(id)
+                    })
+                    .map(|(id, _)| *id),
+            );
+            observer_ids.sort_unstable();
+            let observers = observer_ids.iter().map(state).collect();
             let partition = PartitionData::default()
                 .with_partition_index(0)
                 .with_error_message(None)
