@@ -3,6 +3,7 @@
 //! request path without a process.
 
 pub mod admin_http;
+pub mod atomic_file;
 pub mod authorized_ops;
 pub mod broker;
 pub mod cluster;

@@ -9,7 +9,7 @@
 //! topic's replica (by name they are the same) and never opened as its log.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::cluster::meta_properties::{kafka_uuid, kafka_uuid_text};
@@ -36,11 +36,8 @@ pub fn record_topic_id(dir: &Path, id: uuid::Uuid) -> io::Result<()> {
     let Some(text) = kafka_uuid_text(&id) else {
         return Ok(());
     };
-    let tmp = dir.join("partition.metadata.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    write!(f, "version: 0\ntopic_id: {text}\n")?;
-    f.sync_all()?;
-    fs::rename(&tmp, &path)
+    let text = format!("version: 0\ntopic_id: {text}\n");
+    crate::atomic_file::write(dir, PARTITION_METADATA, text.as_bytes())
 }
 
 /// Whether `dir` holds a replica of another topic than `id` (same name, deleted and

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use base64::Engine as _;
@@ -98,16 +98,14 @@ fn parse(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Writes the file whole and atomically (temporary file, fsync, rename).
+/// Writes the file whole and durably.
 fn write(path: &Path, props: &BTreeMap<String, String>) -> io::Result<()> {
-    let tmp = path.with_extension("properties.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    writeln!(f, "#\n#written by ringmqd")?;
+    let mut text = String::from("#\n#written by ringmqd\n");
     for (k, v) in props {
-        writeln!(f, "{k}={v}")?;
+        text.push_str(&format!("{k}={v}\n"));
     }
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::atomic_file::write(dir, FILE, text.as_bytes())
 }
 
 #[cfg(test)]
