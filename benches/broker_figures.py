@@ -10,6 +10,7 @@ Client and broker CPU are reported separately (they share the machine's cores).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,13 @@ def iperf3_mbps():
 
 def main():
     data = tempfile.mkdtemp(prefix="ringmq-figures-", dir=ROOT)
+    try:
+        figures(data)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def figures(data):
     port = free_port()
     bs = f"127.0.0.1:{port}"
     broker = subprocess.Popen([str(RINGMQD), "--data-dir", data, "--listen", bs], stderr=subprocess.DEVNULL)
@@ -64,7 +72,6 @@ def main():
                  client_cpu_s_per_GB=((t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)) / gb)
         rows.append(r)
     broker.kill()
-    subprocess.run(["rm", "-rf", data])
     ceiling = iperf3_mbps()
     print(f"machine: {os.cpu_count()} cores; client (ringmq bench, librdkafka) and broker on the same machine; {N} x {SIZE} B")
     print(f"iperf3 loopback, one stream: {ceiling:.0f} MB/s")

@@ -4,6 +4,7 @@ ringmqd on this machine: how long a 3-member group takes to rebalance (from the 
 member's subscribe to every member holding its partitions) and synchronous commits/s
 from one client. Usage: benches/group_figures.py"""
 import socket
+import shutil
 import subprocess
 import tempfile
 import time
@@ -23,6 +24,13 @@ def free_port():
 
 def main():
     data = tempfile.mkdtemp(prefix="ringmq-groups-", dir=ROOT)
+    try:
+        figures(data)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def figures(data):
     conf = Path(data) / "server.properties"
     conf.write_text("group.initial.rebalance.delay.ms=0\n")
     bs = f"127.0.0.1:{free_port()}"
@@ -57,7 +65,6 @@ def main():
     commit_secs = time.time() - t0
     c.close()
     broker.kill()
-    subprocess.run(["rm", "-rf", data])
     rebalances.sort()
     print(f"3-member group, 6 partitions, librdkafka: join-to-assigned {1000 * rebalances[len(rebalances) // 2]:.0f} ms median "
           f"(min {1000 * rebalances[0]:.0f}, max {1000 * rebalances[-1]:.0f}) over {len(rebalances)} groups")
