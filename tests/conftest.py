@@ -242,6 +242,7 @@ class Cluster:
             b.port = port
             b.bootstrap = f"{host}:{port}"
             b.node_id = node
+            b.controller_port = None if controllers else cport
             b.expected_log = list(CLUSTER_EXPECTED_LOG)
             self.brokers[node] = b
         for i, cport in enumerate(cports):
@@ -253,6 +254,7 @@ class Cluster:
             c = Broker(d, properties=props)
             c.serves_kafka = False
             c.node_id = node
+            c.controller_port = cport
             c.expected_log = list(CLUSTER_EXPECTED_LOG)
             self.controllers[node] = c
 

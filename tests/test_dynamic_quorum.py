@@ -136,7 +136,8 @@ def test_a_dynamic_quorum_forms_from_its_bootstrap_servers_and_kafkas_tool_chang
                         "--controller-id", "1", "--controller-directory-id", directory_id(c.brokers[2].dir),
                         ok=False)
     assert wrong.returncode != 0 and "VoterNotFound" in wrong.stderr + wrong.stdout, wrong.stderr[-2000:]
-    out = quorum_tool("--bootstrap-server", c.brokers[3].bootstrap, "remove-controller",
+    # Through a controller's own listener this time (--bootstrap-controller, KIP-919).
+    out = quorum_tool("--bootstrap-controller", f"127.0.0.1:{c.controller_ports[3]}", "remove-controller",
                       "--controller-id", "1", "--controller-directory-id", directory_id(c.brokers[1].dir)).stdout
     assert "Removed" in out and "controller 1" in out, out
     # Node 1, if it led, steps down once the new voter set is committed (Kafka's tool
@@ -169,6 +170,10 @@ def test_broker_only_nodes_find_a_dynamic_quorum_of_controller_only_nodes(make_c
     assert sorted(c.metadata().brokers) == [1, 2]
     voters, observers, out = status(c.brokers[1].bootstrap)
     assert voters == {101, 102, 103} and observers == {1, 2}, out
+    # A controller-only node answers Kafka's tool on its controller listener.
+    out = quorum_tool("--bootstrap-controller", f"127.0.0.1:{c.controllers[102].controller_port}",
+                      "describe", "--status").stdout
+    assert re.search(r"LeaderId:\s+10[123]\b", out) and out.count('"id": 10') >= 3, out
     active = max(c.controllers.values(), key=lambda n: n.metrics().get("ringmq_active_controller", 0))
     active.kill9()
     create(c.bootstrap, "iso-dyn", partitions=2, rf=2)

@@ -353,6 +353,16 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         auth_failures: Default::default(),
         sasl_secret: crate::security::scram::random_bytes(32),
     });
+    if let Some(runtime) = controller_listener_runtime(&broker.config) {
+        let runtime = Arc::new(runtime);
+        let weak = Arc::downgrade(&broker);
+        broker.cluster.serve_kafka_clients(Box::new(move |socket, peer| {
+            let Some(broker) = weak.upgrade() else { return };
+            if let Err(reason) = shard::adopt(&broker, Arc::clone(&runtime), socket, peer) {
+                tracing::warn!(%peer, %reason, listener = %runtime.listener.name, "connection refused");
+            }
+        }));
+    }
     let ready = Arc::new(Barrier::new(shards + 1));
     let mut threads = Vec::new();
     for (id, (inbox, socks)) in receivers.into_iter().zip(listeners).enumerate() {
@@ -406,4 +416,26 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         threads,
         bound,
     })
+}
+
+/// The controller listener as the shards serve the Kafka clients that reach it
+/// (`--bootstrap-controller`), if this node is a controller.
+fn controller_listener_runtime(config: &BrokerConfig) -> Option<crate::security::ListenerRuntime> {
+    let bind = config.controller_listener?;
+    let name = config
+        .listener_specs
+        .iter()
+        .map(|(n, _, _)| n)
+        .find(|n| config.controller_listener_names.contains(n))?
+        .clone();
+    let advertised = config
+        .controller_advertised()
+        .and_then(|a| {
+            let (host, port) = a.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .unwrap_or_else(|| (bind.ip().to_string(), bind.port()));
+    Some(crate::security::ListenerRuntime::controller(
+        name, bind, advertised,
+    ))
 }

@@ -365,13 +365,41 @@ fn hand_over(
 ) -> std::io::Result<()> {
     let socket: std::net::TcpStream = socket2::SockRef::from(&stream).try_clone()?.into();
     drop(stream);
+    send_connection(&ctx.broker, target, runtime, socket, peer, slot)
+}
+
+/// Serves a Kafka client accepted off the shards (on the controller listener, which the
+/// controller thread owns): [`Broker::admit`] places it on a shard like any other.
+pub fn adopt(
+    broker: &Arc<crate::broker::Broker>,
+    runtime: Arc<crate::security::ListenerRuntime>,
+    socket: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Result<(), String> {
+    let slot = broker.admit(peer.ip(), 0, &runtime)?;
+    crate::broker::Metrics::add(&broker.metrics.connections_accepted, 1);
+    send_connection(broker, slot.shard, runtime, socket, peer, slot).map_err(|e| e.to_string())
+}
+
+/// Sends a connection to shard `target`'s inbox, which serves it there.
+fn send_connection(
+    broker: &crate::broker::Broker,
+    target: usize,
+    runtime: Arc<crate::security::ListenerRuntime>,
+    socket: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: crate::broker::ConnectionSlot,
+) -> std::io::Result<()> {
     let task: ShardTask = Box::new(
         move |ctx: Rc<ShardCtx>| match compio::net::TcpStream::from_std(socket) {
             Ok(stream) => serve_here(&ctx, runtime, stream, peer, slot),
             Err(e) => tracing::debug!(shard = ctx.id, %peer, error = %e, "cannot adopt connection"),
         },
     );
-    ctx.broker.inboxes[target]
+    broker
+        .inboxes
+        .get(target)
+        .ok_or_else(|| std::io::Error::other("no such shard"))?
         .unbounded_send(task)
         .map_err(|_| std::io::Error::other("shard inbox closed"))
 }

@@ -144,6 +144,9 @@ pub struct Cluster {
     /// brokers start serving clients only after catching up on the metadata).
     serving: tokio::sync::watch::Sender<bool>,
     metadata: Arc<ArcSwap<MetadataImage>>,
+    /// Where the controller listener sends the Kafka clients it accepts (set once the
+    /// shards exist; until then such a client is turned away).
+    kafka_clients: Arc<std::sync::OnceLock<network::KafkaClients>>,
 }
 
 /// A controller-quorum voter's parts.
@@ -184,7 +187,9 @@ impl Cluster {
             metadata: Arc::clone(&metadata),
             inboxes,
         };
+        let kafka_clients = Arc::new(std::sync::OnceLock::new());
         let cluster = |voter: Option<Voter>| Cluster {
+            kafka_clients: Arc::clone(&kafka_clients),
             node_id: config.node_id,
             runtime: runtime.handle().clone(),
             voter,
@@ -281,6 +286,7 @@ impl Cluster {
                 raft.clone(),
                 Arc::clone(&controller),
                 Arc::clone(&directory_id),
+                Arc::clone(&kafka_clients),
             ));
         }
         let members: BTreeMap<u64, QuorumNode> = voters
@@ -673,6 +679,12 @@ impl Cluster {
             *v = (*v).max(min);
             grew
         });
+    }
+
+    /// Hands the Kafka clients the controller listener accepts (`--bootstrap-controller`)
+    /// to `serve` from now on.
+    pub fn serve_kafka_clients(&self, serve: network::KafkaClients) {
+        let _ = self.kafka_clients.set(serve);
     }
 
     /// Whether the controller currently fences this broker.

@@ -1,8 +1,14 @@
 //! The controller listener's wire: Raft RPCs between the quorum's voters, controller
 //! requests (registration, heartbeats, topic changes, AlterPartition) from brokers to the
-//! active controller, and metadata fetches from broker-only nodes. A frame is a 4-byte big-endian length and a JSON body; one request
-//! at a time per connection. This traffic is small and rare next to the data path, so it
-//! runs on the controller thread's tokio runtime, not on the shards.
+//! active controller, and metadata fetches from broker-only nodes. A frame is a 4-byte
+//! big-endian length and a JSON body; one request at a time per connection. This traffic
+//! is small and rare next to the data path, so it runs on the controller thread's tokio
+//! runtime, not on the shards.
+//!
+//! Kafka clients reach the same port with `--bootstrap-controller` (KIP-919): a Kafka
+//! request's fifth byte is the high byte of its API key, 0 for every key, where a JSON
+//! body starts with `{` or `"`. Such a connection goes to the shards, which serve it the
+//! controller's APIs ([`crate::handlers::CONTROLLER_APIS`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +29,29 @@ use super::controller::{ControllerReply, ControllerRequest};
 use super::{QuorumNode, TypeConfig};
 
 type NodeId = u64;
+
+/// Serves a Kafka client accepted on the controller listener.
+pub type KafkaClients = Box<dyn Fn(std::net::TcpStream, SocketAddr) + Send + Sync>;
+
+/// How long a new connection may take to send the first five bytes of its first frame.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the connection speaks Kafka's protocol (see the module doc), from the first
+/// five bytes it sent, left unread.
+async fn speaks_kafka(stream: &TcpStream) -> io::Result<bool> {
+    let mut head = [0u8; 5];
+    loop {
+        let n = stream.peek(&mut head).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if n == head.len() {
+            return Ok(head[4] == 0);
+        }
+        // Fewer bytes so far: peek answers at once while any are queued.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 /// Largest frame accepted (a metadata snapshot of a big cluster fits comfortably).
 pub const FRAME_MAX: usize = 256 * 1024 * 1024;
@@ -209,6 +238,7 @@ pub async fn serve(
     raft: super::Raft,
     controller: Arc<super::controller::Controller>,
     directory_id: Arc<str>,
+    kafka_clients: Arc<std::sync::OnceLock<KafkaClients>>,
 ) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -222,7 +252,24 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (raft, controller) = (raft.clone(), Arc::clone(&controller));
         let directory_id = Arc::clone(&directory_id);
+        let kafka_clients = Arc::clone(&kafka_clients);
         tokio::spawn(async move {
+            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, speaks_kafka(&stream)).await {
+                Ok(Ok(false)) => {}
+                Ok(Ok(true)) => {
+                    match (kafka_clients.get(), stream.into_std()) {
+                        (Some(serve), Ok(socket)) => serve(socket, peer),
+                        (None, _) => {
+                            tracing::debug!(%peer, "Kafka client on the controller listener before the shards run")
+                        }
+                        (_, Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "cannot hand over a Kafka client")
+                        }
+                    }
+                    return;
+                }
+                Ok(Err(_)) | Err(_) => return,
+            }
             loop {
                 let rpc: Rpc = match read_frame(&mut stream).await {
                     Ok(r) => r,
@@ -278,4 +325,52 @@ fn probe(
 /// Resolves `host:port` for a peer (kept as a string so names re-resolve on reconnect).
 pub fn addr_string(addr: &SocketAddr) -> String {
     addr.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quorum's JSON frames and Kafka requests are told apart by their fifth byte,
+    /// which stays unread for whoever serves the connection.
+    #[test]
+    fn kafka_requests_are_told_from_quorum_frames() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(told_apart());
+    }
+
+    async fn told_apart() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let kafka_api_versions = [0, 0, 0, 10, 0, 18, 0, 3, 0, 0, 0, 1, 0xff, 0xff];
+        for (frame, kafka) in [
+            (serde_json::to_vec(&Rpc::Probe).unwrap(), false),
+            (
+                serde_json::to_vec(&Rpc::FetchMetadata {
+                    after: 1,
+                    wait_ms: 2,
+                })
+                .unwrap(),
+                false,
+            ),
+            (kafka_api_versions[4..].to_vec(), true),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
+            bytes.extend_from_slice(&frame);
+            // The first bytes arrive one at a time.
+            for b in &bytes {
+                client.write_all(&[*b]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(speaks_kafka(&server).await.unwrap(), kafka);
+            let mut read = vec![0u8; bytes.len()];
+            server.read_exact(&mut read).await.unwrap();
+            assert_eq!(read, bytes);
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! ApiVersions (key 18): the API keys and version ranges in [`super::HANDLERS`].
+//! ApiVersions (key 18): the API keys and version ranges in [`super::HANDLERS`] (on the
+//! controller listener, those of them a Kafka controller serves).
 //! A request of a version newer than ours is answered in v0 with UNSUPPORTED_VERSION and
 //! our ranges, so the client can retry with one we know (KIP-511).
 
@@ -9,7 +10,7 @@ use kafka_protocol::messages::api_versions_response::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{HANDLERS, Request, versions};
+use super::{HANDLERS, Request, versions_on};
 use crate::protocol::{self, CloseConnection, Response};
 
 /// metadata.version feature levels: 3.3-IV3 (the first KRaft production level) to
@@ -24,9 +25,10 @@ pub fn handle(req: &Request) -> Result<Response, CloseConnection> {
     } else {
         (req.version(), 0)
     };
+    let controller = req.session.listener.controller;
     let api_keys = HANDLERS
         .iter()
-        .filter_map(|k| versions(*k).map(|r| (k, r)))
+        .filter_map(|k| versions_on(*k, controller).map(|r| (k, r)))
         .map(|(k, r)| {
             ApiVersion::default()
                 .with_api_key(*k as i16)

@@ -155,6 +155,44 @@ served_apis! {
     RemoveRaftVoter => RemoveRaftVoterRequest, RemoveRaftVoterResponse;
 }
 
+/// The served APIs a Kafka controller also serves on its listener (Apache Kafka 4.x's
+/// controller answers ApiVersions with these among its own): what a client that came in
+/// through `--bootstrap-controller` (KIP-919) may send. The rest (Produce, Fetch, groups,
+/// Metadata, ...) is the brokers' business; Kafka closes the connection for them.
+pub const CONTROLLER_APIS: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeAcls,
+    ApiKey::CreateAcls,
+    ApiKey::DeleteAcls,
+    ApiKey::ElectLeaders,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
+    ApiKey::DescribeQuorum,
+    ApiKey::DescribeCluster,
+    ApiKey::UnregisterBroker,
+    ApiKey::AddRaftVoter,
+    ApiKey::RemoveRaftVoter,
+];
+
+/// The versions of `api_key` served on a listener (the controller listener serves
+/// [`CONTROLLER_APIS`] only).
+pub fn versions_on(api_key: ApiKey, controller: bool) -> Option<VersionRange> {
+    if controller && !CONTROLLER_APIS.contains(&api_key) {
+        return None;
+    }
+    versions(api_key)
+}
+
 fn intersect(ranges: &[VersionRange]) -> VersionRange {
     ranges.iter().fold(
         VersionRange {
@@ -293,10 +331,16 @@ pub async fn dispatch(
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(&req).map(Some);
     }
-    if !supported(api_key, req.version()) {
-        // Kafka closes the connection for versions it did not advertise.
+    let controller = req.session.listener.controller;
+    if !versions_on(api_key, controller).is_some_and(|r| (r.min..=r.max).contains(&req.version())) {
+        // Kafka closes the connection for APIs and versions it did not advertise.
+        let on = if controller {
+            " on the controller listener"
+        } else {
+            ""
+        };
         return Err(CloseConnection::Unsupported(format!(
-            "{api_key:?} v{}",
+            "{api_key:?} v{}{on}",
             req.version()
         )));
     }
@@ -390,5 +434,24 @@ mod tests {
         assert_eq!(versions(ApiKey::SaslHandshake).map(|r| r.max), Some(1));
         assert_eq!(versions(ApiKey::SaslAuthenticate).map(|r| r.max), Some(2));
         assert_eq!(versions(ApiKey::CreateDelegationToken), None);
+    }
+
+    /// The controller listener serves the controller's APIs, each at the versions the
+    /// brokers' listeners serve it, and none of the data path's.
+    #[test]
+    fn the_controller_listener_serves_controller_apis_only() {
+        for &key in CONTROLLER_APIS {
+            assert!(HANDLERS.contains(&key), "{key:?} is not served at all");
+            assert_eq!(versions_on(key, true), versions(key));
+        }
+        for key in [
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::Metadata,
+            ApiKey::JoinGroup,
+        ] {
+            assert_eq!(versions_on(key, true), None, "{key:?}");
+            assert!(versions_on(key, false).is_some(), "{key:?}");
+        }
     }
 }

@@ -29,6 +29,9 @@ pub struct ListenerRuntime {
     pub sasl: Option<sasl::SaslConfig>,
     /// `listener.name.<name>.max.connections`.
     pub max_connections: Option<usize>,
+    /// The controller listener: Kafka clients reach it with `--bootstrap-controller`
+    /// (KIP-919) and are served the controller's APIs only.
+    pub controller: bool,
 }
 
 impl ListenerRuntime {
@@ -57,7 +60,27 @@ impl ListenerRuntime {
             tls,
             sasl,
             max_connections,
+            controller: false,
         })
+    }
+
+    /// The controller listener (`controller.listener.names`) as Kafka clients see it: the
+    /// quorum's own traffic on it never reaches the shards, only what `--bootstrap-controller`
+    /// clients send. PLAINTEXT, as the controller listener is for now.
+    pub fn controller(name: String, bind: SocketAddr, advertised: (String, u16)) -> Self {
+        ListenerRuntime {
+            listener: Listener {
+                name,
+                protocol: listener::SecurityProtocol::Plaintext,
+                bind,
+                advertised,
+                props: Default::default(),
+            },
+            tls: None,
+            sasl: None,
+            max_connections: None,
+            controller: true,
+        }
     }
 }
 
