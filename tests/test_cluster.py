@@ -305,6 +305,42 @@ def test_sigterm_moves_leadership_before_exiting(make_cluster):
         assert "controlled shutdown did not finish" not in b.log_path.read_text()
 
 
+def test_sigterm_of_the_only_in_sync_replica_stops_at_once_and_it_leads_again_on_return(make_cluster):
+    """A broker that is the only in-sync replica of a partition (here RF=1) cannot hand its
+    leadership to anyone: the controller takes the partition offline (leader -1, ISR kept)
+    and lets the broker stop at once, as Kafka's does, instead of it waiting out the
+    30 s controlled-shutdown limit. Back, it leads the partition again with its data."""
+    c = make_cluster(3).start()
+    create(c.bootstrap, "solo", partitions=3, rf=1)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(300):
+        p.produce("solo", value=b"%d" % i, partition=i % 3)
+    assert p.flush(30) == 0
+    md = c.metadata(topic="solo").topics["solo"]
+    part, node = next((i, md.partitions[i].leader) for i in range(3) if md.partitions[i].leader != c.metadata().controller_id)
+    b = c.brokers[node]
+    t0 = time.monotonic()
+    b.proc.terminate()
+    b.proc.wait(timeout=20)
+    assert time.monotonic() - t0 < 10, f"SIGTERM took {time.monotonic() - t0:.1f} s"
+    log = b.log_path.read_text()
+    assert "controlled shutdown did not finish" not in log and "shutdown complete" in log
+    after = c.metadata(topic="solo").topics["solo"].partitions[part]
+    assert (after.leader, after.isrs) == (-1, [node]), (after.leader, after.isrs)
+    b.start()
+    c.wait_for(lambda: c.leader("solo", part) == node, 30, f"broker {node} leading solo-{part} again")
+    consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "solo-check", "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition("solo", part, 0)])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < 100 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            got.append(int(m.value()))
+    consumer.close()
+    assert got == [i for i in range(300) if i % 3 == part], got[:10]
+
+
 def test_consumer_group_survives_the_coordinator_dying(make_cluster):
     c = make_cluster(3).start()
     create(c.bootstrap, "grp", partitions=3, rf=3)

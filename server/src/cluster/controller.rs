@@ -757,7 +757,7 @@ impl Controller {
                 };
                 state.leases.insert(*id, now);
                 if *shutting_down {
-                    return Ok(self.controlled_shutdown(image, b));
+                    return Ok(controlled_shutdown(image, b));
                 }
                 if b.fenced && *applied >= b.epoch {
                     tracing::info!(broker = id, "broker caught up: unfencing it");
@@ -1350,63 +1350,6 @@ impl Controller {
         records
     }
 
-    /// Controlled shutdown: leaderships move to other in-sync replicas and the broker
-    /// leaves the ISRs it follows in; once it leads nothing that could move, it is
-    /// fenced and may exit.
-    fn controlled_shutdown(
-        &self,
-        image: &MetadataImage,
-        b: &BrokerMeta,
-    ) -> (Vec<MetadataRecord>, Answer) {
-        let mut records = Vec::new();
-        if !b.shutting_down {
-            records.push(MetadataRecord::BrokerShuttingDown { id: b.id });
-            tracing::info!(broker = b.id, "controlled shutdown");
-        }
-        let mut after = image.clone();
-        for r in &records {
-            after.apply(r);
-        }
-        let mut stuck = 0;
-        for t in image.topics.values() {
-            for (p, s) in t.partitions.iter().enumerate() {
-                if !s.isr.contains(&b.id) || s.isr.len() < 2 {
-                    if s.leader == b.id {
-                        stuck += 1;
-                    }
-                    continue;
-                }
-                let mut new = s.clone();
-                new.isr.retain(|r| *r != b.id);
-                if s.leader == b.id {
-                    elect(&mut new, &after, false, Some(b.id));
-                    if new.leader == NO_LEADER {
-                        stuck += 1;
-                        continue;
-                    }
-                }
-                new.partition_epoch += 1;
-                records.push(MetadataRecord::PartitionChanged {
-                    name: t.name.clone(),
-                    partition: p as i32,
-                    state: new,
-                });
-            }
-        }
-        let ready = stuck == 0 || image.live_brokers().filter(|o| o.id != b.id).count() == 0;
-        if ready && !b.fenced {
-            records.push(MetadataRecord::BrokerFenced { id: b.id });
-        }
-        (
-            records,
-            Answer::Heartbeat {
-                registered: true,
-                fenced: ready,
-                shutdown_ready: ready,
-            },
-        )
-    }
-
     fn unclean(&self, t: &TopicMeta) -> bool {
         t.configs
             .get("unclean.leader.election.enable")
@@ -1692,6 +1635,76 @@ fn elect(s: &mut PartitionState, image: &MetadataImage, unclean: bool, excluded:
     }
 }
 
+/// Controlled shutdown: leaderships move to other in-sync replicas and the broker
+/// leaves the ISRs it follows in. A partition no other replica can lead (the broker is
+/// its only in-sync replica, or the others are fenced or shutting down too) is left
+/// without a leader, the broker kept in its ISR: it is offline until a replica of its
+/// ISR is back, which the controller then elects — as Kafka's controller does, rather
+/// than keep the broker waiting for a successor that cannot come. The broker is then
+/// fenced and may exit.
+fn controlled_shutdown(image: &MetadataImage, b: &BrokerMeta) -> (Vec<MetadataRecord>, Answer) {
+    let mut records = Vec::new();
+    if !b.shutting_down {
+        records.push(MetadataRecord::BrokerShuttingDown { id: b.id });
+        tracing::info!(broker = b.id, "controlled shutdown");
+    }
+    let mut after = image.clone();
+    for r in &records {
+        after.apply(r);
+    }
+    let mut offline = 0;
+    for t in image.topics.values() {
+        for (p, s) in t.partitions.iter().enumerate() {
+            if !s.isr.contains(&b.id) && s.leader != b.id {
+                continue;
+            }
+            let mut new = s.clone();
+            if s.leader == NO_LEADER {
+                // Already offline: its ISR is what a returning replica is elected from.
+                continue;
+            }
+            if s.isr.len() >= 2 {
+                new.isr.retain(|r| *r != b.id);
+            }
+            if s.leader == b.id {
+                elect(&mut new, &after, false, Some(b.id));
+                if new.leader == NO_LEADER {
+                    // No successor: the ISR stays as it was (with this broker, whose
+                    // log has every acknowledged record).
+                    new.isr = s.isr.clone();
+                    offline += 1;
+                }
+            }
+            if new != *s {
+                new.partition_epoch += 1;
+                records.push(MetadataRecord::PartitionChanged {
+                    name: t.name.clone(),
+                    partition: p as i32,
+                    state: new,
+                });
+            }
+        }
+    }
+    if offline > 0 {
+        tracing::info!(
+            broker = b.id,
+            partitions = offline,
+            "controlled shutdown: partitions without another in-sync replica are offline until one returns"
+        );
+    }
+    if !b.fenced {
+        records.push(MetadataRecord::BrokerFenced { id: b.id });
+    }
+    (
+        records,
+        Answer::Heartbeat {
+            registered: true,
+            fenced: true,
+            shutdown_ready: true,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1738,6 +1751,74 @@ mod tests {
         assert_eq!(
             (back.replicas, back.leader, back.leader_epoch),
             (vec![1, 2, 3], 1, 1)
+        );
+    }
+
+    fn led_by(leader: i32, isr: &[i32]) -> PartitionState {
+        let mut s = PartitionState::new(vec![1, 2, 3]);
+        s.leader = leader;
+        s.isr = isr.to_vec();
+        s
+    }
+
+    fn shutdown_of(
+        image: &MetadataImage,
+        id: i32,
+        parts: Vec<PartitionState>,
+    ) -> Vec<PartitionState> {
+        let mut image = image.clone();
+        let topic = TopicMeta {
+            name: "t".into(),
+            id: Uuid::nil(),
+            placement: vec![0; parts.len()],
+            partitions: parts,
+            configs: Default::default(),
+            internal: false,
+        };
+        image.topics.insert("t".into(), topic);
+        let b = image.brokers.get(&id).cloned().unwrap();
+        let (records, answer) = controlled_shutdown(&image, &b);
+        assert!(matches!(
+            answer,
+            Answer::Heartbeat {
+                shutdown_ready: true,
+                ..
+            }
+        ));
+        for r in &records {
+            image.apply(r);
+        }
+        // A second heartbeat while shutting down changes nothing more.
+        let b = image.brokers.get(&id).cloned().unwrap();
+        let (again, _) = controlled_shutdown(&image, &b);
+        assert!(again.is_empty(), "{again:?}");
+        image.topics["t"].partitions.clone()
+    }
+
+    /// A broker shutting down hands its leaderships to in-sync replicas and leaves the
+    /// ISRs; a partition nobody else can lead goes offline at once with its ISR kept
+    /// (the broker's log has every acknowledged record), and the broker may stop.
+    #[test]
+    fn a_controlled_shutdown_never_waits_for_a_successor_that_cannot_come() {
+        let mut img = image(&[1, 2, 3]);
+        let parts = shutdown_of(
+            &img,
+            1,
+            vec![led_by(1, &[1, 2, 3]), led_by(1, &[1]), led_by(2, &[2, 1])],
+        );
+        assert_eq!((parts[0].leader, parts[0].isr.clone()), (2, vec![2, 3]));
+        assert_eq!(
+            (parts[1].leader, parts[1].isr.clone()),
+            (NO_LEADER, vec![1])
+        );
+        assert_eq!(parts[1].leader_epoch, 1, "the old leader is fenced");
+        assert_eq!((parts[2].leader, parts[2].isr.clone()), (2, vec![2]));
+        // The other in-sync replica is shutting down too: offline, ISR kept.
+        img.brokers.get_mut(&2).unwrap().shutting_down = true;
+        let parts = shutdown_of(&img, 1, vec![led_by(1, &[1, 2])]);
+        assert_eq!(
+            (parts[0].leader, parts[0].isr.clone()),
+            (NO_LEADER, vec![1, 2])
         );
     }
 }
