@@ -1311,14 +1311,7 @@ impl Controller {
                 if s.leader == id {
                     elect(&mut new, &after, unclean, Some(id));
                 }
-                if new != *s {
-                    new.partition_epoch += 1;
-                    records.push(MetadataRecord::PartitionChanged {
-                        name: t.name.clone(),
-                        partition: p as i32,
-                        state: new,
-                    });
-                }
+                record_change(&mut records, &t.name, p, s, new);
             }
         }
         records
@@ -1337,14 +1330,7 @@ impl Controller {
                 }
                 let mut new = s.clone();
                 elect(&mut new, &after, unclean, None);
-                if new != *s {
-                    new.partition_epoch += 1;
-                    records.push(MetadataRecord::PartitionChanged {
-                        name: t.name.clone(),
-                        partition: p as i32,
-                        state: new,
-                    });
-                }
+                record_change(&mut records, &t.name, p, s, new);
             }
         }
         records
@@ -1606,6 +1592,25 @@ fn unclean_election(
     Ok(())
 }
 
+/// Records `new` as partition `p` of `topic` if it differs from `old`, one partition
+/// epoch on.
+fn record_change(
+    records: &mut Vec<MetadataRecord>,
+    topic: &str,
+    p: usize,
+    old: &PartitionState,
+    mut new: PartitionState,
+) {
+    if new != *old {
+        new.partition_epoch += 1;
+        records.push(MetadataRecord::PartitionChanged {
+            name: topic.to_owned(),
+            partition: p as i32,
+            state: new,
+        });
+    }
+}
+
 /// Elects a leader for `s` on `image` (which already reflects the change that caused the
 /// election): the first replica in the ISR that is live and not shutting down, else with
 /// `unclean` the first live replica (the ISR becomes just it), else none. `excluded` never
@@ -1675,14 +1680,7 @@ fn controlled_shutdown(image: &MetadataImage, b: &BrokerMeta) -> (Vec<MetadataRe
                     offline += 1;
                 }
             }
-            if new != *s {
-                new.partition_epoch += 1;
-                records.push(MetadataRecord::PartitionChanged {
-                    name: t.name.clone(),
-                    partition: p as i32,
-                    state: new,
-                });
-            }
+            record_change(&mut records, &t.name, p, s, new);
         }
     }
     if offline > 0 {
