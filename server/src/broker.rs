@@ -1,235 +1,24 @@
-//! The broker process: shared state ([`Broker`]), the shard threads, and startup.
-//!
-//! `Broker` holds what every shard reads (config, the metadata snapshot) and the shards'
-//! inboxes; it is the only state shared across threads. Metadata changes go through the
-//! cluster's controller ([`crate::cluster::Cluster`]), which publishes each new snapshot.
-//! Everything on the data path lives in a shard.
+//! The composition root: `start` checks the data directories, binds the listeners, starts
+//! the cluster member and the shard threads, and wires the rooms together: what runs on
+//! every shard (net's accept loops, replication's reconcile and ISR checks, the group
+//! coordinator's timers), how the cluster publishes metadata to the shards, and how the
+//! controller listener hands Kafka clients to them. Nothing below imports this file.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Barrier, Mutex};
 
 use arc_swap::ArcSwap;
 use futures_channel::mpsc;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, NotifyShards};
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataImage;
-use crate::shard::{self, ShardTask};
-
-/// Counters shards add to (relaxed atomics; read by metrics and tests).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Fetch bytes sent from segment files without a user-space copy.
-    pub fetch_zero_copy_bytes: AtomicU64,
-    /// Fetch bytes that went through a user-space buffer.
-    pub fetch_copied_bytes: AtomicU64,
-    /// Fetch bytes read from segments and encrypted in user space (TLS listeners).
-    pub fetch_tls_bytes: AtomicU64,
-    /// Fetch bytes spliced to kernel-TLS sockets (the kernel encrypts them).
-    pub fetch_ktls_bytes: AtomicU64,
-    /// TLS connections moved to kernel TLS, and those that stayed in user space.
-    pub ktls_connections: AtomicU64,
-    pub tls_userspace_connections: AtomicU64,
-    /// TLS handshakes completed and failed, and the microseconds the completed ones took.
-    pub tls_handshakes: AtomicU64,
-    pub tls_handshake_failures: AtomicU64,
-    pub tls_handshake_us: AtomicU64,
-    /// SASL authentications that succeeded and failed.
-    pub sasl_authentications: AtomicU64,
-    pub sasl_failures: AtomicU64,
-    pub produce_requests: AtomicU64,
-    pub fetch_requests: AtomicU64,
-    pub connections_accepted: AtomicU64,
-    pub fetch_sessions_opened: AtomicU64,
-    pub fetch_incremental_requests: AtomicU64,
-    /// Produce requests written together with others of the same loop turn.
-    pub produce_grouped_requests: AtomicU64,
-    /// Connections closed on arrival by `max.connections` / `max.connections.per.ip`.
-    pub connections_rejected: AtomicU64,
-    /// Times a shard stopped reading requests at `queued.max.request.bytes`.
-    pub request_queue_waits: AtomicU64,
-    /// Follower fetch rounds, the microseconds they took, and the bytes they appended.
-    pub replica_fetch_rounds: AtomicU64,
-    pub replica_fetch_round_us: AtomicU64,
-    pub replica_fetch_bytes: AtomicU64,
-    /// Produce requests by handling time (read → response ready, durability included):
-    /// bucket `i` counts those under 2^i µs, the last one the rest.
-    pub produce_time_us: [AtomicU64; LATENCY_BUCKETS],
-}
-
-/// Power-of-two latency buckets: 1 µs .. 2^23 µs (8.4 s), then everything slower.
-pub const LATENCY_BUCKETS: usize = 25;
-
-impl Metrics {
-    /// Counts one produce request that took `us` microseconds.
-    pub fn record_produce_time(&self, us: u64) {
-        let bucket = (64 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        self.produce_time_us[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-pub struct Broker {
-    pub config: BrokerConfig,
-    pub metadata: Arc<ArcSwap<MetadataImage>>,
-    /// The controller quorum member and this broker's registration.
-    pub cluster: Arc<Cluster>,
-    /// Producer ids this broker may hand out (a block from the controller).
-    pub producer_ids: Mutex<std::ops::Range<i64>>,
-    pub inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
-    pub metrics: Metrics,
-    /// Open client connections, in total and per client address (SPEC S5).
-    pub connections: Mutex<ConnectionCount>,
-    /// Connection ids, broker-wide (for logs).
-    pub next_connection_id: AtomicU64,
-    /// Replication throttles (leader and follower rates), from the metadata image.
-    pub quotas: crate::replication::throttle::ReplicationQuotas,
-    /// The Kafka listeners as served (TLS configuration, SASL settings).
-    pub listeners: Vec<Arc<crate::security::ListenerRuntime>>,
-    /// Failed authentications per client address (SASL back-off).
-    pub auth_failures: crate::security::sasl::AuthFailures,
-    /// Key for the made-up SCRAM salts of unknown users (random per process).
-    pub sasl_secret: Vec<u8>,
-}
-
-#[derive(Debug, Default)]
-pub struct ConnectionCount {
-    /// Connections under `max.connections` (all but the inter-broker listener's when
-    /// there are several listeners, as Kafka protects it).
-    pub total: usize,
-    /// Per listener (`listener.name.<name>.max.connections`).
-    pub per_listener: std::collections::HashMap<String, usize>,
-    pub per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
-    /// Connections each shard serves.
-    pub per_shard: Vec<usize>,
-}
-
-/// A connection's place under the limits and on a shard; freed when dropped.
-pub struct ConnectionSlot {
-    broker: Arc<Broker>,
-    ip: std::net::IpAddr,
-    listener: String,
-    /// Counted in `total` (not on the inter-broker listener).
-    counted: bool,
-    /// The shard that serves it.
-    pub shard: usize,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.broker.connections.lock() {
-            if self.counted {
-                c.total = c.total.saturating_sub(1);
-            }
-            if let Some(n) = c.per_listener.get_mut(&self.listener) {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(n) = c.per_shard.get_mut(self.shard) {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(n) = c.per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_ip.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
-impl Broker {
-    /// A new connection's id (broker-wide, for logs).
-    pub fn connection_id(&self) -> u64 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Admits a new connection from `ip` on `listener` under Kafka's limits, or says
-    /// which one it would break: `max.connections` for the broker (the inter-broker
-    /// listener is exempt, as in Kafka) and `listener.name.<name>.max.connections` for the
-    /// listener; `max.connections.per.ip` (or its entry in
-    /// `max.connections.per.ip.overrides`) per address, over all listeners. (Accept path
-    /// only; the lock is never taken on the data path.)
-    ///
-    /// The connection is placed on the shard serving the fewest (`accepted_on` when it
-    /// ties): SO_REUSEPORT hashes connections to shards, so a producer and a consumer can
-    /// otherwise share one shard while another idles (measured 66 % vs 21 % busy at 260k
-    /// msgs/s mixed). Deciding under this lock keeps concurrent accepts exact.
-    pub fn admit(
-        self: &Arc<Self>,
-        ip: std::net::IpAddr,
-        accepted_on: usize,
-        listener: &crate::security::ListenerRuntime,
-    ) -> Result<ConnectionSlot, String> {
-        let mut c = self
-            .connections
-            .lock()
-            .map_err(|_| "connection table lock poisoned".to_owned())?;
-        let name = &listener.listener.name;
-        // Kafka's protected listener: the inter-broker one, when there are others.
-        let counted = self.config.listeners.len() < 2
-            || self
-                .config
-                .inter_broker_listener()
-                .is_none_or(|l| l.name != *name);
-        if counted && c.total >= self.config.max_connections {
-            return Err(format!(
-                "max.connections={} reached",
-                self.config.max_connections
-            ));
-        }
-        let on_listener = c.per_listener.get(name).copied().unwrap_or(0);
-        if let Some(max) = listener.max_connections
-            && on_listener >= max
-        {
-            return Err(format!(
-                "listener.name.{}.max.connections={max} reached",
-                name.to_lowercase()
-            ));
-        }
-        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
-        let ip_max = self
-            .config
-            .max_connections_per_ip_overrides
-            .get(&ip)
-            .copied()
-            .unwrap_or(self.config.max_connections_per_ip);
-        if from_ip >= ip_max {
-            return Err(format!("max.connections.per.ip={ip_max} reached for {ip}"));
-        }
-        if counted {
-            c.total += 1;
-        }
-        c.per_listener.insert(name.clone(), on_listener + 1);
-        c.per_ip.insert(ip, from_ip + 1);
-        let shard = (0..c.per_shard.len())
-            .min_by_key(|s| (c.per_shard[*s], *s != accepted_on))
-            .unwrap_or(accepted_on);
-        if let Some(n) = c.per_shard.get_mut(shard) {
-            *n += 1;
-        }
-        Ok(ConnectionSlot {
-            broker: Arc::clone(self),
-            ip,
-            listener: name.clone(),
-            counted,
-            shard,
-        })
-    }
-
-    pub fn image(&self) -> Arc<MetadataImage> {
-        self.metadata.load_full()
-    }
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
-    }
-    pub fn shard_count(&self) -> usize {
-        self.inboxes.len()
-    }
-}
+use crate::metrics::Metrics;
+use crate::runtime::shard::{self, ShardServices, ShardTask};
+use crate::runtime::{Broker, ConnectionCount};
 
 /// Binds one SO_REUSEPORT socket per shard for `addr`, so the kernel spreads
 /// connections over the shards.
@@ -255,41 +44,6 @@ pub struct Running {
     pub bound: Vec<SocketAddr>,
 }
 
-impl Broker {
-    /// Whether the connection's principal may do `operation` on the resource (ACLs from
-    /// this broker's metadata snapshot; always true without an authorizer).
-    pub fn authorize(
-        &self,
-        session: &crate::security::Session,
-        operation: i8,
-        resource_type: i8,
-        name: &str,
-    ) -> bool {
-        let a = &self.config.authorizer;
-        if !a.enabled {
-            return true;
-        }
-        a.authorize(
-            &self.image().acls,
-            &session.principal(),
-            session.peer.ip(),
-            operation,
-            resource_type,
-            name,
-        )
-    }
-
-    /// [`Self::authorize`] on the cluster resource.
-    pub fn authorize_cluster(&self, session: &crate::security::Session, operation: i8) -> bool {
-        self.authorize(
-            session,
-            operation,
-            crate::security::acl::resource::CLUSTER,
-            crate::security::acl::CLUSTER_NAME,
-        )
-    }
-}
-
 /// Opens the metadata, binds the listeners and starts the shards. Errors are the reasons
 /// `ringmqd` stops with (unusable data dir, port in use, ...).
 pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
@@ -307,7 +61,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     for dir in config.log_dirs() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("log directory {} is not usable", dir.display()))?;
-        crate::log_deleter::sweep(&dir);
+        crate::storage::log_deleter::sweep(&dir);
     }
     let shards = config.shards;
     let runtimes = config
@@ -316,7 +70,8 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         .map(|l| crate::security::ListenerRuntime::new(l.clone()).map(Arc::new))
         .collect::<Result<Vec<_>, String>>()
         .map_err(anyhow::Error::msg)?;
-    let mut listeners: Vec<Vec<shard::BoundListener>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut listeners: Vec<Vec<crate::net::listener::BoundListener>> =
+        (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for runtime in &runtimes {
         let addr = runtime.listener.bind;
@@ -335,14 +90,27 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         receivers.push(rx);
     }
     let metadata = Arc::new(ArcSwap::from_pointee(MetadataImage::default()));
-    let cluster = Cluster::start(&config, Arc::clone(&metadata), inboxes.clone())?;
+    let metrics = Arc::new(Metrics::default());
+    let local = Arc::new(crate::storage::partition::LocalBroker {
+        node_id: config.node_id,
+        min_insync_replicas: config.min_insync_replicas,
+        metadata: Arc::clone(&metadata),
+        metrics: Arc::clone(&metrics),
+    });
+    let cluster = Cluster::start(
+        &config,
+        Arc::clone(&metadata),
+        shards,
+        notify_shards(inboxes.clone()),
+    )?;
     let broker = Arc::new(Broker {
         metadata,
         cluster,
         producer_ids: Mutex::new(0..0),
         config,
         inboxes,
-        metrics: Metrics::default(),
+        metrics,
+        local,
         connections: Mutex::new(ConnectionCount {
             per_shard: vec![0; shards],
             ..ConnectionCount::default()
@@ -358,7 +126,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         let weak = Arc::downgrade(&broker);
         broker.cluster.serve_kafka_clients(Box::new(move |socket, peer| {
             let Some(broker) = weak.upgrade() else { return };
-            if let Err(reason) = shard::adopt(&broker, Arc::clone(&runtime), socket, peer) {
+            if let Err(reason) = crate::net::listener::adopt(&broker, Arc::clone(&runtime), socket, peer) {
                 tracing::warn!(%peer, %reason, listener = %runtime.listener.name, "connection refused");
             }
         }));
@@ -376,7 +144,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
             .filter(|_| broker.config.pin_cores);
         let t = std::thread::Builder::new()
             .name(format!("shard-{id}"))
-            .spawn(move || shard::run(id, core, broker, inbox, socks, ready))
+            .spawn(move || shard::run(id, core, broker, inbox, services(socks), ready))
             .context("spawning a shard thread")?;
         threads.push(t);
     }
@@ -400,7 +168,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         }
     }
     crate::security::tls::watch(
-        Arc::clone(&broker),
+        broker.listeners.clone(),
         std::time::Duration::from_millis(broker.config.ssl_reload_check_ms),
     )
     .context("starting the TLS file watch")?;
@@ -438,4 +206,32 @@ fn controller_listener_runtime(config: &BrokerConfig) -> Option<crate::security:
     Some(crate::security::ListenerRuntime::controller(
         name, bind, advertised,
     ))
+}
+
+/// Tells every shard to reconcile its partitions with the newest image (the cluster's
+/// publisher calls it after each applied batch of metadata records).
+fn notify_shards(inboxes: Vec<mpsc::UnboundedSender<ShardTask>>) -> NotifyShards {
+    Arc::new(move || {
+        for inbox in &inboxes {
+            let task: ShardTask = Box::new(crate::replication::reconcile::schedule);
+            let _ = inbox.unbounded_send(task);
+        }
+    })
+}
+
+/// What runs on each shard: its partitions reconciled before it says ready, then the
+/// accept loops of its listener sockets and the leaders' ISR checks.
+fn services(listeners: Vec<crate::net::listener::BoundListener>) -> ShardServices {
+    ShardServices {
+        before_ready: Box::new(|ctx| {
+            Box::pin(async move { crate::replication::reconcile::reconcile(&ctx).await })
+        }),
+        after_ready: Box::new(move |ctx| {
+            for l in listeners {
+                compio::runtime::spawn(crate::net::listener::accept_loop(Rc::clone(&ctx), l))
+                    .detach();
+            }
+            compio::runtime::spawn(crate::replication::isr_loop(ctx)).detach();
+        }),
+    }
 }

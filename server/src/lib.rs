@@ -2,33 +2,25 @@
 //! per subsystem. A library so that the fuzz targets (fuzz/) and benches can drive the
 //! request path without a process.
 
-pub mod admin_http;
-pub mod atomic_file;
-pub mod authorized_ops;
-pub mod broker;
+// The rooms, highest first (a room imports only rooms below it; server/tests/rooms.rs
+// checks it): the composition root (broker, signals), then
+pub mod admin;
 pub mod cluster;
 pub mod config;
-pub mod connection;
-pub mod disk_throttle;
-pub mod group;
+pub mod coordinator;
 pub mod handlers;
-pub mod kafka_broker_configs;
-pub mod log_deleter;
-pub mod log_dirs;
 pub mod metadata;
-pub mod offsets;
-pub mod panic_hook;
-pub mod partition;
+pub mod metrics;
+pub mod net;
 pub mod protocol;
-pub mod record_policy;
+pub mod quota;
 pub mod replication;
+pub mod runtime;
 pub mod security;
-pub mod shard;
+pub mod storage;
+
+pub mod broker;
 pub mod signals;
-pub mod stray_replicas;
-pub mod topic_config;
-pub mod topics;
-pub mod zero_copy;
 
 /// The request decoder as the connection runs it, for the fuzz targets: frame header,
 /// then the body of the API and version it names, then (Produce) the checks applied to

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ringmq_server::{admin_http, broker, config, panic_hook, signals};
+use ringmq_server::admin::http as admin_http;
+use ringmq_server::runtime::panic_hook;
+use ringmq_server::{broker, config, signals};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

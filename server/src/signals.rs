@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
-use crate::broker::Broker;
+use crate::runtime::Broker;
 
 /// Longest the controlled shutdown may wait for leadership to move.
 pub const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(30);
@@ -60,7 +60,7 @@ pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
             let mut waits = Vec::new();
             for shard in 0..broker.shard_count() {
                 let (tx, rx) = oneshot::channel();
-                let task: crate::shard::ShardTask = Box::new(move |ctx| {
+                let task: crate::runtime::shard::ShardTask = Box::new(move |ctx| {
                     let _ = tx.send(ctx.flush_all_for_shutdown());
                 });
                 if broker.inboxes[shard].unbounded_send(task).is_ok() {

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::raft_store::MetaStore;
-use super::tasks::{Task, TaskPartition};
 use super::{Proposal, QuorumNode, Raft};
+use crate::metadata::tasks::{Task, TaskPartition};
 use crate::metadata::{
     BrokerMeta, MetadataImage, MetadataRecord, NO_LEADER, PartitionState, TopicMeta,
 };
@@ -643,7 +643,7 @@ impl Controller {
                 records.extend(fence);
             }
         }
-        if scratch.topic(crate::offsets::OFFSETS_TOPIC).is_none() {
+        if scratch.topic(crate::metadata::OFFSETS_TOPIC).is_none() {
             let live = scratch.live_brokers().count();
             let wanted = (self.config.offsets_replication_factor.max(1) as usize).min(
                 if self.config.combined {
@@ -654,13 +654,13 @@ impl Controller {
             );
             if live >= wanted {
                 let req = ControllerRequest::CreateTopic {
-                    name: crate::offsets::OFFSETS_TOPIC.to_owned(),
-                    partitions: crate::offsets::OFFSETS_PARTITIONS as i32,
+                    name: crate::metadata::OFFSETS_TOPIC.to_owned(),
+                    partitions: crate::metadata::OFFSETS_PARTITIONS as i32,
                     replication_factor: wanted as i16,
                     assignment: None,
                     configs: [
                         ("cleanup.policy", "compact"),
-                        ("segment.bytes", crate::offsets::OFFSETS_SEGMENT_BYTES),
+                        ("segment.bytes", crate::metadata::OFFSETS_SEGMENT_BYTES),
                     ]
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -673,7 +673,10 @@ impl Controller {
                 }
             }
         }
-        records.extend(super::tasks::finished(&scratch, crate::shard::now_ms()));
+        records.extend(crate::metadata::tasks::finished(
+            &scratch,
+            crate::storage::now_ms(),
+        ));
         if let Some((interval, percentage)) = self.config.leader_rebalance {
             let due = state
                 .last_rebalance
@@ -945,7 +948,7 @@ impl Controller {
                     );
                 }
                 for (k, v) in configs {
-                    if let Err(m) = crate::replication::throttle::validate_broker_config(k, v) {
+                    if let Err(m) = crate::quota::throttle::validate_broker_config(k, v) {
                         return refuse(ResponseError::InvalidConfig, m);
                     }
                 }
@@ -1120,7 +1123,7 @@ impl Controller {
                     records.push(MetadataRecord::TaskChanged(Task::reassignment(
                         id,
                         moved,
-                        crate::shard::now_ms(),
+                        crate::storage::now_ms(),
                     )));
                 }
                 Ok((records, Answer::PartitionResults(results)))
@@ -1349,14 +1352,14 @@ fn check_replication_configs(
     replicas: usize,
 ) -> Result<(), (ResponseError, String)> {
     let sync = configs
-        .get(crate::topic_config::SYNC_REPLICATION)
+        .get(crate::config::topic_config::SYNC_REPLICATION)
         .is_some_and(|v| v == "true");
     if sync && replicas < 2 {
         return Err((
             ResponseError::InvalidConfig,
             format!(
                 "{}=true needs 2 or more replicas; this topic has {replicas}",
-                crate::topic_config::SYNC_REPLICATION
+                crate::config::topic_config::SYNC_REPLICATION
             ),
         ));
     }

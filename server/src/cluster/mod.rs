@@ -18,12 +18,9 @@
 //! traffic, rare next to the data path, and openraft is built on tokio.
 
 pub mod controller;
-pub mod meta_properties;
 pub mod network;
 mod quorum_join;
 pub mod raft_store;
-pub mod reconcile;
-pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
@@ -32,14 +29,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use futures_channel::mpsc;
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::metadata::{MetadataImage, MetadataRecord};
-use crate::shard::ShardTask;
 use controller::{Answer, Controller, ControllerConfig, ControllerReply, ControllerRequest};
 use quorum_join::QuorumJoin;
 
@@ -102,19 +97,21 @@ struct Reconciled {
     min: tokio::sync::watch::Sender<u64>,
 }
 
+/// Tells every shard that a new image is published, so each reconciles its partitions
+/// with it. The cluster knows nothing of shards: the composition root supplies this (it
+/// sends each shard replication's reconcile task).
+pub type NotifyShards = Arc<dyn Fn() + Send + Sync>;
+
 /// Publishes applied images to the broker's shards.
 struct BrokerPublisher {
     metadata: Arc<ArcSwap<MetadataImage>>,
-    inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
+    notify_shards: NotifyShards,
 }
 
 impl raft_store::Publisher for BrokerPublisher {
     fn publish(&self, image: Arc<MetadataImage>) {
         self.metadata.store(image);
-        for inbox in &self.inboxes {
-            let task: ShardTask = Box::new(reconcile::schedule);
-            let _ = inbox.unbounded_send(task);
-        }
+        (self.notify_shards)();
     }
 }
 
@@ -163,11 +160,13 @@ static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLo
 
 impl Cluster {
     /// Opens the metadata store, starts the quorum member (and its controller listener),
-    /// and replays the committed log. Shards receive reconcile tasks in `inboxes`.
+    /// and replays the committed log. Each published image is stored in `metadata`, then
+    /// `notify_shards` tells this broker's `shards` to reconcile with it.
     pub fn start(
         config: &BrokerConfig,
         metadata: Arc<ArcSwap<MetadataImage>>,
-        inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
+        shards: usize,
+        notify_shards: NotifyShards,
     ) -> anyhow::Result<Arc<Cluster>> {
         use anyhow::Context;
         let runtime = match RUNTIME.get() {
@@ -182,10 +181,9 @@ impl Cluster {
                 RUNTIME.get_or_init(|| rt)
             }
         };
-        let shards = inboxes.len();
         let publisher = BrokerPublisher {
             metadata: Arc::clone(&metadata),
-            inboxes,
+            notify_shards,
         };
         let kafka_clients = Arc::new(std::sync::OnceLock::new());
         let cluster = |voter: Option<Voter>| Cluster {
@@ -216,12 +214,15 @@ impl Cluster {
             runtime.spawn(async move { follower.follow_metadata(publisher).await });
             return Ok(c);
         }
-        let directory_id: Arc<str> =
-            meta_properties::ensure(&config.data_dir, &config.cluster_id, config.node_id)
-                .context("meta.properties")?
-                .into();
+        let directory_id: Arc<str> = crate::storage::meta_properties::ensure(
+            &config.data_dir,
+            &config.cluster_id,
+            config.node_id,
+        )
+        .context("meta.properties")?
+        .into();
         for dir in &config.extra_log_dirs {
-            meta_properties::ensure(dir, &config.cluster_id, config.node_id)
+            crate::storage::meta_properties::ensure(dir, &config.cluster_id, config.node_id)
                 .context("meta.properties")?;
         }
         let store = raft_store::MetaStore::open(
@@ -606,7 +607,7 @@ impl Cluster {
         let image = self.metadata.load();
         !self.is_fenced()
             && self.applied() >= image.offset
-            && (!single || image.topic(crate::offsets::OFFSETS_TOPIC).is_some())
+            && (!single || image.topic(crate::metadata::OFFSETS_TOPIC).is_some())
     }
 
     /// Opens the doors once ready: a quorum of one waits here (at most `timeout`), as
@@ -629,7 +630,7 @@ impl Cluster {
     }
 
     /// Once serving (caught up on the metadata), removes the partition directories under
-    /// `roots` this broker holds no replica for ([`crate::stray_replicas`]).
+    /// `roots` this broker holds no replica for ([`crate::storage::stray_replicas`]).
     pub fn remove_stray_replicas(self: &Arc<Self>, roots: Vec<std::path::PathBuf>) {
         let c = Arc::clone(self);
         self.runtime.spawn(async move {
@@ -637,11 +638,11 @@ impl Cluster {
             let me = c.node_id;
             let metadata = Arc::clone(&c.metadata);
             let removed = tokio::task::spawn_blocking(move || {
-                let strays = crate::stray_replicas::find(&roots, || metadata.load_full(), me);
+                let strays = crate::storage::stray_replicas::find(&roots, || metadata.load_full(), me);
                 let mut removed = 0;
                 for dir in &strays {
                     tracing::warn!(dir = %dir.display(), "removing a stray replica: this broker holds no replica of it (its topic was deleted or it moved while the broker was down)");
-                    match crate::log_deleter::delete(dir) {
+                    match crate::storage::log_deleter::delete(dir) {
                         Ok(()) => removed += 1,
                         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "removing a stray replica failed"),
                     }

@@ -197,7 +197,7 @@ impl Inner {
             serde_json::to_writer(&mut text, e).map_err(io::Error::other)?;
             text.push(b'\n');
         }
-        crate::atomic_file::write(&self.dir, "raft.log", &text)?;
+        crate::storage::atomic_file::write(&self.dir, "raft.log", &text)?;
         self.log_file = OpenOptions::new()
             .append(true)
             .open(self.dir.join("raft.log"))?;
@@ -221,7 +221,7 @@ impl Inner {
             image: self.image.clone(),
         };
         let bytes = serde_json::to_vec(&s).map_err(io::Error::other)?;
-        crate::atomic_file::write(&self.dir, "raft.snapshot", &bytes)?;
+        crate::storage::atomic_file::write(&self.dir, "raft.snapshot", &bytes)?;
         if self.legacy_pending {
             metadata::retire_legacy(&self.dir)?;
             self.legacy_pending = false;
@@ -269,7 +269,7 @@ impl RaftStorage<TypeConfig> for Arc<MetaStore> {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let mut inner = self.lock();
         let bytes = serde_json::to_vec(vote).map_err(write_err)?;
-        crate::atomic_file::write(&inner.dir, "raft.vote", &bytes).map_err(write_err)?;
+        crate::storage::atomic_file::write(&inner.dir, "raft.vote", &bytes).map_err(write_err)?;
         inner.vote = Some(*vote);
         Ok(())
     }
@@ -281,7 +281,8 @@ impl RaftStorage<TypeConfig> for Arc<MetaStore> {
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         let mut inner = self.lock();
         let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
-        crate::atomic_file::write(&inner.dir, "raft.committed", &bytes).map_err(write_err)?;
+        crate::storage::atomic_file::write(&inner.dir, "raft.committed", &bytes)
+            .map_err(write_err)?;
         inner.committed = committed;
         Ok(())
     }
@@ -400,7 +401,8 @@ impl RaftStorage<TypeConfig> for Arc<MetaStore> {
         let image = {
             let mut inner = self.lock();
             let bytes = serde_json::to_vec(&s).map_err(write_err)?;
-            crate::atomic_file::write(&inner.dir, "raft.snapshot", &bytes).map_err(write_err)?;
+            crate::storage::atomic_file::write(&inner.dir, "raft.snapshot", &bytes)
+                .map_err(write_err)?;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
             inner.image = s.image.clone();

@@ -12,9 +12,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::cluster::controller::ControllerRequest;
-use crate::cluster::meta_properties::kafka_uuid_text;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
+use crate::storage::meta_properties::kafka_uuid_text;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

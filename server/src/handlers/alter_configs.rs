@@ -21,10 +21,10 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use super::describe_configs::{RESOURCE_TOPIC, denied};
 use crate::cluster::controller::ControllerRequest;
+use crate::handlers::topics::{self, TopicError};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::op;
-use crate::shard::ShardCtx;
-use crate::topics::{self, TopicError};
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -66,7 +66,7 @@ async fn set_broker_configs(
     let before = configs.clone();
     edit(&mut configs)?;
     for (k, v) in &configs {
-        crate::replication::throttle::validate_broker_config(k, v).map_err(|m| TopicError {
+        crate::quota::throttle::validate_broker_config(k, v).map_err(|m| TopicError {
             code: ResponseError::InvalidConfig,
             message: m,
         })?;

@@ -2,7 +2,7 @@
 //! log directories (`log.dirs`), what `kafka-reassign-partitions` does for a plan with
 //! `log_dirs`. Each move starts on the partition's owner shard and the answer comes at
 //! once; DescribeLogDirs shows the future replica until it is swapped in
-//! (`crate::log_dirs`). A directory not in `log.dirs` is LOG_DIR_NOT_FOUND; a partition
+//! (`crate::storage::log_dirs`). A directory not in `log.dirs` is LOG_DIR_NOT_FOUND; a partition
 //! this broker holds no replica of is REPLICA_NOT_AVAILABLE (Kafka's tool retries it, as
 //! for a replica a reassignment has yet to create).
 
@@ -18,7 +18,7 @@ use kafka_protocol::messages::{AlterReplicaLogDirsRequest, AlterReplicaLogDirsRe
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -88,7 +88,7 @@ async fn start_move(
             return ResponseError::ReplicaNotAvailable;
         }
         *part.moving_to.borrow_mut() = Some(root.clone());
-        compio::runtime::spawn(crate::log_dirs::move_replica(part, root)).detach();
+        compio::runtime::spawn(crate::storage::log_dirs::move_replica(part, root)).detach();
         ResponseError::Unknown(0)
     })
     .await

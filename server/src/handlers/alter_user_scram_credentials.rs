@@ -20,9 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::sasl::Mechanism;
 use crate::security::scram;
-use crate::shard::ShardCtx;
 
 /// A user's first problem in the request, if any.
 fn check(

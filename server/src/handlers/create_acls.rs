@@ -13,8 +13,8 @@ use super::Request;
 use super::describe_acls::NO_AUTHORIZER;
 use crate::cluster::controller::ControllerRequest;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{self, AclBinding};
-use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

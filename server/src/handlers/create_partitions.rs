@@ -9,10 +9,10 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
+use crate::handlers::topics::{self, TopicError};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
-use crate::topics::{self, TopicError};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -33,7 +33,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             )
             .await
         } else {
-            Err(crate::topics::TopicError {
+            Err(crate::handlers::topics::TopicError {
                 code: ResponseError::TopicAuthorizationFailed,
                 message: "not authorized to alter the topic".into(),
             })

@@ -14,11 +14,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use super::describe_configs::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
+use crate::config::topic_config::{self, TOPIC_CONFIG_KEYS};
+use crate::handlers::topics::{self, NewTopic};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
-use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
-use crate::topics::{self, NewTopic};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

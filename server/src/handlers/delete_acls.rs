@@ -15,8 +15,8 @@ use super::Request;
 use super::describe_acls::NO_AUTHORIZER;
 use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{self, AclFilter};
-use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

@@ -10,8 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{self, AclFilter};
-use crate::shard::ShardCtx;
 
 /// Kafka's answer when no authorizer is configured.
 pub const NO_AUTHORIZER: &str = "No Authorizer is configured on the broker";

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 /// KIP-919's endpoint types.
 const BROKERS: i8 = 1;
@@ -73,9 +73,9 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
         .with_cluster_id(StrBytes::from_string(ctx.broker.config.cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(nodes)
-        .with_cluster_authorized_operations(crate::authorized_ops::reported(
+        .with_cluster_authorized_operations(crate::handlers::authorized_ops::reported(
             body.include_cluster_authorized_operations,
-            crate::authorized_ops::CLUSTER,
+            crate::handlers::authorized_ops::CLUSTER,
         ));
     // endpoint_type exists from v1.
     if v >= 1 {

@@ -11,11 +11,11 @@ use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsRe
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::kafka_broker_configs::KAFKA_BROKER_CONFIGS;
+use crate::config::kafka_broker_configs::KAFKA_BROKER_CONFIGS;
+use crate::config::topic_config::{self, TOPIC_CONFIG_KEYS};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
-use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -352,7 +352,7 @@ fn dynamic_entries(ctx: &ShardCtx, name: &str) -> Vec<Entry> {
     let image = ctx.broker.image();
     let own = image.broker_configs.get(name).filter(|_| !name.is_empty());
     let default = image.broker_configs.get("");
-    crate::replication::throttle::DYNAMIC_BROKER_KEYS
+    crate::quota::throttle::DYNAMIC_BROKER_KEYS
         .iter()
         .filter_map(|k| {
             let (own, default) = (own.and_then(|c| c.get(*k)), default.and_then(|c| c.get(*k)));
@@ -390,8 +390,8 @@ fn config_type(key: &str) -> i8 {
         "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => 3,
         "min.cleanable.dirty.ratio" => 6,
         "cleanup.policy"
-        | crate::replication::throttle::LEADER_REPLICAS
-        | crate::replication::throttle::FOLLOWER_REPLICAS => 7,
+        | crate::quota::throttle::LEADER_REPLICAS
+        | crate::quota::throttle::FOLLOWER_REPLICAS => 7,
         _ => 5,
     }
 }

@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -51,7 +51,9 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 let lag = (log.high_watermark().0 - log.log_end_offset().0).max(0);
                 let dir = log.dir().parent().map(|d| d.to_path_buf());
                 let future = part.moving_to.borrow().clone().map(|root| {
-                    let size = crate::log_dirs::dir_size(&crate::log_dirs::future_dir(&root, part));
+                    let size = crate::storage::log_dirs::dir_size(
+                        &crate::storage::log_dirs::future_dir(&root, part),
+                    );
                     (root, size, (log.log_end_offset().0).max(0))
                 });
                 Ok((dir, log.size_bytes(), lag, future))

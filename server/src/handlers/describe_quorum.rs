@@ -17,9 +17,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::cluster::controller::{Answer, ControllerRequest};
-use crate::cluster::meta_properties::kafka_uuid;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
+use crate::storage::meta_properties::kafka_uuid;
 
 /// The metadata log's topic name in KRaft.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";

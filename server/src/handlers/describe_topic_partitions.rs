@@ -20,8 +20,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
 
 /// Kafka's `max.request.partition.size.limit`: the most partitions one answer carries.
 pub const PARTITION_LIMIT_MAX: i32 = 2000;
@@ -76,7 +76,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                     .with_name(Some(TopicName(StrBytes::from_string(name))))
                     // Kafka reports the operations even for a topic that does not exist.
-                    .with_topic_authorized_operations(crate::authorized_ops::TOPIC),
+                    .with_topic_authorized_operations(crate::handlers::authorized_ops::TOPIC),
             );
             continue;
         };
@@ -114,7 +114,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                 .with_topic_id(meta.id)
                 .with_is_internal(meta.internal)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(crate::authorized_ops::TOPIC),
+                .with_topic_authorized_operations(crate::handlers::authorized_ops::TOPIC),
         );
         if end < count {
             next_cursor = Some(cursor(&name, end));

@@ -14,8 +14,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::metadata::UserMeta;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::sasl::Mechanism;
-use crate::shard::ShardCtx;
 
 fn infos(u: &UserMeta) -> Vec<CredentialInfo> {
     u.scram

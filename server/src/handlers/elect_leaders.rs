@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 /// Kafka's ElectionType.
 const PREFERRED: i8 = 0;

@@ -36,9 +36,9 @@ use ringmq_engine::{FileRange, Offset, ReadError};
 
 use super::Request;
 use super::leader_hint::{LeaderHints, node_endpoints};
-use crate::broker::Metrics;
+use crate::metrics::Metrics;
 use crate::protocol::{self, CloseConnection, Piece, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 /// Fetch sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots).
 pub const SESSIONS_PER_SHARD_MAX: usize = 1000;
@@ -416,7 +416,7 @@ fn read_one(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetche
     if t.replica_id >= 0 {
         part.follower_fetched(ctx, t.replica_id, t.offset);
     }
-    let throttled = t.replica_id >= 0 && part.leader_throttled();
+    let throttled = t.replica_id >= 0 && ctx.broker.quotas.leader_throttled(&part);
     if throttled && !part.replica.borrow().isr.contains(&t.replica_id) {
         let wait = ctx.broker.quotas.leader.wait();
         if !wait.is_zero() {

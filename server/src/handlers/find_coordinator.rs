@@ -10,8 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
 
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -25,9 +25,9 @@ fn coordinator(
         ResponseError::CoordinatorNotAvailable,
         "the group's coordinator is not available yet",
     );
-    let partition = crate::offsets::partition_for(group);
+    let partition = crate::coordinator::offsets::partition_for(group);
     let leader = image
-        .topic(crate::offsets::OFFSETS_TOPIC)
+        .topic(crate::coordinator::offsets::OFFSETS_TOPIC)
         .and_then(|t| t.state(partition))
         .map(|s| s.leader)
         .ok_or(not_available)?;

@@ -17,8 +17,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -145,9 +145,9 @@ pub async fn describe(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, Clos
         let mut d = DescribedGroup::default().with_group_id(gid);
         // authorized_operations exists from v3.
         if v >= 3 {
-            d = d.with_authorized_operations(crate::authorized_ops::reported(
+            d = d.with_authorized_operations(crate::handlers::authorized_ops::reported(
                 body.include_authorized_operations,
-                crate::authorized_ops::GROUP,
+                crate::handlers::authorized_ops::GROUP,
             ));
         }
         match described {
@@ -233,12 +233,12 @@ async fn delete_group(c: &ShardCtx, name: &str) -> Result<(), ResponseError> {
     if keys.is_empty() {
         return Ok(());
     }
-    let partition = crate::offsets::partition_for(name);
+    let partition = crate::coordinator::offsets::partition_for(name);
     let part = c
-        .partition(crate::offsets::OFFSETS_TOPIC, partition)
+        .partition(crate::coordinator::offsets::OFFSETS_TOPIC, partition)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let now = crate::shard::now_ms();
-    let tombstones = crate::offsets::tombstone_batch(name, &keys, now);
+    let now = crate::storage::now_ms();
+    let tombstones = crate::coordinator::offsets::tombstone_batch(name, &keys, now);
     part.append(tombstones, now)
         .await
         .map_err(|_| ResponseError::CoordinatorNotAvailable)?;

@@ -12,10 +12,10 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Request;
-use crate::partition::Partition;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
+use crate::storage::partition::Partition;
 
 pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;

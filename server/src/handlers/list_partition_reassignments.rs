@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::metadata::PartitionState;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 fn ongoing(p: i32, s: &PartitionState) -> OngoingPartitionReassignment {
     let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect();

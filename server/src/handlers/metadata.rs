@@ -16,12 +16,12 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::Request;
-use crate::authorized_ops;
+use crate::handlers::authorized_ops;
+use crate::handlers::topics::{self, NewTopic};
 use crate::metadata::TopicMeta;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
-use crate::topics::{self, NewTopic};
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

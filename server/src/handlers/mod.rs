@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Message, VersionRange};
 
 use crate::protocol::{CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 pub mod add_raft_voter;
 pub mod alter_configs;
@@ -18,6 +18,7 @@ pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod authorized_ops;
 pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
@@ -52,6 +53,7 @@ pub mod remove_raft_voter;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
+pub mod topics;
 pub mod unregister_broker;
 
 /// The table of served APIs: key, request type, response type. Each API is advertised
@@ -226,7 +228,7 @@ pub fn decode_and_validate(
     }
     let req: kafka_protocol::messages::ProduceRequest =
         crate::protocol::decode_body(body, version)?;
-    let policy = crate::record_policy::RecordPolicy {
+    let policy = crate::storage::record_policy::RecordPolicy {
         require_keys: true,
         codec: Some(ringmq_engine::Compression::Gzip),
     };

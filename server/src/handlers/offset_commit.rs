@@ -15,10 +15,11 @@ use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::offsets::{self, Committed, OFFSET_METADATA_MAX_BYTES, OFFSETS_TOPIC};
+use crate::coordinator::offsets::{self, Committed, OFFSET_METADATA_MAX_BYTES, OFFSETS_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::{ShardCtx, now_ms};
+use crate::storage::now_ms;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -143,12 +144,17 @@ async fn store(
         let part = c
             .partition(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        part.append_acked(batch, now, -1, crate::offsets::OFFSETS_COMMIT_TIMEOUT)
-            .await
-            .map_err(|e| {
-                tracing::warn!(%group, error = %e.message, "storing offsets failed");
-                ResponseError::CoordinatorNotAvailable
-            })?;
+        part.append_acked(
+            batch,
+            now,
+            -1,
+            crate::coordinator::offsets::OFFSETS_COMMIT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(%group, error = %e.message, "storing offsets failed");
+            ResponseError::CoordinatorNotAvailable
+        })?;
         let mut cache = c.offsets.borrow_mut();
         for (topic, p, committed) in commits {
             cache.put(&group, &topic, p, committed);

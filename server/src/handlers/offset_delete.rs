@@ -12,10 +12,11 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::Request;
-use crate::offsets::{self, OFFSETS_TOPIC};
+use crate::coordinator::offsets::{self, OFFSETS_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::{ShardCtx, now_ms};
+use crate::storage::now_ms;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

@@ -14,10 +14,10 @@ use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, 
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::offsets::Committed;
+use crate::coordinator::offsets::Committed;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::ShardCtx;
 
 /// `(topic, partition, committed)` answers for one group.
 type Answers = Vec<(String, i32, Option<Committed>)>;

@@ -18,12 +18,13 @@ use ringmq_engine::LogAppendInfo;
 
 use super::Request;
 use super::leader_hint::{LeaderHints, node_endpoints};
-use crate::broker::Metrics;
-use crate::partition::PartitionError;
+use crate::metrics::Metrics;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::record_policy::RecordPolicy;
+use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
-use crate::shard::{ShardCtx, now_ms};
+use crate::storage::now_ms;
+use crate::storage::partition::PartitionError;
+use crate::storage::record_policy::RecordPolicy;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>, CloseConnection> {
     let v = req.version();

@@ -14,11 +14,11 @@ use kafka_protocol::messages::{ApiKey, SaslAuthenticateRequest, SaslAuthenticate
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::broker::Metrics;
+use crate::metrics::Metrics;
 use crate::protocol::{self, CloseConnection, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::Session;
 use crate::security::sasl::{self, Mechanism, SaslState, Step};
-use crate::shard::ShardCtx;
 
 /// What a token led to.
 enum Outcome {

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::Request;
 use crate::cluster::controller::ControllerRequest;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();

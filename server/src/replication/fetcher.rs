@@ -34,9 +34,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use ringmq_engine::Offset;
 use ringmq_engine::batch::BatchIter;
 
-use crate::broker::Metrics;
-use crate::partition::Partition;
-use crate::shard::{ShardCtx, now_ms};
+use crate::metrics::Metrics;
+use crate::runtime::shard::ShardCtx;
+use crate::storage::now_ms;
+use crate::storage::partition::Partition;
 
 /// Fetch version the fetcher speaks (replica id in the request body, leader epochs).
 const FETCH_VERSION: i16 = 12;
@@ -141,7 +142,7 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
         // The follower throttle: a replica outside the ISR waits while the rate is used.
         let quota = &ctx.broker.quotas.follower;
         let (ready, held): (Vec<_>, Vec<_>) = ready.into_iter().partition(|p| {
-            !p.follower_throttled()
+            !ctx.broker.quotas.follower_throttled(p)
                 || p.replica.borrow().isr.contains(&ctx.broker.config.node_id)
                 || quota.wait().is_zero()
         });
@@ -299,7 +300,7 @@ async fn fetch(
                         if !records.is_empty() {
                             let len = records.len() as u64;
                             Metrics::add(&ctx.broker.metrics.replica_fetch_bytes, len);
-                            if part.follower_throttled() {
+                            if ctx.broker.quotas.follower_throttled(part) {
                                 ctx.broker.quotas.follower.record(len);
                             }
                             match part.append_replicated(records, now_ms()).await {

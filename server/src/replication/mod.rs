@@ -1,139 +1,29 @@
-//! Partition replication, Kafka's protocol and rules.
+//! Partition replication, Kafka's protocol and rules, as the shards drive it.
 //!
 //! Leader side (this module): followers fetch with their replica id; each fetch tells the
-//! leader the follower's log end offset. The high watermark is the minimum log end offset
-//! over the in-sync replicas (the leader's own counted as durable under a sync-flush
-//! policy), never moving back. A follower that has been caught up to the leader's log end
-//! within `replica.lag.time.max.ms` stays in the ISR; one that has not is removed, and a
-//! follower outside the ISR that reaches the high watermark (and this leader epoch) is
-//! added back — both through the controller (AlterPartition), one change at a time.
-//! acks=all produce waits for the high watermark to pass its records, refused up front
-//! with NOT_ENOUGH_REPLICAS while the ISR is smaller than `min.insync.replicas`.
+//! leader the follower's log end offset, which moves the high watermark
+//! ([`crate::storage::replica`] holds that state and the rule). A follower that has been
+//! caught up to the leader's log end within `replica.lag.time.max.ms` stays in the ISR;
+//! one that has not is removed, and a follower outside the ISR that reaches the high
+//! watermark (and this leader epoch) is added back — both through the controller
+//! (AlterPartition), one change at a time.
 //!
-//! Follower side: [`fetcher`].
+//! Follower side: [`fetcher`]. Each published metadata image makes every shard take its
+//! partitions' new roles: [`reconcile`].
 
 pub mod fetcher;
-pub mod throttle;
+pub mod reconcile;
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_util::future::{Either, select};
-use kafka_protocol::ResponseError;
-use ringmq_engine::{FlushPolicy, Offset};
-
 use crate::cluster::controller::{Answer, ControllerRequest};
-use crate::partition::{Partition, PartitionError};
-use crate::shard::{ShardCtx, now_ms};
-
-/// A follower as its leader sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct FollowerState {
-    /// Its log end offset (its last fetch offset); -1 until it fetches.
-    pub log_end_offset: i64,
-    /// Last time it was caught up to the leader's log end (Kafka's lastCaughtUpTimeMs).
-    pub last_caught_up_ms: i64,
-    /// When it last fetched, and the leader's log end then.
-    pub last_fetch_ms: i64,
-    pub leader_end_at_last_fetch: i64,
-}
-
-/// Replication state of one partition on its owner shard.
-#[derive(Debug, Default)]
-pub struct ReplicationState {
-    /// Leader: the followers' fetch state.
-    pub followers: HashMap<i32, FollowerState>,
-    /// Leader: an AlterPartition is in flight.
-    pub isr_change_pending: bool,
-    /// Follower: truncate to the leader's history before the next fetch.
-    pub needs_truncation: bool,
-}
+use crate::runtime::shard::ShardCtx;
+use crate::storage::now_ms;
+use crate::storage::partition::Partition;
+use crate::storage::replica::FollowerState;
 
 impl Partition {
-    /// `min.insync.replicas` for this partition's topic; with synchronous replication
-    /// (SPEC T5) every assigned replica.
-    pub fn min_insync_replicas(&self) -> usize {
-        let image = self.broker.image();
-        let configs = image.topic(&self.topic).map(|t| &t.configs);
-        let get = |k: &str| configs.and_then(|c| c.get(k));
-        if get(crate::topic_config::SYNC_REPLICATION).is_some_and(|v| v == "true") {
-            return self.replica.borrow().replicas.len().max(1);
-        }
-        get("min.insync.replicas")
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(self.broker.config.min_insync_replicas)
-            .max(1) as usize
-    }
-
-    /// Leader: resets follower tracking for a new leader epoch.
-    pub(crate) fn start_leading(&self) {
-        let me = self.broker.config.node_id;
-        let now = now_ms();
-        let replicas = self.replica.borrow().replicas.clone();
-        let mut repl = self.repl.borrow_mut();
-        repl.followers = replicas
-            .into_iter()
-            .filter(|r| *r != me)
-            .map(|r| {
-                (
-                    r,
-                    FollowerState {
-                        log_end_offset: -1,
-                        last_caught_up_ms: now,
-                        last_fetch_ms: now,
-                        leader_end_at_last_fetch: -1,
-                    },
-                )
-            })
-            .collect();
-        repl.isr_change_pending = false;
-        repl.needs_truncation = false;
-    }
-
-    /// The high watermark the replicas allow: the leader's own end (durable under a
-    /// sync-flush policy) bounded by every in-sync follower's log end.
-    fn replicated_high_watermark(&self) -> Offset {
-        let own = {
-            let log = self.log.log();
-            match log.flush_policy() {
-                FlushPolicy::Sync => log.durable_offset(),
-                FlushPolicy::Async => log.log_end_offset(),
-            }
-        };
-        let me = self.broker.config.node_id;
-        let replica = self.replica.borrow();
-        if replica.leader != me {
-            return self.log.log().high_watermark();
-        }
-        let repl = self.repl.borrow();
-        let mut hw = own.0;
-        for r in replica.isr.iter().filter(|r| **r != me) {
-            let leo = repl.followers.get(r).map_or(-1, |f| f.log_end_offset);
-            hw = hw.min(leo);
-        }
-        Offset(hw)
-    }
-
-    /// Recomputes the high watermark (never backwards); wakes waiters if it moved.
-    pub fn refresh_high_watermark(&self) -> Offset {
-        let target = self.replicated_high_watermark();
-        let (before, after) = {
-            let mut log = self.log.log_mut();
-            let before = log.high_watermark();
-            let after = if target > before {
-                log.update_high_watermark(target)
-            } else {
-                before
-            };
-            (before, after)
-        };
-        if after > before {
-            self.wake_fetchers();
-        }
-        after
-    }
-
     /// Leader: a follower fetched from `offset` (its log end). Updates its state, the
     /// high watermark, and asks to add it back to the ISR when it has caught up.
     pub fn follower_fetched(self: &Rc<Self>, ctx: &Rc<ShardCtx>, follower: i32, offset: i64) {
@@ -252,54 +142,16 @@ impl Partition {
         })
         .detach();
     }
+}
 
-    /// acks=all: refuses when the ISR is below `min.insync.replicas`.
-    pub fn check_min_isr(&self, code: ResponseError) -> Result<(), PartitionError> {
-        let isr = self.replica.borrow().isr.len();
-        let min = self.min_insync_replicas();
-        if isr < min {
-            return Err(PartitionError::new(
-                code,
-                format!(
-                    "the ISR of {}-{} has {isr} replica(s), min.insync.replicas is {min}",
-                    self.topic, self.index
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// acks=all: waits until the high watermark reaches `target` (every in-sync replica
-    /// has the records), at most `timeout`.
-    pub async fn wait_replicated(
-        &self,
-        target: Offset,
-        timeout: Duration,
-    ) -> Result<(), PartitionError> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.log.log().high_watermark() >= target {
-                return Ok(());
-            }
-            if !self.is_leader() {
-                return Err(PartitionError::new(
-                    ResponseError::NotLeaderOrFollower,
-                    "leadership moved before the records were replicated",
-                ));
-            }
-            self.check_min_isr(ResponseError::NotEnoughReplicasAfterAppend)?;
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(PartitionError::new(
-                    ResponseError::RequestTimedOut,
-                    "the in-sync replicas did not acknowledge in time",
-                ));
-            }
-            let rx = self.watch();
-            let sleep = Box::pin(compio::time::sleep(left.min(Duration::from_millis(200))));
-            if let Either::Right(_) = select(rx, sleep).await {
-                // Re-check the ISR and leadership at least every 200 ms.
-            }
+/// Leaders check their followers' lag (`replica.lag.time.max.ms`) a few times per period.
+pub async fn isr_loop(ctx: Rc<ShardCtx>) {
+    let every =
+        Duration::from_millis((ctx.broker.config.replica_lag_time_max_ms / 4).clamp(50, 1000));
+    loop {
+        compio::time::sleep(every).await;
+        for p in ctx.partitions() {
+            p.check_isr(&ctx);
         }
     }
 }

@@ -66,17 +66,7 @@ pub mod permission {
 /// The cluster resource's only name.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 
-/// One ACL: who may (or may not) do what on which resources, from where.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AclBinding {
-    pub resource_type: i8,
-    pub name: String,
-    pub pattern: i8,
-    pub principal: String,
-    pub host: String,
-    pub operation: i8,
-    pub permission: i8,
-}
+pub use crate::metadata::security_records::AclBinding;
 
 /// A DescribeAcls / DeleteAcls filter (`None` and the ANY codes match everything).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

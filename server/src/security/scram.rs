@@ -7,7 +7,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::{digest, hmac, pbkdf2, rand::SecureRandom};
-use serde::{Deserialize, Serialize};
 
 use super::sasl::Mechanism;
 
@@ -15,15 +14,7 @@ use super::sasl::Mechanism;
 pub const MIN_ITERATIONS: i32 = 4096;
 pub const MAX_ITERATIONS: i32 = 16384;
 
-/// A user's SCRAM credential for one mechanism (RFC 5802 section 3), base64 in the
-/// metadata log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Credential {
-    pub salt: String,
-    pub stored_key: String,
-    pub server_key: String,
-    pub iterations: i32,
-}
+pub use crate::metadata::security_records::Credential;
 
 fn hmac_alg(m: Mechanism) -> hmac::Algorithm {
     match m {

@@ -130,12 +130,12 @@ impl TlsServer {
     }
 }
 
-/// Reloads every TLS listener of `broker` (the admin API's `POST /v1/tls/reload`);
+/// Reloads every TLS listener of the broker (the admin API's `POST /v1/tls/reload`);
 /// returns how many there are. The first failure is the error; the others still load.
-pub fn reload_all(broker: &crate::broker::Broker) -> Result<usize, String> {
+pub fn reload_all(listeners: &[Arc<super::ListenerRuntime>]) -> Result<usize, String> {
     let mut first_error = None;
     let mut n = 0;
-    for tls in broker.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+    for tls in listeners.iter().filter_map(|l| l.tls.as_ref()) {
         n += 1;
         if let Err(e) = tls.reload() {
             tracing::warn!(listener = %tls.listener_name(), error = %e, "TLS reload failed; keeping the running certificates");
@@ -147,8 +147,8 @@ pub fn reload_all(broker: &crate::broker::Broker) -> Result<usize, String> {
 
 /// Watches the TLS listeners' key and certificate files every `every`, reloading a
 /// listener whose files changed (`ringmq.ssl.reload.check.ms`, 0: off).
-pub fn watch(broker: Arc<crate::broker::Broker>, every: Duration) -> std::io::Result<()> {
-    if every.is_zero() || broker.listeners.iter().all(|l| l.tls.is_none()) {
+pub fn watch(listeners: Vec<Arc<super::ListenerRuntime>>, every: Duration) -> std::io::Result<()> {
+    if every.is_zero() || listeners.iter().all(|l| l.tls.is_none()) {
         return Ok(());
     }
     std::thread::Builder::new()
@@ -160,7 +160,7 @@ pub fn watch(broker: Arc<crate::broker::Broker>, every: Duration) -> std::io::Re
                 while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
                     std::thread::park_timeout(left);
                 }
-                for tls in broker.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+                for tls in listeners.iter().filter_map(|l| l.tls.as_ref()) {
                     if let Err(e) = tls.reload_if_changed() {
                         tracing::warn!(listener = %tls.listener_name(), error = %e, "TLS files changed but do not load; keeping the running certificates");
                     }

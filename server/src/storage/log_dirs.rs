@@ -21,8 +21,8 @@ use std::rc::Rc;
 
 use ringmq_engine::{Offset, UnifiedLog};
 
-use crate::partition::Partition;
-use crate::shard::now_ms;
+use crate::storage::now_ms;
+use crate::storage::partition::Partition;
 
 /// The coarsest file-time granularity allowed for (a kernel tick at HZ=100).
 const MTIME_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -238,7 +238,7 @@ async fn move_files(part: &Rc<Partition>, root: &Path) -> Result<std::time::Dura
         }
         drop(part.log.replace(moved));
         let paused = paused.elapsed();
-        crate::log_deleter::delete(&from)?;
+        crate::storage::log_deleter::delete(&from)?;
         return Ok(paused);
     }
     let _ = fs::remove_dir_all(&final_dir);

@@ -4,6 +4,9 @@
 //! and no flags the embedded defaults run a broker on 127.0.0.1:9092 with data in
 //! `./ringmq-data` on every core.
 
+pub mod kafka_broker_configs;
+pub mod topic_config;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -651,7 +654,7 @@ impl BrokerConfig {
                 // A Kafka broker key ringmq has no use for (thread pools, transaction and
                 // share-group logs, ...): a server.properties written for Kafka still
                 // starts, and the broker names what it ignores.
-                _ if crate::kafka_broker_configs::KAFKA_BROKER_CONFIGS
+                _ if crate::config::kafka_broker_configs::KAFKA_BROKER_CONFIGS
                     .binary_search_by(|c| c.name.cmp(k))
                     .is_ok() =>
                 {
@@ -918,7 +921,7 @@ impl BrokerConfig {
             ..LogConfig::default()
         };
         for (k, v) in overrides {
-            crate::topic_config::apply(&mut c, k, v)?;
+            crate::config::topic_config::apply(&mut c, k, v)?;
         }
         Ok(c)
     }

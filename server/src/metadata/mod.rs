@@ -12,6 +12,9 @@
 //! balances `placement` by count over its own shard count; brokers with other core counts
 //! fold it onto theirs).
 
+pub mod security_records;
+pub mod tasks;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead};
@@ -19,6 +22,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// The internal topic holding committed offsets (the controller creates it; the group
+/// coordinator runs on its leaders).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// `offsets.topic.num.partitions`.
+pub const OFFSETS_PARTITIONS: usize = 50;
+/// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB).
+pub const OFFSETS_SEGMENT_BYTES: &str = "104857600";
 
 /// No leader (every replica that could lead is fenced or offline).
 pub const NO_LEADER: i32 = -1;
@@ -162,20 +173,20 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Background tasks (reassignments), running and recently finished, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tasks: BTreeMap<u64, crate::cluster::tasks::Task>,
+    pub tasks: BTreeMap<u64, crate::metadata::tasks::Task>,
     /// SASL users and their SCRAM credentials (SPEC S3), by user name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, UserMeta>,
     /// ACL bindings (SPEC S4), sorted, no duplicates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub acls: Vec<crate::security::acl::AclBinding>,
+    pub acls: Vec<security_records::AclBinding>,
 }
 
 /// A SASL user: its SCRAM credentials by mechanism name (salted and hashed, never the
 /// password).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct UserMeta {
-    pub scram: BTreeMap<String, crate::security::scram::Credential>,
+    pub scram: BTreeMap<String, security_records::Credential>,
 }
 
 impl MetadataImage {
@@ -287,20 +298,20 @@ pub enum MetadataRecord {
         id: i32,
     },
     /// A background task started or changed state.
-    TaskChanged(crate::cluster::tasks::Task),
+    TaskChanged(crate::metadata::tasks::Task),
     /// A user's SCRAM credential for a mechanism, new or replaced.
     ScramCredentialUpserted {
         user: String,
         mechanism: String,
-        credential: crate::security::scram::Credential,
+        credential: security_records::Credential,
     },
     /// A user's SCRAM credential removed (the user goes with its last one).
     ScramCredentialDeleted {
         user: String,
         mechanism: String,
     },
-    AclCreated(crate::security::acl::AclBinding),
-    AclDeleted(crate::security::acl::AclBinding),
+    AclCreated(security_records::AclBinding),
+    AclDeleted(security_records::AclBinding),
 }
 
 impl MetadataImage {
@@ -380,7 +391,7 @@ impl MetadataImage {
                 self.broker_configs.remove(&id.to_string());
             }
             MetadataRecord::TaskChanged(task) => {
-                crate::cluster::tasks::apply(&mut self.tasks, task);
+                crate::metadata::tasks::apply(&mut self.tasks, task);
             }
             MetadataRecord::ScramCredentialUpserted {
                 user,

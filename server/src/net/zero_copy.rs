@@ -20,8 +20,8 @@ use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use ringmq_engine::{FileRange, UnifiedLog};
 
-use crate::broker::Metrics;
-use crate::shard::ShardCtx;
+use crate::metrics::Metrics;
+use crate::runtime::shard::ShardCtx;
 
 /// Pipe capacity asked for (F_SETPIPE_SZ); bytes move through it in chunks of this size.
 pub const PIPE_BYTES: usize = 1 << 20;

@@ -3,7 +3,29 @@
 
 use ringmq_engine::{CleanupPolicy, LogConfig, TimestampType};
 
-use crate::replication::throttle::{FOLLOWER_REPLICAS, LEADER_REPLICAS, validate_replica_list};
+/// The topic configs that choose the replicas a replication throttle applies to
+/// (`crate::quota::throttle` applies them): `*` or a list of `partition:broker`.
+pub const LEADER_REPLICAS: &str = "leader.replication.throttled.replicas";
+pub const FOLLOWER_REPLICAS: &str = "follower.replication.throttled.replicas";
+
+/// Checks a throttled-replicas list: `*`, empty, or `partition:broker,...`.
+pub fn validate_replica_list(key: &str, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    if v.is_empty() || v == "*" {
+        return Ok(());
+    }
+    for item in v.split(',') {
+        let ok = item.trim().split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+        });
+        if !ok {
+            return Err(format!(
+                "{key}={value}: expected * or a list of partition:broker (e.g. 0:1,0:2)"
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Topic config keys ringmq accepts, with how to read each back from a [`LogConfig`].
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[

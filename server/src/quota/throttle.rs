@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metadata::MetadataImage;
+use crate::storage::partition::Partition;
+
+pub use crate::config::topic_config::{FOLLOWER_REPLICAS, LEADER_REPLICAS, validate_replica_list};
 
 pub const LEADER_RATE: &str = "leader.replication.throttled.rate";
 pub const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
-pub const LEADER_REPLICAS: &str = "leader.replication.throttled.replicas";
-pub const FOLLOWER_REPLICAS: &str = "follower.replication.throttled.replicas";
 
 /// Broker configs that can be changed at run time (IncrementalAlterConfigs on a BROKER
 /// resource), stored in the metadata log.
@@ -54,25 +55,6 @@ pub fn validate_broker_config(key: &str, value: &str) -> Result<(), String> {
             "{key}={value}: expected a rate in bytes per second (>= 0)"
         )),
     }
-}
-
-/// Checks a throttled-replicas list: `*`, empty, or `partition:broker,...`.
-pub fn validate_replica_list(key: &str, value: &str) -> Result<(), String> {
-    let v = value.trim();
-    if v.is_empty() || v == "*" {
-        return Ok(());
-    }
-    for item in v.split(',') {
-        let ok = item.trim().split_once(':').is_some_and(|(p, b)| {
-            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
-        });
-        if !ok {
-            return Err(format!(
-                "{key}={value}: expected * or a list of partition:broker (e.g. 0:1,0:2)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Whether `list` (a throttled-replicas value) names `broker`'s replica of `partition`.
@@ -223,30 +205,31 @@ pub fn throttled(
         .is_some_and(|list| lists(list, partition, broker))
 }
 
-impl crate::partition::Partition {
-    /// Leader: whether this broker's replica is throttled as a leader (a rate is set and
-    /// the topic lists it). Followers' bytes of such a partition count against the rate.
-    pub fn leader_throttled(&self) -> bool {
-        self.throttled_as(&self.broker.quotas.leader, LEADER_REPLICAS)
+impl ReplicationQuotas {
+    /// Leader: whether this broker's replica of `p` is throttled as a leader (a rate is
+    /// set and the topic lists it). Followers' bytes of such a partition count against
+    /// the rate.
+    pub fn leader_throttled(&self, p: &Partition) -> bool {
+        throttled_as(p, &self.leader, LEADER_REPLICAS)
     }
 
-    /// Follower: whether this broker's replica is throttled as a follower.
-    pub fn follower_throttled(&self) -> bool {
-        self.throttled_as(&self.broker.quotas.follower, FOLLOWER_REPLICAS)
+    /// Follower: whether this broker's replica of `p` is throttled as a follower.
+    pub fn follower_throttled(&self, p: &Partition) -> bool {
+        throttled_as(p, &self.follower, FOLLOWER_REPLICAS)
     }
+}
 
-    fn throttled_as(&self, quota: &Quota, key: &str) -> bool {
-        if !quota.limited() {
-            return false;
-        }
-        let image = self.broker.image();
-        throttled(
-            image.topic(&self.topic).map(|t| &t.configs),
-            key,
-            self.index,
-            self.broker.config.node_id,
-        )
+fn throttled_as(p: &Partition, quota: &Quota, key: &str) -> bool {
+    if !quota.limited() {
+        return false;
     }
+    let image = p.image();
+    throttled(
+        image.topic(&p.topic).map(|t| &t.configs),
+        key,
+        p.index,
+        p.node_id(),
+    )
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cluster::meta_properties::{kafka_uuid, kafka_uuid_text};
 use crate::metadata::MetadataImage;
+use crate::storage::meta_properties::{kafka_uuid, kafka_uuid_text};
 
 const PARTITION_METADATA: &str = "partition.metadata";
 
@@ -37,7 +37,7 @@ pub fn record_topic_id(dir: &Path, id: uuid::Uuid) -> io::Result<()> {
         return Ok(());
     };
     let text = format!("version: 0\ntopic_id: {text}\n");
-    crate::atomic_file::write(dir, PARTITION_METADATA, text.as_bytes())
+    crate::storage::atomic_file::write(dir, PARTITION_METADATA, text.as_bytes())
 }
 
 /// Whether `dir` holds a replica of another topic than `id` (same name, deleted and
@@ -65,7 +65,7 @@ pub fn find(
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if !path.is_dir() || !crate::log_dirs::is_partition_dir(&name) {
+            if !path.is_dir() || !crate::storage::log_dirs::is_partition_dir(&name) {
                 continue;
             }
             let Some((topic, index)) = name

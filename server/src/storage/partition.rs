@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::lock::Mutex;
@@ -55,7 +56,7 @@ pub struct PartitionError {
     pub code: ResponseError,
     pub message: String,
     /// Records rejected one by one (KIP-467): (index in the batch, message).
-    pub record_errors: crate::record_policy::RecordErrors,
+    pub record_errors: crate::storage::record_policy::RecordErrors,
 }
 
 impl PartitionError {
@@ -94,6 +95,17 @@ struct Waiting {
 /// Requests written in one group at most (the rest wait for the next round).
 pub const GROUP_REQUESTS_MAX: usize = 256;
 
+/// What a partition reads from the broker that holds it (one per broker, shared by its
+/// partitions): the broker's id and `min.insync.replicas`, its newest metadata image and
+/// its counters.
+pub struct LocalBroker {
+    pub node_id: i32,
+    /// The broker's `min.insync.replicas` (a topic's own setting wins).
+    pub min_insync_replicas: i32,
+    pub metadata: Arc<ArcSwap<crate::metadata::MetadataImage>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 pub struct Partition {
     pub topic: Arc<str>,
     /// The topic's id (a topic re-created under the same name is another partition).
@@ -106,9 +118,10 @@ pub struct Partition {
     pub(crate) lock: Mutex<()>,
     queue: RefCell<Vec<Waiting>>,
     writing: std::cell::Cell<bool>,
-    pub(crate) broker: Arc<crate::broker::Broker>,
+    /// The broker holding this replica, as a partition sees it.
+    pub(super) local: Arc<LocalBroker>,
     /// Followers' progress (leader) or truncation state (follower).
-    pub(crate) repl: RefCell<crate::replication::ReplicationState>,
+    pub(crate) repl: RefCell<crate::storage::replica::ReplicationState>,
     fetchers: RefCell<Vec<oneshot::Sender<()>>>,
     producers: RefCell<HashMap<i64, ProducerEntry>>,
     /// Held by retention/compaction and by a move between log directories (never both).
@@ -129,7 +142,7 @@ impl Partition {
         topic_id: uuid::Uuid,
         index: i32,
         log: LogHandle,
-        broker: Arc<crate::broker::Broker>,
+        local: Arc<LocalBroker>,
     ) -> Self {
         Partition {
             topic,
@@ -144,7 +157,7 @@ impl Partition {
             lock: Mutex::new(()),
             queue: RefCell::new(Vec::new()),
             writing: std::cell::Cell::new(false),
-            broker,
+            local,
             repl: RefCell::new(Default::default()),
             fetchers: RefCell::new(Vec::new()),
             producers: RefCell::new(HashMap::new()),
@@ -155,64 +168,22 @@ impl Partition {
 
     /// Whether this broker leads the partition.
     pub fn is_leader(&self) -> bool {
-        self.replica.borrow().leader == self.broker.config.node_id
+        self.replica.borrow().leader == self.local.node_id
+    }
+
+    /// This broker's `node.id`.
+    pub fn node_id(&self) -> i32 {
+        self.local.node_id
+    }
+
+    /// The newest metadata image this broker has.
+    pub fn image(&self) -> Arc<crate::metadata::MetadataImage> {
+        self.local.metadata.load_full()
     }
 
     /// The current leader epoch.
     pub fn leader_epoch(&self) -> i32 {
         self.replica.borrow().leader_epoch
-    }
-
-    /// Takes the role the metadata gives this broker for the partition. A new leader
-    /// epoch starts at the log end in the leader-epoch cache (what OffsetForLeaderEpoch
-    /// and follower truncation read).
-    pub fn become_replica(
-        self: &std::rc::Rc<Self>,
-        ctx: &std::rc::Rc<crate::shard::ShardCtx>,
-        state: &crate::metadata::PartitionState,
-    ) {
-        let previous = self.replica.replace(state.clone());
-        if previous.leader_epoch == state.leader_epoch && previous.leader == state.leader {
-            // Same leadership; the ISR may have changed (the high watermark with it), or
-            // the replica set: a replica that left is no longer tracked.
-            if self.is_leader() {
-                self.repl
-                    .borrow_mut()
-                    .followers
-                    .retain(|r, _| state.replicas.contains(r));
-                self.refresh_high_watermark();
-            }
-            self.wake_fetchers();
-            return;
-        }
-        let me = self.broker.config.node_id;
-        if state.leader == me {
-            let assigned = {
-                let mut log = self.log.log_mut();
-                let leo = log.log_end_offset();
-                log.assign_leader_epoch(state.leader_epoch, leo)
-            };
-            if let Err(e) = assigned {
-                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "persisting leader epochs failed");
-            }
-            self.start_leading();
-            if self.topic.as_ref() == crate::offsets::OFFSETS_TOPIC {
-                // The group coordinator moves here: committed offsets as the log has them.
-                let loaded = ctx.offsets.borrow_mut().load(&self.log.log());
-                if let Err(e) = loaded {
-                    tracing::error!(partition = self.index, error = %e, "loading committed offsets failed");
-                }
-            }
-            self.refresh_high_watermark();
-            tracing::debug!(topic = %self.topic, partition = self.index, epoch = state.leader_epoch, "leading");
-        } else {
-            self.repl.borrow_mut().needs_truncation = true;
-            if state.leader != crate::metadata::NO_LEADER {
-                crate::replication::fetcher::ensure(ctx, state.leader, self.fetcher_id(ctx));
-            }
-            tracing::debug!(topic = %self.topic, partition = self.index, leader = state.leader, epoch = state.leader_epoch, "following");
-        }
-        self.wake_fetchers();
     }
 
     /// Rebuilds producer sequence state from the log's batch headers.
@@ -328,14 +299,14 @@ impl Partition {
             return;
         }
         if accepted.len() > 1 {
-            crate::broker::Metrics::add(
-                &self.broker.metrics.produce_grouped_requests,
+            crate::metrics::Metrics::add(
+                &self.local.metrics.produce_grouped_requests,
                 accepted.len() as u64,
             );
         }
         let now_ms = accepted[0].0.now_ms;
         let records: Vec<Bytes> = accepted.iter().map(|(w, _, _)| w.records.clone()).collect();
-        crate::disk_throttle::acquire(records.iter().map(|r| r.len() as u64).sum()).await;
+        crate::storage::disk_throttle::acquire(records.iter().map(|r| r.len() as u64).sum()).await;
         match self
             .log
             .append_written(records, self.client_append_options(now_ms))
@@ -382,7 +353,7 @@ impl Partition {
         if let Some(dup) = self.check_request(&records)? {
             return Ok(self.duplicate_info(dup));
         }
-        crate::disk_throttle::acquire(records.len() as u64).await;
+        crate::storage::disk_throttle::acquire(records.len() as u64).await;
         let info = self
             .log
             .append_written(vec![records.clone()], self.client_append_options(now_ms))

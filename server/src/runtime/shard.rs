@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -14,8 +15,9 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use ringmq_engine::{LogHandle, UnifiedLog};
 
-use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::runtime::Broker;
+use crate::storage::now_ms;
+use crate::storage::partition::Partition;
 
 /// How often group sessions and rebalance deadlines are checked.
 pub const GROUP_TICK: Duration = Duration::from_millis(100);
@@ -31,9 +33,9 @@ pub struct ShardCtx {
     pub broker: Arc<Broker>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Committed offsets of the groups whose `__consumer_offsets` partitions live here.
-    pub offsets: RefCell<crate::offsets::OffsetsCache>,
+    pub offsets: RefCell<crate::coordinator::offsets::OffsetsCache>,
     /// Group membership of the same groups.
-    pub groups: RefCell<crate::group::GroupCoordinator>,
+    pub groups: RefCell<crate::coordinator::group::GroupCoordinator>,
     /// Request bytes read on this shard and not yet handled (`queued.max.request.bytes`).
     pub queued_request_bytes: std::cell::Cell<u64>,
     /// Readers waiting for `queued_request_bytes` to drop under this shard's share.
@@ -50,12 +52,6 @@ pub struct ShardCtx {
 #[error("shard {0} is not answering")]
 pub struct ShardGone(pub usize);
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl ShardCtx {
     /// This shard's share of `queued.max.request.bytes` (None: no limit).
     fn queue_budget(&self) -> Option<u64> {
@@ -69,7 +65,7 @@ impl ShardCtx {
             return;
         };
         while self.queued_request_bytes.get() >= budget {
-            crate::broker::Metrics::add(&self.broker.metrics.request_queue_waits, 1);
+            crate::metrics::Metrics::add(&self.broker.metrics.request_queue_waits, 1);
             let (tx, rx) = oneshot::channel();
             self.queue_waiters.borrow_mut().push(tx);
             let _ = rx.await;
@@ -144,18 +140,18 @@ impl ShardCtx {
             .ok_or_else(|| format!("unknown topic {topic}"))?;
         let config = self.broker.config.log_config(&meta.configs)?;
         let roots = self.broker.config.log_dirs();
-        let mut dir = crate::log_dirs::place(&roots, topic, index);
+        let mut dir = crate::storage::log_dirs::place(&roots, topic, index);
         let topic_id = meta.id;
-        if crate::stray_replicas::of_another_topic(&dir, topic_id) {
+        if crate::storage::stray_replicas::of_another_topic(&dir, topic_id) {
             // The directory of a topic deleted and created again while this broker was
             // away: never the new topic's log.
             tracing::warn!(topic, partition = index, dir = %dir.display(), "removing a stray replica of a deleted topic with the same name");
-            crate::log_deleter::delete(&dir)?;
-            dir = crate::log_dirs::place(&roots, topic, index);
+            crate::storage::log_deleter::delete(&dir)?;
+            dir = crate::storage::log_dirs::place(&roots, topic, index);
         }
         let log = compio::runtime::spawn_blocking(move || {
             let log = UnifiedLog::open(dir.clone(), config, now_ms()).map_err(|e| e.to_string())?;
-            crate::stray_replicas::record_topic_id(&dir, topic_id)
+            crate::storage::stray_replicas::record_topic_id(&dir, topic_id)
                 .map_err(|e| format!("{}: partition.metadata: {e}", dir.display()))?;
             Ok::<_, String>(log)
         })
@@ -167,10 +163,10 @@ impl ShardCtx {
             meta.id,
             index,
             handle,
-            Arc::clone(&self.broker),
+            Arc::clone(&self.broker.local),
         ));
         partition.rebuild_producer_state();
-        if topic == crate::offsets::OFFSETS_TOPIC {
+        if topic == crate::coordinator::offsets::OFFSETS_TOPIC {
             let loaded = self.offsets.borrow_mut().load(&partition.log.log());
             match loaded {
                 Ok(n) => {
@@ -209,19 +205,34 @@ impl ShardCtx {
         }
         let name = format!("{topic}-{index}");
         for root in self.broker.config.log_dirs() {
-            crate::log_deleter::delete(&root.join(&name))?;
+            crate::storage::log_deleter::delete(&root.join(&name))?;
         }
         Ok(())
     }
 }
 
-/// The shard thread's body.
+/// A task on this shard's thread (not `Send`).
+pub type LocalTask = Pin<Box<dyn Future<Output = ()>>>;
+
+/// What the rooms above the runtime run on every shard; the composition root supplies it,
+/// so the runtime never names them.
+pub struct ShardServices {
+    /// Runs before the shard says it is ready (replication brings its partitions up to
+    /// the metadata image).
+    pub before_ready: Box<dyn FnOnce(Rc<ShardCtx>) -> LocalTask + Send>,
+    /// Spawns the shard's long-running tasks once every shard is ready (the listeners'
+    /// accept loops, the leaders' ISR checks).
+    pub after_ready: Box<dyn FnOnce(Rc<ShardCtx>) + Send>,
+}
+
+/// The shard thread's body: builds the io_uring runtime, pins the thread, runs the inbox,
+/// the services, the group timers and the retention loop.
 pub fn run(
     id: usize,
     core: Option<usize>,
     broker: Arc<Broker>,
     inbox: mpsc::UnboundedReceiver<ShardTask>,
-    listeners: Vec<BoundListener>,
+    services: ShardServices,
     ready: Arc<Barrier>,
 ) {
     // Create the runtime before pinning: its threads inherit this thread's affinity.
@@ -242,16 +253,16 @@ pub fn run(
     {
         tracing::warn!(shard = id, core, "could not pin the shard to its core");
     }
-    crate::disk_throttle::install(broker.config.disk_write_mbps, broker.config.shards);
+    crate::storage::disk_throttle::install(broker.config.disk_write_mbps, broker.config.shards);
     let initial_delay = broker.config.group_initial_rebalance_delay_ms;
     let ctx = Rc::new(ShardCtx {
         id,
         broker,
         partitions: RefCell::new(HashMap::new()),
-        offsets: RefCell::new(crate::offsets::OffsetsCache::default()),
-        groups: RefCell::new(crate::group::GroupCoordinator::new(Duration::from_millis(
-            initial_delay,
-        ))),
+        offsets: RefCell::new(crate::coordinator::offsets::OffsetsCache::default()),
+        groups: RefCell::new(crate::coordinator::group::GroupCoordinator::new(
+            Duration::from_millis(initial_delay),
+        )),
         queued_request_bytes: std::cell::Cell::new(0),
         queue_waiters: RefCell::new(Vec::new()),
         reconciled: futures_util::lock::Mutex::new(0),
@@ -266,12 +277,9 @@ pub fn run(
             }
         })
         .detach();
-        crate::cluster::reconcile::reconcile(&ctx).await;
+        (services.before_ready)(Rc::clone(&ctx)).await;
         ready.wait();
-        for l in listeners {
-            let c = Rc::clone(&ctx);
-            compio::runtime::spawn(accept_loop(c, l)).detach();
-        }
+        (services.after_ready)(Rc::clone(&ctx));
         let c = Rc::clone(&ctx);
         compio::runtime::spawn(async move {
             loop {
@@ -282,138 +290,8 @@ pub fn run(
         .detach();
         let c = Rc::clone(&ctx);
         compio::runtime::spawn(offsets_expiry_loop(c)).detach();
-        let c = Rc::clone(&ctx);
-        compio::runtime::spawn(isr_loop(c)).detach();
         maintenance_loop(ctx).await;
     });
-}
-
-/// One shard's socket of a listener, and the listener it serves.
-pub type BoundListener = (std::net::TcpListener, Arc<crate::security::ListenerRuntime>);
-
-async fn accept_loop(ctx: Rc<ShardCtx>, (listener, runtime): BoundListener) {
-    let listener = match compio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(shard = ctx.id, error = %e, "cannot use listener");
-            return;
-        }
-    };
-    // Connections wait in the listen backlog until the broker may serve clients.
-    ctx.broker.cluster.wait_serving().await;
-    let mut last_warned: Option<std::time::Instant> = None;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let slot = match ctx.broker.admit(peer.ip(), ctx.id, &runtime) {
-                    Ok(slot) => slot,
-                    Err(reason) => {
-                        // Kafka closes such connections as they arrive; say why, at most
-                        // once a second per shard.
-                        crate::broker::Metrics::add(&ctx.broker.metrics.connections_rejected, 1);
-                        if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                            last_warned = Some(std::time::Instant::now());
-                            tracing::warn!(shard = ctx.id, %peer, %reason, "connection refused");
-                        }
-                        drop(stream);
-                        continue;
-                    }
-                };
-                crate::broker::Metrics::add(&ctx.broker.metrics.connections_accepted, 1);
-                let target = slot.shard;
-                let runtime = Arc::clone(&runtime);
-                if target == ctx.id {
-                    serve_here(&ctx, runtime, stream, peer, slot);
-                } else if let Err(e) = hand_over(&ctx, target, runtime, stream, peer, slot) {
-                    tracing::debug!(shard = ctx.id, %peer, error = %e, "hand-over failed");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(shard = ctx.id, error = %e, "accept failed");
-                compio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// Serves a connection on this shard (its slot already counts it here).
-fn serve_here(
-    ctx: &Rc<ShardCtx>,
-    runtime: Arc<crate::security::ListenerRuntime>,
-    stream: compio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    slot: crate::broker::ConnectionSlot,
-) {
-    let c = Rc::clone(ctx);
-    let id = ctx.broker.connection_id();
-    compio::runtime::spawn(async move {
-        crate::connection::serve(c, runtime, stream, peer, id).await;
-        drop(slot);
-    })
-    .detach();
-}
-
-/// Gives a connection accepted here to the shard [`Broker::admit`] placed it on: a
-/// duplicate of the socket crosses threads and this shard closes its own.
-fn hand_over(
-    ctx: &Rc<ShardCtx>,
-    target: usize,
-    runtime: Arc<crate::security::ListenerRuntime>,
-    stream: compio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    slot: crate::broker::ConnectionSlot,
-) -> std::io::Result<()> {
-    let socket: std::net::TcpStream = socket2::SockRef::from(&stream).try_clone()?.into();
-    drop(stream);
-    send_connection(&ctx.broker, target, runtime, socket, peer, slot)
-}
-
-/// Serves a Kafka client accepted off the shards (on the controller listener, which the
-/// controller thread owns): [`Broker::admit`] places it on a shard like any other.
-pub fn adopt(
-    broker: &Arc<crate::broker::Broker>,
-    runtime: Arc<crate::security::ListenerRuntime>,
-    socket: std::net::TcpStream,
-    peer: std::net::SocketAddr,
-) -> Result<(), String> {
-    let slot = broker.admit(peer.ip(), 0, &runtime)?;
-    crate::broker::Metrics::add(&broker.metrics.connections_accepted, 1);
-    send_connection(broker, slot.shard, runtime, socket, peer, slot).map_err(|e| e.to_string())
-}
-
-/// Sends a connection to shard `target`'s inbox, which serves it there.
-fn send_connection(
-    broker: &crate::broker::Broker,
-    target: usize,
-    runtime: Arc<crate::security::ListenerRuntime>,
-    socket: std::net::TcpStream,
-    peer: std::net::SocketAddr,
-    slot: crate::broker::ConnectionSlot,
-) -> std::io::Result<()> {
-    let task: ShardTask = Box::new(
-        move |ctx: Rc<ShardCtx>| match compio::net::TcpStream::from_std(socket) {
-            Ok(stream) => serve_here(&ctx, runtime, stream, peer, slot),
-            Err(e) => tracing::debug!(shard = ctx.id, %peer, error = %e, "cannot adopt connection"),
-        },
-    );
-    broker
-        .inboxes
-        .get(target)
-        .ok_or_else(|| std::io::Error::other("no such shard"))?
-        .unbounded_send(task)
-        .map_err(|_| std::io::Error::other("shard inbox closed"))
-}
-
-/// Leaders check their followers' lag (`replica.lag.time.max.ms`) a few times per period.
-async fn isr_loop(ctx: Rc<ShardCtx>) {
-    let every =
-        Duration::from_millis((ctx.broker.config.replica_lag_time_max_ms / 4).clamp(50, 1000));
-    loop {
-        compio::time::sleep(every).await;
-        for p in ctx.partitions() {
-            p.check_isr(&ctx);
-        }
-    }
 }
 
 /// Retention and compaction for this shard's partitions every
@@ -523,7 +401,7 @@ impl ShardCtx {
         F: FnOnce(Rc<ShardCtx>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        use crate::offsets::{OFFSETS_TOPIC, partition_for};
+        use crate::coordinator::offsets::{OFFSETS_TOPIC, partition_for};
         let image = self.broker.image();
         let topic = image
             .topic(OFFSETS_TOPIC)
@@ -573,11 +451,12 @@ async fn offsets_expiry_loop(ctx: Rc<ShardCtx>) {
                 .collect()
         };
         for (group, keys) in expired {
-            let partition = crate::offsets::partition_for(&group);
-            let Some(part) = ctx.partition(crate::offsets::OFFSETS_TOPIC, partition) else {
+            let partition = crate::coordinator::offsets::partition_for(&group);
+            let Some(part) = ctx.partition(crate::coordinator::offsets::OFFSETS_TOPIC, partition)
+            else {
                 continue;
             };
-            let tombstones = crate::offsets::tombstone_batch(&group, &keys, now);
+            let tombstones = crate::coordinator::offsets::tombstone_batch(&group, &keys, now);
             if let Err(e) = part.append(tombstones, now).await {
                 tracing::warn!(%group, error = %e.message, "expiring offsets failed");
                 continue;

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::metadata::TopicMeta;
-use crate::shard::ShardCtx;
+use crate::runtime::shard::ShardCtx;
 
 /// Longest legal topic name (Kafka's limit).
 pub const TOPIC_NAME_MAX: usize = 249;

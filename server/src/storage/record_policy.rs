@@ -21,7 +21,7 @@ use kafka_protocol::records::{
 use ringmq_engine::batch::{BatchIter, Compression};
 use std::collections::BTreeMap;
 
-use crate::partition::PartitionError;
+use crate::storage::partition::PartitionError;
 
 /// Records of one batch that a policy rejected: (index in the batch, message).
 pub type RecordErrors = Vec<(i32, String)>;

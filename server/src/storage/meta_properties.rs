@@ -105,7 +105,7 @@ fn write(path: &Path, props: &BTreeMap<String, String>) -> io::Result<()> {
         text.push_str(&format!("{k}={v}\n"));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    crate::atomic_file::write(dir, FILE, text.as_bytes())
+    crate::storage::atomic_file::write(dir, FILE, text.as_bytes())
 }
 
 #[cfg(test)]

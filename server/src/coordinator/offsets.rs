@@ -19,11 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_engine::batch::{self, BatchIter};
 use ringmq_engine::{BatchBuilder, NewRecord, UnifiedLog};
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// `offsets.topic.num.partitions`.
-pub const OFFSETS_PARTITIONS: usize = 50;
-/// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB).
-pub const OFFSETS_SEGMENT_BYTES: &str = "104857600";
+pub use crate::metadata::{OFFSETS_PARTITIONS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC};
 /// `offset.metadata.max.bytes`.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 

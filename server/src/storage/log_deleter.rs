@@ -30,7 +30,7 @@ pub fn delete(dir: &Path) -> Result<(), String> {
 }
 
 /// Removes directories a previous run renamed for deletion but did not finish, and the
-/// copies of unfinished moves between log directories (`crate::log_dirs`).
+/// copies of unfinished moves between log directories (`crate::storage::log_dirs`).
 pub fn sweep(data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::shard::ShardCtx;
+use crate::metadata::PartitionState;
+use crate::runtime::shard::ShardCtx;
+use crate::storage::partition::Partition;
 
 /// Runs a reconcile on this shard (the publisher's shard task).
 pub fn schedule(ctx: Rc<ShardCtx>) {
@@ -45,7 +47,7 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
                 }
             }
             match ctx.open_partition(&t.name, p).await {
-                Ok(part) => part.become_replica(ctx, state),
+                Ok(part) => become_replica(&part, ctx, state),
                 // A newer image (being published) no longer has the topic: its reconcile
                 // comes next.
                 Err(e) if ctx.broker.image().topic(&t.name).map(|n| n.id) != Some(t.id) => {
@@ -67,4 +69,52 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
     }
     *done = image.offset;
     ctx.broker.cluster().mark_reconciled(ctx.id, image.offset);
+}
+
+/// Takes the role the metadata gives this broker for the partition. A new leader
+/// epoch starts at the log end in the leader-epoch cache (what OffsetForLeaderEpoch
+/// and follower truncation read).
+pub fn become_replica(part: &Rc<Partition>, ctx: &Rc<ShardCtx>, state: &PartitionState) {
+    let previous = part.replica.replace(state.clone());
+    if previous.leader_epoch == state.leader_epoch && previous.leader == state.leader {
+        // Same leadership; the ISR may have changed (the high watermark with it), or
+        // the replica set: a replica that left is no longer tracked.
+        if part.is_leader() {
+            part.repl
+                .borrow_mut()
+                .followers
+                .retain(|r, _| state.replicas.contains(r));
+            part.refresh_high_watermark();
+        }
+        part.wake_fetchers();
+        return;
+    }
+    let me = ctx.broker.config.node_id;
+    if state.leader == me {
+        let assigned = {
+            let mut log = part.log.log_mut();
+            let leo = log.log_end_offset();
+            log.assign_leader_epoch(state.leader_epoch, leo)
+        };
+        if let Err(e) = assigned {
+            tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "persisting leader epochs failed");
+        }
+        part.start_leading();
+        if part.topic.as_ref() == crate::metadata::OFFSETS_TOPIC {
+            // The group coordinator moves here: committed offsets as the log has them.
+            let loaded = ctx.offsets.borrow_mut().load(&part.log.log());
+            if let Err(e) = loaded {
+                tracing::error!(partition = part.index, error = %e, "loading committed offsets failed");
+            }
+        }
+        part.refresh_high_watermark();
+        tracing::debug!(topic = %part.topic, partition = part.index, epoch = state.leader_epoch, "leading");
+    } else {
+        part.repl.borrow_mut().needs_truncation = true;
+        if state.leader != crate::metadata::NO_LEADER {
+            crate::replication::fetcher::ensure(ctx, state.leader, part.fetcher_id(ctx));
+        }
+        tracing::debug!(topic = %part.topic, partition = part.index, leader = state.leader, epoch = state.leader_epoch, "following");
+    }
+    part.wake_fetchers();
 }

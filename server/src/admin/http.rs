@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::broker::Broker;
+use crate::runtime::Broker;
 
 /// Largest request head read from an admin client.
 pub const REQUEST_HEAD_MAX: usize = 8192;
@@ -56,13 +56,15 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     let method = first.split_whitespace().next().unwrap_or("GET");
     let path = first.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
-        "/v1/tls/reload" if method == "POST" => match crate::security::tls::reload_all(broker) {
-            Ok(n) => ("200 OK", format!("{{\"reloaded\":{n}}}\n")),
-            Err(e) => (
-                "500 Internal Server Error",
-                format!("{}\n", serde_json::json!({ "error": e })),
-            ),
-        },
+        "/v1/tls/reload" if method == "POST" => {
+            match crate::security::tls::reload_all(&broker.listeners) {
+                Ok(n) => ("200 OK", format!("{{\"reloaded\":{n}}}\n")),
+                Err(e) => (
+                    "500 Internal Server Error",
+                    format!("{}\n", serde_json::json!({ "error": e })),
+                ),
+            }
+        }
         "/metrics" => ("200 OK", metrics_text(broker)),
         "/v1/tasks" => ("200 OK", tasks_json(broker, None)),
         p if p.starts_with("/v1/tasks/") => match p["/v1/tasks/".len()..].parse::<u64>() {
@@ -96,7 +98,7 @@ fn serve(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
 /// many of its partitions are still moving.
 fn tasks_json(broker: &Broker, id: Option<u64>) -> String {
     let image = broker.image();
-    let view = |t: &crate::cluster::tasks::Task| {
+    let view = |t: &crate::metadata::tasks::Task| {
         let mut v = serde_json::to_value(t).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.insert("moving".into(), t.moving(&image).into());
@@ -270,7 +272,7 @@ fn metrics_text(broker: &Broker) -> String {
         (
             "ringmq_panics_total",
             "Panics in any broker thread or task (each one is a bug, logged at ERROR)",
-            crate::panic_hook::count(),
+            crate::runtime::panic_hook::count(),
         ),
     ]);
     let mut out = String::new();
@@ -334,7 +336,7 @@ fn metrics_text(broker: &Broker) -> String {
         &[("", reassigning)],
     );
     let tasks = |state| image.tasks.values().filter(|t| t.state == state).count() as u64;
-    use crate::cluster::tasks::TaskState;
+    use crate::metadata::tasks::TaskState;
     gauge(
         &mut out,
         "ringmq_tasks_running",
@@ -359,7 +361,7 @@ fn metrics_text(broker: &Broker) -> String {
         "Partitions not led by their preferred replica (cluster-wide)",
         &[("", not_preferred)],
     );
-    let rate = |q: &crate::replication::throttle::Quota| q.rate().unwrap_or(0);
+    let rate = |q: &crate::quota::throttle::Quota| q.rate().unwrap_or(0);
     gauge(
         &mut out,
         "ringmq_leader_replication_throttled_rate",

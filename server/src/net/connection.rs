@@ -28,9 +28,9 @@ use futures_util::StreamExt;
 
 use crate::handlers;
 use crate::protocol::{self, CloseConnection, Piece, RequestLabel, Response};
+use crate::runtime::shard::ShardCtx;
 use crate::security::tls::{self, TlsReader, TlsWriter};
 use crate::security::{ListenerRuntime, Session};
-use crate::shard::ShardCtx;
 
 /// Requests of one connection being handled at once.
 pub const IN_FLIGHT_MAX: usize = 64;
@@ -104,15 +104,15 @@ pub async fn serve(
                     .await;
             match shaken {
                 Ok(Ok((shaken, principal))) => {
-                    crate::broker::Metrics::add(&metrics.tls_handshakes, 1);
-                    crate::broker::Metrics::add(
+                    crate::metrics::Metrics::add(&metrics.tls_handshakes, 1);
+                    crate::metrics::Metrics::add(
                         &metrics.tls_handshake_us,
                         started.elapsed().as_micros() as u64,
                     );
                     let shaken = if server.ktls {
                         match shaken.offload(&stream) {
                             Ok(early) => {
-                                crate::broker::Metrics::add(&metrics.ktls_connections, 1);
+                                crate::metrics::Metrics::add(&metrics.ktls_connections, 1);
                                 nonblocking(&stream);
                                 let (reader, writer) = stream.into_split();
                                 let source = FrameSource::Plain(reader, early);
@@ -132,17 +132,17 @@ pub async fn serve(
                     } else {
                         shaken
                     };
-                    crate::broker::Metrics::add(&metrics.tls_userspace_connections, 1);
+                    crate::metrics::Metrics::add(&metrics.tls_userspace_connections, 1);
                     let (reader, writer) = tls::split(stream, shaken);
                     (FrameSource::Tls(reader), FrameSink::Tls(writer), principal)
                 }
                 Ok(Err(e)) => {
-                    crate::broker::Metrics::add(&metrics.tls_handshake_failures, 1);
+                    crate::metrics::Metrics::add(&metrics.tls_handshake_failures, 1);
                     tracing::info!(shard = ctx.id, conn_id, %peer, listener = %server.listener_name(), error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    crate::broker::Metrics::add(&metrics.tls_handshake_failures, 1);
+                    crate::metrics::Metrics::add(&metrics.tls_handshake_failures, 1);
                     tracing::info!(shard = ctx.id, conn_id, %peer, listener = %server.listener_name(), "TLS handshake timed out");
                     return;
                 }
@@ -507,7 +507,7 @@ async fn write_response(
                 res?;
             }
             (Piece::File(range), FrameSink::Plain(w)) => {
-                crate::zero_copy::send_file_range(ctx, w, &range).await?
+                crate::net::zero_copy::send_file_range(ctx, w, &range).await?
             }
             (Piece::Bytes(b), FrameSink::Ktls(w)) => {
                 let BufResult(res, _) = w.write_all(b).await;
@@ -515,16 +515,16 @@ async fn write_response(
             }
             (Piece::File(range), FrameSink::Ktls(w)) => {
                 // Spliced as on plaintext; the kernel encrypts on the way out.
-                crate::zero_copy::send_file_range(ctx, w, &range).await?;
+                crate::net::zero_copy::send_file_range(ctx, w, &range).await?;
                 let n = u64::from(range.length);
-                crate::broker::Metrics::add(&ctx.broker.metrics.fetch_ktls_bytes, n);
+                crate::metrics::Metrics::add(&ctx.broker.metrics.fetch_ktls_bytes, n);
             }
             (Piece::Bytes(b), FrameSink::Tls(w)) => w.write_all(&b).await?,
             (Piece::File(range), FrameSink::Tls(w)) => {
                 // User-space TLS encrypts what it sends: the segment bytes are read first.
                 let bytes = ringmq_engine::UnifiedLog::read_range_bytes(&range)
                     .map_err(std::io::Error::other)?;
-                crate::broker::Metrics::add(
+                crate::metrics::Metrics::add(
                     &ctx.broker.metrics.fetch_tls_bytes,
                     bytes.len() as u64,
                 );

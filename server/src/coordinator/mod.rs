@@ -1,0 +1,6 @@
+//! The coordinator room: the group coordinator (classic protocol: membership, rebalances,
+//! static members; [`group`]) and the committed offsets it serves from
+//! `__consumer_offsets` ([`offsets`]), both on the shard that leads the group's partition.
+
+pub mod group;
+pub mod offsets;
