@@ -11,8 +11,9 @@
 //! directly: a metadata change (CreateTopics, AlterPartition, ...) is [`Cluster::submit`]ted
 //! here, forwarded to the active controller, committed, applied by every node's state
 //! machine ([`raft_store`]), published as the new image, and reconciled by each shard
-//! against its partitions ([`reconcile`]). `submit` returns once this broker's shards have
-//! reconciled the change, so a client that created a topic can use it on this broker.
+//! against its partitions (the shards are told through [`NotifyShards`]; replication's
+//! reconcile runs there). `submit` returns once this broker's shards have reconciled the
+//! change, so a client that created a topic can use it on this broker.
 //!
 //! All of this runs on one "controller" thread with a small tokio runtime: it is control
 //! traffic, rare next to the data path, and openraft is built on tokio.
