@@ -17,8 +17,8 @@ use crate::cluster::{Cluster, NotifyShards};
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataImage;
 use crate::metrics::Metrics;
-use crate::runtime::shard::{self, ShardServices, ShardTask};
-use crate::runtime::{Broker, ConnectionCount};
+use crate::runtime::shard::{self, ShardServices};
+use crate::runtime::{Broker, ConnectionCount, ShardInboxes};
 
 /// Binds one SO_REUSEPORT socket per shard for `addr`, so the kernel spreads
 /// connections over the shards.
@@ -101,14 +101,14 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         &config,
         Arc::clone(&metadata),
         shards,
-        notify_shards(inboxes.clone()),
+        notify_shards(ShardInboxes::new(inboxes.clone())),
     )?;
     let broker = Arc::new(Broker {
         metadata,
         cluster,
         producer_ids: Mutex::new(0..0),
         config,
-        inboxes,
+        inboxes: ShardInboxes::new(inboxes),
         metrics,
         local,
         connections: Mutex::new(ConnectionCount {
@@ -210,13 +210,8 @@ fn controller_listener_runtime(config: &BrokerConfig) -> Option<crate::security:
 
 /// Tells every shard to reconcile its partitions with the newest image (the cluster's
 /// publisher calls it after each applied batch of metadata records).
-fn notify_shards(inboxes: Vec<mpsc::UnboundedSender<ShardTask>>) -> NotifyShards {
-    Arc::new(move || {
-        for inbox in &inboxes {
-            let task: ShardTask = Box::new(crate::replication::reconcile::schedule);
-            let _ = inbox.unbounded_send(task);
-        }
-    })
+fn notify_shards(inboxes: ShardInboxes) -> NotifyShards {
+    Arc::new(move || inboxes.send_all(|| Box::new(crate::replication::reconcile::schedule)))
 }
 
 /// What runs on each shard: its partitions reconciled before it says ready, then the

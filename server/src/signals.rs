@@ -63,7 +63,7 @@ pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
                 let task: crate::runtime::shard::ShardTask = Box::new(move |ctx| {
                     let _ = tx.send(ctx.flush_all_for_shutdown());
                 });
-                if broker.inboxes[shard].unbounded_send(task).is_ok() {
+                if broker.inboxes.send(shard, task).is_ok() {
                     waits.push(rx);
                 }
             }

@@ -119,8 +119,9 @@ pub const TEST_FAULTS_ENV: &str = "RINGMQ_TEST_FAULTS";
 /// Spawns a task on shard 0 that panics: the tests check that a panic in a broker task
 /// is logged at ERROR, counted in `/metrics`, and fails the test that saw it.
 fn inject_panic(broker: &Broker) {
-    if let Some(inbox) = broker.inboxes.first() {
-        let _ = inbox.unbounded_send(Box::new(|_ctx| {
+    let _ = broker.inboxes.send(
+        0,
+        Box::new(|_ctx| {
             compio::runtime::spawn(async {
                 #[allow(clippy::panic)]
                 {
@@ -128,8 +129,8 @@ fn inject_panic(broker: &Broker) {
                 }
             })
             .detach();
-        }));
-    }
+        }),
+    );
 }
 
 fn metrics_text(broker: &Broker) -> String {

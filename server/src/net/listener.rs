@@ -120,8 +120,6 @@ fn send_connection(
     );
     broker
         .inboxes
-        .get(target)
-        .ok_or_else(|| std::io::Error::other("no such shard"))?
-        .unbounded_send(task)
-        .map_err(|_| std::io::Error::other("shard inbox closed"))
+        .send(target, task)
+        .map_err(std::io::Error::other)
 }

@@ -6,4 +6,4 @@ pub mod panic_hook;
 pub mod shard;
 pub mod state;
 
-pub use state::{Broker, ConnectionCount, ConnectionSlot};
+pub use state::{Broker, ConnectionCount, ConnectionSlot, ShardInboxes};

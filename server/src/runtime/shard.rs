@@ -105,8 +105,7 @@ impl ShardCtx {
             })
             .detach();
         });
-        let inbox = self.broker.inboxes.get(shard).ok_or(ShardGone(shard))?;
-        inbox.unbounded_send(task).map_err(|_| ShardGone(shard))?;
+        self.broker.inboxes.send(shard, task)?;
         rx.await.map_err(|_| ShardGone(shard))
     }
 

@@ -14,7 +14,34 @@ use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataImage;
 use crate::metrics::Metrics;
-use crate::runtime::shard::ShardTask;
+use crate::runtime::shard::{ShardGone, ShardTask};
+
+/// The shards' inboxes: a task sent to one runs on that shard's thread with its context.
+/// Senders only; each shard drains its own receiver.
+#[derive(Clone)]
+pub struct ShardInboxes(Vec<mpsc::UnboundedSender<ShardTask>>);
+
+impl ShardInboxes {
+    pub fn new(senders: Vec<mpsc::UnboundedSender<ShardTask>>) -> Self {
+        ShardInboxes(senders)
+    }
+
+    /// Queues `task` on shard `shard`; fails when there is no such shard or it stopped.
+    pub fn send(&self, shard: usize, task: ShardTask) -> Result<(), ShardGone> {
+        self.0
+            .get(shard)
+            .ok_or(ShardGone(shard))?
+            .unbounded_send(task)
+            .map_err(|_| ShardGone(shard))
+    }
+
+    /// Queues a task built by `task` on every shard.
+    pub fn send_all(&self, task: impl Fn() -> ShardTask) {
+        for shard in 0..self.0.len() {
+            let _ = self.send(shard, task());
+        }
+    }
+}
 
 pub struct Broker {
     pub config: BrokerConfig,
@@ -23,7 +50,8 @@ pub struct Broker {
     pub cluster: Arc<Cluster>,
     /// Producer ids this broker may hand out (a block from the controller).
     pub producer_ids: Mutex<std::ops::Range<i64>>,
-    pub inboxes: Vec<mpsc::UnboundedSender<ShardTask>>,
+    /// The only way to reach a shard from another thread.
+    pub inboxes: ShardInboxes,
     pub metrics: Arc<Metrics>,
     /// What partitions read from this broker (its id, the metadata, the counters).
     pub local: Arc<crate::storage::partition::LocalBroker>,
@@ -172,7 +200,7 @@ impl Broker {
         &self.cluster
     }
     pub fn shard_count(&self) -> usize {
-        self.inboxes.len()
+        self.inboxes.0.len()
     }
 }
 
