@@ -96,6 +96,36 @@ def test_port_in_use_is_a_clear_failure(broker, tmp_path):
     assert r.returncode != 0 and "cannot listen" in r.stderr
 
 
+def test_a_second_ringmqd_on_a_used_log_dir_or_address_refuses_to_start(make_broker, tmp_path):
+    """Kafka locks every log directory (`.lock`) and fails to bind a used address; a
+    second ringmqd must do the same, and the first must keep serving untouched."""
+    from conftest import free_port
+    extra = tmp_path / "extra"
+    # The fixture's --data-dir is the first log directory (it holds the metadata too).
+    b = make_broker(properties={"log.dirs": f"{tmp_path / 'unused'},{extra}"}).start()
+    ringmq(b, "topic", "create", "locked", "-p", "2")
+    ringmq(b, "produce", "locked", "-p", "0", input="".join(f"m{i}\n" for i in range(20)))
+
+    def second(*args):
+        return subprocess.run([str(RINGMQD), *args], capture_output=True, text=True, timeout=20)
+
+    # The same first log directory, on another port.
+    r = second("--data-dir", str(b.dir), "--listen", f"127.0.0.1:{free_port()}")
+    assert r.returncode != 0 and f"failed to acquire lock on file .lock in {b.dir}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    # Only a later log directory is shared.
+    conf = tmp_path / "second.properties"
+    conf.write_text(f"log.dirs={tmp_path / 'own'},{extra}\n")
+    r = second("--config", str(conf), "--listen", f"127.0.0.1:{free_port()}")
+    assert r.returncode != 0 and f"lock on file .lock in {extra}" in r.stderr, r.stderr
+    # Another data directory, the first one's address.
+    r = second("--data-dir", str(tmp_path / "other"), "--listen", b.bootstrap)
+    assert r.returncode != 0 and "cannot listen" in r.stderr and "in use" in r.stderr, r.stderr
+    assert b.alive()
+    out = ringmq(b, "consume", "locked", "-p", "0", "--from-beginning", "-n", "20").stdout
+    assert out.splitlines() == [f"m{i}" for i in range(20)]
+
+
 def test_sigterm_flushes_and_exits_cleanly(make_broker):
     b = make_broker().start()
     ringmq(b, "topic", "create", "clean", "-p", "2")

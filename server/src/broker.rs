@@ -22,8 +22,17 @@ use crate::runtime::{Broker, ConnectionCount, ShardInboxes};
 
 /// Binds one SO_REUSEPORT socket per shard for `addr`, so the kernel spreads
 /// connections over the shards.
+///
+/// Any process may join a SO_REUSEPORT group, so first the address is bound alone (no
+/// SO_REUSEPORT): if another broker listens there, that fails with "address in use" as
+/// Kafka's start does, instead of the two splitting the clients between them.
 fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     (0..count)
         .map(|_| {
             let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -42,6 +51,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     pub threads: Vec<std::thread::JoinHandle<()>>,
     pub bound: Vec<SocketAddr>,
+    /// The log directories' locks, held while the broker runs.
+    pub dir_locks: Vec<std::fs::File>,
 }
 
 /// Opens the metadata, binds the listeners and starts the shards. Errors are the reasons
@@ -58,9 +69,14 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         )
     })?;
     let _ = std::fs::remove_file(&probe);
+    // Every directory is locked before anything in any of them is opened or swept.
+    let mut dir_locks = Vec::new();
     for dir in config.log_dirs() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("log directory {} is not usable", dir.display()))?;
+        dir_locks.push(crate::storage::log_dirs::lock(&dir).map_err(anyhow::Error::msg)?);
+    }
+    for dir in config.log_dirs() {
         crate::storage::log_deleter::sweep(&dir);
     }
     let shards = config.shards;
@@ -183,6 +199,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         broker,
         threads,
         bound,
+        dir_locks,
     })
 }
 

@@ -30,6 +30,30 @@ const MTIME_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 /// Marks a directory a move is filling.
 const FUTURE: &str = "-future";
 
+/// The lock file Kafka keeps in every log directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes the exclusive lock on `dir` (an `flock` on `dir/.lock`, as Kafka does) for as
+/// long as the returned file is open, so two brokers never write the same files. Fails
+/// when another process holds it.
+pub fn lock(dir: &Path) -> Result<fs::File, String> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "failed to acquire lock on file {LOCK_FILE} in {}: another ringmqd (or Kafka) process is using this directory",
+            dir.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 /// Whether `name` is a partition directory (not the metadata, nor one being deleted or
 /// filled).
 pub(crate) fn is_partition_dir(name: &str) -> bool {
