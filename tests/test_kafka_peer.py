@@ -79,6 +79,23 @@ def test_create_topics_null_error_message_and_refusals(both):
         assert a["topics"][0]["error_code"] == b["topics"][0]["error_code"] != 0, (bad, a, b)
 
 
+def test_create_topics_refuses_a_name_given_twice_and_creates_the_rest(both):
+    kafka, ringmq = both
+    dup, other = unique("dup"), unique("other")
+    r = same_answer(kafka, ringmq, lambda: build(CreateTopicsRequest, 7, timeout_ms=10000, topics=[
+        {"name": dup, "num_partitions": 1, "replication_factor": 1},
+        {"name": other, "num_partitions": 1, "replication_factor": 1},
+        {"name": dup, "num_partitions": 2, "replication_factor": 1}]), ignore={"configs"})
+    by_name = {t["name"]: t for t in r["topics"]}
+    assert len(r["topics"]) == 2
+    assert (by_name[dup]["error_code"], by_name[dup]["error_message"]) == (42, "Duplicate topic name.")
+    assert by_name[other]["error_code"] == 0
+    for peer in (kafka, ringmq):
+        topics = {t.name: t.error_code for t in call(peer, build(MetadataRequest, 4, topics=[
+            {"name": dup}, {"name": other}], allow_auto_topic_creation=False)).topics}
+        assert topics == {dup: 3, other: 0}, (peer, topics)
+
+
 def test_delete_records_edges(both):
     kafka, ringmq = both
     t = unique("dr")

@@ -121,6 +121,10 @@ def test_seed_scenarios_produce_and_consume_with_a_group(secure_broker, certs):
     assert sorted(i.mechanism for i in described.scram_credential_infos) == \
         [ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512]
     assert {i.iterations for i in described.scram_credential_infos} == {4096}
+    # No users named: every user with a credential (confluent-kafka sends an empty list).
+    everyone = admin.describe_user_scram_credentials().result(timeout=10)
+    assert "alice" in everyone and "root" in everyone, everyone
+    assert len(everyone["alice"].scram_credential_infos) == 2
     scenarios = {
         "plain": sasl(b.addrs["sasl_ssl"], certs, "PLAIN", "root", ROOT_PASSWORD),
         "scram512": sasl(b.addrs["sasl_ssl"], certs, "SCRAM-SHA-512", "alice", "alice-secret"),
@@ -201,9 +205,11 @@ def test_authentication_failures_are_generic_and_bad_sessions_end(secure_broker,
     assert answers[0] == answers[1] == (58, "Authentication failed during authentication due to invalid "
                                             "credentials with SASL mechanism PLAIN")
     # An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then closed.
-    s = tls_socket(b.addrs["sasl_ssl"], certs)
-    assert kw.sasl_handshake(s, "GSSAPI") == (33, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-    assert kw.closed_by_broker(s)
+    # Kafka matches mechanism names exactly: another case or a blank is no mechanism.
+    for mechanism in ("GSSAPI", "scram-sha-512", "PLAIN ", "plain"):
+        s = tls_socket(b.addrs["sasl_ssl"], certs)
+        assert kw.sasl_handshake(s, mechanism) == (33, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]), mechanism
+        assert kw.closed_by_broker(s)
     # Authentication bytes before any handshake: ILLEGAL_SASL_STATE, closed.
     s = tls_socket(b.addrs["sasl_ssl"], certs)
     assert kw.sasl_authenticate(s, b"\0root\0" + ROOT_PASSWORD.encode())[0] == 34
@@ -479,6 +485,18 @@ def test_acls_permit_and_deny_each_api(acl_broker, certs):
     assert set(alice.list_topics(timeout=10).topics) == {"orders", "public"}
     md = alice.list_topics(topic="secret", timeout=10)
     assert md.topics["secret"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Authorized operations come from the ACLs (KIP-430): WRITE on orders and the DESCRIBE
+    # it implies; DescribeCluster answers her too, with no cluster operations.
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation
+    orders = alice.describe_topics(TopicCollection(["orders"]), include_authorized_operations=True)
+    assert set(orders["orders"].result(timeout=10).authorized_operations) == \
+        {AclOperation.WRITE, AclOperation.DESCRIBE}
+    cluster = alice.describe_cluster(include_authorized_operations=True).result(timeout=10)
+    assert cluster.cluster_id and not cluster.authorized_operations
+    root_admin = AdminClient(b.admin_conf)
+    cluster = root_admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
+    assert {AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.CREATE} <= set(cluster.authorized_operations)
     # Create and delete need CREATE / DELETE.
     assert errors_of(alice.create_topics([NewTopic("mine", 1, 1)])) == {"mine": KafkaError.TOPIC_AUTHORIZATION_FAILED}
     assert errors_of(alice.delete_topics(["orders"])) == {"orders": KafkaError.TOPIC_AUTHORIZATION_FAILED}

@@ -1,7 +1,13 @@
-//! Authorized-operation bit sets (KIP-430) for Metadata, DescribeCluster and
-//! DescribeGroups. Without an authorizer Kafka reports every operation a resource type
-//! supports when the client asks (`include_*_authorized_operations`), and
-//! `i32::MIN` ("not provided") when it does not. Bit `i` stands for AclOperation code `i`.
+//! Authorized-operation bit sets (KIP-430) for Metadata, DescribeCluster, DescribeGroups
+//! and DescribeTopicPartitions: when the client asks (`include_*_authorized_operations`),
+//! each operation the resource type supports that the connection's principal may do on
+//! that resource, checked with the authorizer as Kafka's `authorizedOperations` does (every
+//! one without an authorizer); `i32::MIN` ("not provided") when it does not ask. Bit `i`
+//! stands for AclOperation code `i`.
+
+use crate::runtime::Broker;
+use crate::security::Session;
+use crate::security::acl::{CLUSTER_NAME, op, resource};
 
 /// AclOperation codes (org.apache.kafka.common.acl.AclOperation).
 const READ: u8 = 3;
@@ -52,9 +58,46 @@ pub const CLUSTER: i32 = bits(&[
 /// Every operation a consumer group supports (group configs since Kafka 4.0).
 pub const GROUP: i32 = bits(&[READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
 
-/// `all` if the client asked for the operations, else [`NOT_PROVIDED`].
-pub fn reported(requested: bool, all: i32) -> i32 {
-    if requested { all } else { NOT_PROVIDED }
+/// The operations of `supported` the session's principal may do on the resource.
+pub fn granted(
+    broker: &Broker,
+    session: &Session,
+    resource_type: i8,
+    name: &str,
+    supported: i32,
+) -> i32 {
+    (0..31u8)
+        .filter(|op| supported & (1 << op) != 0)
+        .filter(|op| broker.authorize(session, *op as i8, resource_type, name))
+        .fold(0, |set, op| set | (1 << op))
+}
+
+/// A topic's operations for the session, if the client asked (else [`NOT_PROVIDED`]).
+pub fn topic(requested: bool, broker: &Broker, session: &Session, name: &str) -> i32 {
+    if !requested {
+        return NOT_PROVIDED;
+    }
+    granted(broker, session, resource::TOPIC, name, TOPIC)
+}
+
+/// A group's operations for the session, if the client asked.
+pub fn group(requested: bool, broker: &Broker, session: &Session, id: &str) -> i32 {
+    if !requested {
+        return NOT_PROVIDED;
+    }
+    granted(broker, session, resource::GROUP, id, GROUP)
+}
+
+/// The cluster's operations for the session, if the client asked: none without DESCRIBE
+/// on the cluster, as Kafka answers.
+pub fn cluster(requested: bool, broker: &Broker, session: &Session) -> i32 {
+    if !requested {
+        return NOT_PROVIDED;
+    }
+    if !broker.authorize(session, op::DESCRIBE, resource::CLUSTER, CLUSTER_NAME) {
+        return 0;
+    }
+    granted(broker, session, resource::CLUSTER, CLUSTER_NAME, CLUSTER)
 }
 
 #[cfg(test)]
@@ -67,6 +110,5 @@ mod tests {
         assert_eq!(TOPIC, 0b1101_1111_1000);
         assert_eq!(CLUSTER, 0b1_1111_1010_0000);
         assert_eq!(GROUP, 0b1101_0100_1000);
-        assert_eq!(reported(false, TOPIC), i32::MIN);
     }
 }

@@ -25,7 +25,16 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let body: CreateTopicsRequest = protocol::decode_body(req.body.clone(), v)?;
     let cfg = &ctx.broker.config;
     let mut results = Vec::new();
-    for t in body.topics {
+    // A name given twice is answered once, INVALID_REQUEST, and not created (Kafka's
+    // controller does the same; the request's other topics go on).
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = Vec::new();
+    for t in &body.topics {
+        if !seen.insert(t.name.0.as_str()) && !duplicates.contains(&t.name) {
+            duplicates.push(t.name.clone());
+        }
+    }
+    for t in body.topics.iter().filter(|t| !duplicates.contains(&t.name)) {
         let name = t.name.0.as_str().to_owned();
         let mut configs = BTreeMap::new();
         for c in &t.configs {
@@ -65,7 +74,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         } else if t.assignments.is_empty() {
             Ok(None)
         } else {
-            manual_assignment(&t, &ctx.broker.image()).map(|(partitions, rf, replicas)| {
+            manual_assignment(t, &ctx.broker.image()).map(|(partitions, rf, replicas)| {
                 new.partitions = partitions;
                 new.replication_factor = rf;
                 Some(replicas)
@@ -104,6 +113,12 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         }
         results.push(result);
     }
+    results.extend(duplicates.into_iter().map(|name| {
+        CreatableTopicResult::default()
+            .with_name(name)
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(StrBytes::from_static_str("Duplicate topic name.")))
+    }));
     let resp = CreateTopicsResponse::default().with_topics(results);
     protocol::single(ApiKey::CreateTopics, v, req.correlation_id(), &resp)
 }

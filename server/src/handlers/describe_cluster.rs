@@ -73,9 +73,10 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
         .with_cluster_id(StrBytes::from_string(ctx.broker.config.cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(nodes)
-        .with_cluster_authorized_operations(crate::handlers::authorized_ops::reported(
+        .with_cluster_authorized_operations(crate::handlers::authorized_ops::cluster(
             body.include_cluster_authorized_operations,
-            crate::handlers::authorized_ops::CLUSTER,
+            &ctx.broker,
+            &req.session,
         ));
     // endpoint_type exists from v1.
     if v >= 1 {

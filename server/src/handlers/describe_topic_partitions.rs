@@ -74,9 +74,15 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                    .with_name(Some(TopicName(StrBytes::from_string(name))))
+                    .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                     // Kafka reports the operations even for a topic that does not exist.
-                    .with_topic_authorized_operations(crate::handlers::authorized_ops::TOPIC),
+                    .with_topic_authorized_operations(crate::handlers::authorized_ops::granted(
+                        &ctx.broker,
+                        &req.session,
+                        crate::security::acl::resource::TOPIC,
+                        &name,
+                        crate::handlers::authorized_ops::TOPIC,
+                    )),
             );
             continue;
         };
@@ -114,7 +120,13 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                 .with_topic_id(meta.id)
                 .with_is_internal(meta.internal)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(crate::handlers::authorized_ops::TOPIC),
+                .with_topic_authorized_operations(crate::handlers::authorized_ops::granted(
+                    &ctx.broker,
+                    &req.session,
+                    crate::security::acl::resource::TOPIC,
+                    &name,
+                    crate::handlers::authorized_ops::TOPIC,
+                )),
         );
         if end < count {
             next_cursor = Some(cursor(&name, end));

@@ -1,6 +1,8 @@
 //! DescribeUserScramCredentials (key 50): each user's SCRAM mechanisms and iterations
-//! (never salts or keys), all users for a null list. A named user without credentials is
-//! RESOURCE_NOT_FOUND; a user named twice is DUPLICATE_RESOURCE, as Kafka answers.
+//! (never salts or keys), every user that has any for a null or empty list (as Kafka's
+//! broker answers; confluent-kafka's `describe_user_scram_credentials()` sends the empty
+//! one). A named user without credentials is RESOURCE_NOT_FOUND; a user named twice is
+//! DUPLICATE_RESOURCE, as Kafka answers.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{
@@ -34,10 +36,11 @@ pub fn handle(ctx: &ShardCtx, req: Request) -> Result<Response, CloseConnection>
     let v = req.version();
     let body: DescribeUserScramCredentialsRequest = protocol::decode_body(req.body.clone(), v)?;
     let image = ctx.broker.image();
-    let results = match body.users {
+    let results = match body.users.filter(|u| !u.is_empty()) {
         None => image
             .users
             .iter()
+            .filter(|(_, u)| !u.scram.is_empty())
             .map(|(name, u)| {
                 DescribeUserScramCredentialsResult::default()
                     .with_user(StrBytes::from_string(name.clone()))

@@ -142,12 +142,14 @@ pub async fn describe(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, Clos
                 )
             })
             .await;
-        let mut d = DescribedGroup::default().with_group_id(gid);
+        let mut d = DescribedGroup::default().with_group_id(gid.clone());
         // authorized_operations exists from v3.
         if v >= 3 {
-            d = d.with_authorized_operations(crate::handlers::authorized_ops::reported(
+            d = d.with_authorized_operations(crate::handlers::authorized_ops::group(
                 body.include_authorized_operations,
-                crate::handlers::authorized_ops::GROUP,
+                &ctx.broker,
+                &req.session,
+                &gid,
             ));
         }
         match described {

@@ -112,18 +112,18 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     }
     // topic_authorized_operations exists from v8 (the cluster's only v8-v10).
     if v >= 8 {
-        let ops = authorized_ops::reported(
-            body.include_topic_authorized_operations,
-            authorized_ops::TOPIC,
-        );
+        let asked = body.include_topic_authorized_operations;
         for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
-            t.topic_authorized_operations = ops;
+            let name = t.name.as_ref().map_or("", |n| n.0.as_str());
+            t.topic_authorized_operations =
+                authorized_ops::topic(asked, &ctx.broker, &req.session, name);
         }
     }
     if (8..=10).contains(&v) {
-        resp.cluster_authorized_operations = authorized_ops::reported(
+        resp.cluster_authorized_operations = authorized_ops::cluster(
             body.include_cluster_authorized_operations,
-            authorized_ops::CLUSTER,
+            &ctx.broker,
+            &req.session,
         );
     }
     if v >= 2 {

@@ -249,12 +249,12 @@ pub fn decode_and_validate(
 }
 
 /// APIs authorized against the cluster resource as a whole (Kafka's KafkaApis), and the
-/// operation each needs. The others check their topics and groups in their handler.
+/// operation each needs. The others check their topics and groups in their handler;
+/// DescribeCluster answers everyone (only its cluster operations depend on the ACLs).
 fn cluster_operation(api_key: ApiKey) -> Option<i8> {
     use crate::security::acl::op;
     match api_key {
-        ApiKey::DescribeCluster
-        | ApiKey::DescribeLogDirs
+        ApiKey::DescribeLogDirs
         | ApiKey::DescribeQuorum
         | ApiKey::ListPartitionReassignments
         | ApiKey::DescribeUserScramCredentials => Some(op::DESCRIBE),
@@ -279,7 +279,6 @@ fn cluster_denied(api_key: ApiKey, req: &Request) -> Result<Response, CloseConne
         };
     }
     match api_key {
-        ApiKey::DescribeCluster => denied!(DescribeClusterResponse),
         ApiKey::DescribeLogDirs => denied!(DescribeLogDirsResponse),
         ApiKey::DescribeQuorum => denied!(DescribeQuorumResponse),
         ApiKey::ListPartitionReassignments => denied!(ListPartitionReassignmentsResponse),

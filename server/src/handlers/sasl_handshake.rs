@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
 use crate::protocol::{self, CloseConnection, Response};
-use crate::security::sasl::{Mechanism, SaslState};
+use crate::security::sasl::SaslState;
 
 pub fn handle(req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -40,7 +40,12 @@ pub fn handle(req: Request) -> Result<Response, CloseConnection> {
             return answer(Some(ResponseError::IllegalSaslState), sasl.names());
         }
     };
-    let chosen = Mechanism::parse(body.mechanism.as_str()).filter(|m| sasl.mechanisms.contains(m));
+    // Exact names, as Kafka matches them ("scram-sha-512" or "PLAIN " is no mechanism).
+    let chosen = sasl
+        .mechanisms
+        .iter()
+        .copied()
+        .find(|m| m.name() == body.mechanism.as_str());
     let Some(mechanism) = chosen else {
         tracing::info!(
             target: "ringmq::audit", peer = %session.peer, listener = %session.listener_name(),
