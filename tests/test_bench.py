@@ -146,6 +146,33 @@ def test_bad_arguments_and_unreachable_brokers(broker):
     assert r.returncode == 1 and "ringmq:" in r.stderr
 
 
+def assert_search_converged(row, cap):
+    """The flavor search as it ran, whatever rates this machine held: it starts at the
+    cap, tries a failing rate twice before halving it, stops at the first rate that holds
+    (or at 1000 msgs/s), and reports the best sustained step's achieved rate. Rates are
+    the benchmarks' business; a test under load checks the search, not the speed."""
+    steps = row["steps"]
+    assert steps and steps[0]["rate"] == cap, row
+    expected, failures = cap, 0
+    for i, st in enumerate(steps):
+        assert st["rate"] == expected, (i, [x["rate"] for x in steps])
+        if st["pass"]:
+            assert i == len(steps) - 1, "the search goes on after a rate held"
+            break
+        failures += 1
+        if failures == 2:
+            expected, failures = expected // 2, 0
+    passed = [st for st in steps if st["pass"]]
+    brokers = row["brokers"]
+    if passed:
+        best = passed[-1]
+        assert row["cluster_tps"] == int(best["report"]["produced"]["msgs_per_s"])
+        assert row["cluster_tps"] >= 0.95 * best["rate"]
+    else:
+        assert row["cluster_tps"] == 0 and steps[-1]["rate"] <= 1000, row
+    assert row["max_tps"] == int(row["cluster_tps"] / brokers)
+
+
 def test_flavor_table_starts_ringmqd_per_profile(tmp_path):
     """A short search against a ringmqd started with --profile kafka.2u4g, capped low so
     it finishes in seconds; the row carries the published figures and the limits check."""
@@ -159,9 +186,8 @@ def test_flavor_table_starts_ringmqd_per_profile(tmp_path):
     row, = t["rows"]
     assert row["flavor"] == "kafka.2u4g" and row["published_tps"] == 30000
     assert row["max_partitions"] == 250 and row["max_connections"] == 2000
-    # Capped at 4000 msgs/s: the search went down from 30,000 to a rate that holds.
-    assert 1000 <= row["max_tps"] <= 4200, row
-    assert row["steps"][0]["rate"] == 4000
+    # Capped at 4000 msgs/s (the profile publishes 30,000).
+    assert_search_converged(row, 4000)
     assert row["limits_verified"] == "250 partitions created, one more refused; " \
                                      "2000 connections held, one more closed"
     assert "kafka.2u4g" in r.stdout and "[30000]" in r.stdout
@@ -180,8 +206,8 @@ def test_flavor_table_measures_a_three_broker_cluster_beside_one_broker(tmp_path
     one, three = json.loads((tmp_path / "t.json").read_text())["rows"]
     assert (one["brokers"], one["replicas"]) == (1, 1)
     assert (three["brokers"], three["replicas"]) == (3, 3)
-    assert 1000 <= three["cluster_tps"] <= 3200, three
-    assert abs(three["max_tps"] - three["cluster_tps"] / 3) <= 1
+    assert_search_converged(one, 3000)
+    assert_search_converged(three, 3000)
     assert "cluster of 3 brokers" in r.stdout
     assert not (tmp_path / "fd" / "kafka.2u4g-cluster").exists()
 
