@@ -382,6 +382,33 @@ def test_consumer_group_survives_the_coordinator_dying(make_cluster):
             got.append(int(m.value()))
     cons.close()
     assert sorted(got) == list(range(300, 330)), f"resumed at the wrong place: {sorted(got)[:5]}..."
+    # The old coordinator returns as a follower of the group's partition: only the new
+    # coordinator lists and describes the group (ListGroups goes to every broker).
+    from kafka.protocol.admin import ListGroupsRequest
+    from kafka_api import build, call
+    c.brokers[coordinator].start()
+    c.wait_for(lambda: len(c.metadata().brokers) == 3, 30, "the old coordinator to return")
+
+    def listed():
+        return {i: [g.group_id for g in call(b.bootstrap, build(ListGroupsRequest, 4, states_filter=[])).groups]
+                for i, b in c.brokers.items()}
+    # Leadership may move back to the returning broker meanwhile; at no time do two
+    # brokers answer for the group.
+    deadline = time.time() + 8
+    while time.time() < deadline:
+        lists = listed()
+        assert sum(ids.count("g1") for ids in lists.values()) <= 1, lists
+        time.sleep(0.5)
+    c.wait_for(lambda: sum(ids.count("g1") for ids in listed().values()) == 1, 20, "the group listed once")
+
+    def described_empty():
+        # A new client: librdkafka keeps a group's coordinator for the client's life.
+        fresh = _A({"bootstrap.servers": c.bootstrap})
+        try:
+            return fresh.describe_consumer_groups(["g1"])["g1"].result(10).state.name == "EMPTY"
+        except Exception:  # NOT_COORDINATOR while leadership moves
+            return False
+    c.wait_for(described_empty, 30, "the group described Empty by its coordinator")
 
 
 def test_kafka_tools_describe_the_quorum_and_the_replicas(make_cluster):

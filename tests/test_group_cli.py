@@ -60,3 +60,26 @@ def test_group_commands(make_broker):
     ringmq(b, "group", "delete", "cli-g")
     r = ringmq(b, "group", "describe", "cli-g", check=False)
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_a_group_known_only_by_its_offsets_is_empty_and_can_be_reset(make_broker):
+    """After a restart (or offsets committed without joining) the coordinator knows a group
+    only by its committed offsets: Kafka describes it Empty, and its offsets can be reset."""
+    from confluent_kafka import TopicPartition
+    b = make_broker().start()
+    create_topic(b.bootstrap, "kept", partitions=1)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    for i in range(10):
+        p.produce("kept", value=str(i).encode())
+    p.flush(10)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "kept-g", "enable.auto.commit": False})
+    c.assign([TopicPartition("kept", 0, 0)])
+    c.commit(offsets=[TopicPartition("kept", 0, 7)], asynchronous=False)
+    c.close()
+    b.stop()
+    b.start()
+    d = ringmq(b, "group", "describe", "kept-g").stdout
+    assert "State: Empty" in d, d
+    ringmq(b, "group", "reset-offsets", "kept-g", "-t", "kept", "--to-earliest")
+    rows = [l.split() for l in ringmq(b, "group", "describe", "kept-g").stdout.splitlines() if l.startswith("kept ")]
+    assert [(r[1], r[2]) for r in rows] == [("0", "0")]

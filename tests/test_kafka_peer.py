@@ -145,6 +145,28 @@ def test_groups_list_with_type_filter_and_describe(both):
                 include_authorized_operations=True), ignore={"members"})
 
 
+def test_a_group_with_only_committed_offsets_is_empty(both):
+    """Offsets committed without joining (assign + commit): the group exists, Empty, in
+    ListGroups and DescribeGroups alike."""
+    from confluent_kafka import TopicPartition
+    kafka, ringmq = both
+    t, g = unique("simple"), unique("simple-group")
+    for bs in both:
+        create(bs, t)
+        c = Consumer({"bootstrap.servers": bs, "group.id": g, "enable.auto.commit": False})
+        c.assign([TopicPartition(t, 0, 0)])
+        c.commit(offsets=[TopicPartition(t, 0, 0)], asynchronous=False)
+        c.close()
+    a = to_plain(call(kafka, build(ListGroupsRequest, 5, states_filter=[], types_filter=[])))
+    b = to_plain(call(ringmq, build(ListGroupsRequest, 5, states_filter=[], types_filter=[])))
+    ga = [x for x in a["groups"] if x["group_id"] == g]
+    gb = [x for x in b["groups"] if x["group_id"] == g]
+    assert ga and diff(ga, gb) == [], (ga, gb)
+    r = same_answer(kafka, ringmq, lambda: build(DescribeGroupsRequest, 5, groups=[g],
+                    include_authorized_operations=True))
+    assert r["groups"][0]["group_state"] == "Empty"
+
+
 def test_compacted_topic_rejects_records_without_keys(both):
     kafka, ringmq = both
     t = unique("compact")

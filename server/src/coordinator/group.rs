@@ -455,6 +455,13 @@ impl GroupCoordinator {
             .retain(|id, g| !g.members.is_empty() || keep(id));
     }
 
+    /// Forgets the groups coordinated by `__consumer_offsets-<partition>` (the coordinator
+    /// moved away; their members find the new one at their next request).
+    pub fn unload(&mut self, partition: i32) {
+        self.groups
+            .retain(|id, _| crate::coordinator::offsets::partition_for(id) != partition);
+    }
+
     /// DeleteGroups: only groups without members.
     pub fn delete(&mut self, group_id: &str) -> Result<(), ResponseError> {
         match self.groups.get(group_id) {

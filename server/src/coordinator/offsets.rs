@@ -82,6 +82,12 @@ impl OffsetsCache {
         }
     }
 
+    /// Forgets the groups of `__consumer_offsets-<partition>` (their coordinator moved to
+    /// another broker: Kafka's unload on resignation). Their offsets stay in the log.
+    pub fn unload(&mut self, partition: i32) {
+        self.groups.retain(|g, _| partition_for(g) != partition);
+    }
+
     /// Replays `__consumer_offsets-<p>` into the cache.
     pub fn load(&mut self, log: &UnifiedLog) -> Result<usize, String> {
         let mut next = log.log_start_offset();

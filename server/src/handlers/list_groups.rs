@@ -36,10 +36,11 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                     )
                 })
                 .collect();
-            // Groups known only by their committed offsets are Empty, as in Kafka.
+            // Groups known only by their committed offsets (assign + commit) are Empty
+            // with no protocol type, as in Kafka.
             for id in c.offsets.borrow().group_ids() {
                 if groups.group(id).is_none() {
-                    listed.push((id.clone(), "consumer".to_owned(), "Empty".to_owned()));
+                    listed.push((id.clone(), String::new(), "Empty".to_owned()));
                 }
             }
             listed
@@ -108,8 +109,14 @@ pub async fn describe(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, Clos
             .on_coordinator(&name.clone(), move |c| async move {
                 let coordinator = c.groups.borrow();
                 let Some(g) = coordinator.group(&name) else {
+                    // Known only by its committed offsets: Empty, as Kafka describes it.
+                    let offsets_only = c
+                        .offsets
+                        .borrow()
+                        .group(&name)
+                        .is_some_and(|o| !o.is_empty());
                     return (
-                        String::from("Dead"),
+                        String::from(if offsets_only { "Empty" } else { "Dead" }),
                         String::new(),
                         String::new(),
                         Vec::new(),

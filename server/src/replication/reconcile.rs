@@ -110,6 +110,11 @@ pub fn become_replica(part: &Rc<Partition>, ctx: &Rc<ShardCtx>, state: &Partitio
         part.refresh_high_watermark();
         tracing::debug!(topic = %part.topic, partition = part.index, epoch = state.leader_epoch, "leading");
     } else {
+        if part.topic.as_ref() == crate::metadata::OFFSETS_TOPIC {
+            // Not (or no longer) the group coordinator: this shard holds none of its groups.
+            ctx.offsets.borrow_mut().unload(part.index);
+            ctx.groups.borrow_mut().unload(part.index);
+        }
         part.repl.borrow_mut().needs_truncation = true;
         if state.leader != crate::metadata::NO_LEADER {
             crate::replication::fetcher::ensure(ctx, state.leader, part.fetcher_id(ctx));

@@ -165,17 +165,6 @@ impl ShardCtx {
             Arc::clone(&self.broker.local),
         ));
         partition.rebuild_producer_state();
-        if topic == crate::coordinator::offsets::OFFSETS_TOPIC {
-            let loaded = self.offsets.borrow_mut().load(&partition.log.log());
-            match loaded {
-                Ok(n) => {
-                    tracing::debug!(partition = index, records = n, "loaded committed offsets")
-                }
-                Err(e) => {
-                    tracing::error!(partition = index, error = %e, "loading committed offsets failed")
-                }
-            }
-        }
         partition.refresh_high_watermark();
         let flusher = partition.log.clone();
         compio::runtime::spawn(async move {
