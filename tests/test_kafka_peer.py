@@ -96,6 +96,25 @@ def test_create_topics_refuses_a_name_given_twice_and_creates_the_rest(both):
         assert topics == {dup: 3, other: 0}, (peer, topics)
 
 
+def test_subtracting_delete_leaves_an_empty_cleanup_policy(both):
+    """Kafka 4.x accepts an empty cleanup.policy (no retention, no compaction); what
+    IncrementalAlterConfigs leaves after subtracting `delete` is that."""
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ResourceType)
+    t = unique("nopolicy")
+    values = []
+    for bs in both:
+        create(bs, t)
+        admin = AdminClient({"bootstrap.servers": bs})
+        res = ConfigResource(ResourceType.TOPIC, t, incremental_configs=[
+            ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SUBTRACT)])
+        for f in admin.incremental_alter_configs([res]).values():
+            f.result(timeout=10)
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t)])
+        values.append(next(iter(described.values())).result(timeout=10)["cleanup.policy"].value)
+    assert values == ["", ""], values
+
+
 def test_delete_records_edges(both):
     kafka, ringmq = both
     t = unique("dr")

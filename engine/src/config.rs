@@ -13,6 +13,9 @@ pub enum CleanupPolicy {
     Compact,
     /// `compact,delete`: compacted and also subject to retention.
     CompactDelete,
+    /// An empty list (Kafka 4.x accepts it, e.g. what remains after subtracting `delete`):
+    /// neither deleted by retention nor compacted; only DeleteRecords moves the start.
+    None,
 }
 
 impl CleanupPolicy {

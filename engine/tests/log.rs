@@ -461,6 +461,25 @@ fn retention_by_time_and_size_never_deletes_the_active_segment() {
         append(&mut log, batch(i, 2, 400, NOW));
     }
     assert_eq!(log.apply_retention(NOW + 1_000_000).unwrap().segments, 0);
+    // Nor are logs with an empty cleanup.policy, whatever their retention.
+    let dir4 = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir4.path(),
+        LogConfig {
+            cleanup_policy: CleanupPolicy::None,
+            retention_ms: 1,
+            retention_bytes: 1,
+            ..small_segments()
+        },
+    );
+    for i in 0..60 {
+        append(&mut log, batch(i, 2, 400, NOW));
+    }
+    log.update_high_watermark(log.log_end_offset());
+    let segs = log.segment_count();
+    assert!(segs > 1);
+    assert_eq!(log.apply_retention(NOW + 1_000_000).unwrap().segments, 0);
+    assert_eq!(log.segment_count(), segs);
 }
 
 #[test]

@@ -73,9 +73,11 @@ pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
                 "delete" => CleanupPolicy::Delete,
                 "compact" => CleanupPolicy::Compact,
                 "compact,delete" | "delete,compact" => CleanupPolicy::CompactDelete,
+                // Empty: no retention, no compaction (Kafka 4.x).
+                "" => CleanupPolicy::None,
                 _ => {
                     return Err(format!(
-                        "{key}={value}: expected delete, compact or compact,delete"
+                        "{key}={value}: expected delete, compact, compact,delete or empty"
                     ));
                 }
             }
@@ -158,6 +160,7 @@ pub fn describe(
             CleanupPolicy::Delete => "delete",
             CleanupPolicy::Compact => "compact",
             CleanupPolicy::CompactDelete => "compact,delete",
+            CleanupPolicy::None => "",
         }
         .into(),
         "compression.type" => "producer".into(),
