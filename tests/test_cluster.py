@@ -303,6 +303,11 @@ def test_sigterm_moves_leadership_before_exiting(make_cluster):
     check_no_loss(c, "rolling", 3, chk.acked)
     for b in c.brokers.values():
         assert "controlled shutdown did not finish" not in b.log_path.read_text()
+    # Each move is logged by the controller that made it: partition, leader, epoch, why.
+    moves = [l for b in c.brokers.values() for l in b.log_path.read_text().splitlines()
+             if "partition leader changed" in l and "topic=\"rolling\"" in l]
+    assert moves and all(re.search(r"leader=-?\d+ previous=-?\d+ leader_epoch=\d+ reason=", l) for l in moves), moves[:3]
+    assert any("shutting down" in l for l in moves), moves[:5]
 
 
 def test_sigterm_of_the_only_in_sync_replica_stops_at_once_and_it_leads_again_on_return(make_cluster):

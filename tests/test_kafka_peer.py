@@ -115,6 +115,27 @@ def test_subtracting_delete_leaves_an_empty_cleanup_policy(both):
     assert values == ["", ""], values
 
 
+def test_metadata_that_auto_creates_a_topic_answers_it_as_not_there_yet(both):
+    """The Metadata request that triggers auto-creation answers the topic as Kafka does
+    (not there yet, no partitions); the next ones show it (kafka-go relies on this after
+    DeleteTopics)."""
+    kafka, ringmq = both
+    t = unique("auto")
+    r = same_answer(kafka, ringmq, lambda: build(MetadataRequest, 12, topics=[{"name": t}],
+                    allow_auto_topic_creation=True, include_topic_authorized_operations=False),
+                    ignore={"brokers"})
+    assert r["topics"][0]["error_code"] != 0 and r["topics"][0]["partitions"] == []
+    for peer in both:
+        deadline = time.time() + 15
+        while True:
+            md = call(peer, build(MetadataRequest, 12, topics=[{"name": t}], allow_auto_topic_creation=False,
+                                  include_topic_authorized_operations=False))
+            if md.topics[0].error_code == 0 and md.topics[0].partitions:
+                break
+            assert time.time() < deadline, (peer, to_plain(md))
+            time.sleep(0.1)
+
+
 def test_delete_records_edges(both):
     kafka, ringmq = both
     t = unique("dr")

@@ -485,6 +485,14 @@ def test_acls_permit_and_deny_each_api(acl_broker, certs):
     assert set(alice.list_topics(timeout=10).topics) == {"orders", "public"}
     md = alice.list_topics(topic="secret", timeout=10)
     assert md.topics["secret"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Auto-creating a topic she may describe but not create: TOPIC_AUTHORIZATION_FAILED,
+    # as Kafka answers (not UNKNOWN_TOPIC_OR_PARTITION), and nothing is created.
+    cli(addr, root, "acl", "add", "--name", "alice-", "--pattern", "prefixed", "--principal", "alice",
+        "--operation", "describe")
+    creator = Producer({**as_user("alice"), "allow.auto.create.topics": True})
+    md = creator.list_topics(topic="alice-new", timeout=10)
+    assert md.topics["alice-new"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert "alice-new" not in AdminClient(b.admin_conf).list_topics(timeout=10).topics
     # Authorized operations come from the ACLs (KIP-430): WRITE on orders and the DESCRIBE
     # it implies; DescribeCluster answers her too, with no cluster operations.
     from confluent_kafka import TopicCollection

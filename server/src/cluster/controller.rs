@@ -576,10 +576,41 @@ impl Controller {
             state.leases = image.brokers.keys().map(|id| (*id, now)).collect();
         }
         let decision = self.decide(&req, &image, &mut state, now);
-        self.propose(decision, image.offset).await
+        self.propose(decision, &image, change_reason(&req)).await
     }
 
-    async fn propose(&self, decision: Decision, current: u64) -> ControllerReply {
+    /// Commits a decision's records through the quorum. Once committed, each partition
+    /// whose leader changed is logged at INFO (partition, new leader, epoch, `reason`), so
+    /// an operator can tell from the active controller's log who led when.
+    async fn propose(
+        &self,
+        decision: Decision,
+        image: &MetadataImage,
+        reason: &str,
+    ) -> ControllerReply {
+        let current = image.offset;
+        let elected = match &decision {
+            Ok((records, _)) => leader_changes(image, records),
+            Err(_) => Vec::new(),
+        };
+        let reply = self.commit(decision, current).await;
+        if let ControllerReply::Done { .. } = reply {
+            for (topic, partition, from, to, epoch) in elected {
+                tracing::info!(
+                    topic,
+                    partition,
+                    leader = to,
+                    previous = from,
+                    leader_epoch = epoch,
+                    reason,
+                    "partition leader changed"
+                );
+            }
+        }
+        reply
+    }
+
+    async fn commit(&self, decision: Decision, current: u64) -> ControllerReply {
         match decision {
             Err((code, message)) => ControllerReply::Error {
                 code: code.code(),
@@ -688,7 +719,11 @@ impl Controller {
         }
         if !records.is_empty() {
             let reply = self
-                .propose(Ok((records, Answer::None)), image.offset)
+                .propose(
+                    Ok((records, Answer::None)),
+                    &image,
+                    "controller duties (broker session expired, leader rebalance)",
+                )
                 .await;
             if let ControllerReply::Error { message, .. } = reply {
                 tracing::warn!(error = %message, "controller tick proposal failed");
@@ -1593,6 +1628,56 @@ fn unclean_election(
         ));
     }
     Ok(())
+}
+
+/// The partitions whose leader `records` change on `image`: (topic, partition, old leader,
+/// new leader, new leader epoch); -1 is no leader.
+fn leader_changes(
+    image: &MetadataImage,
+    records: &[MetadataRecord],
+) -> Vec<(String, i32, i32, i32, i32)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            MetadataRecord::PartitionChanged {
+                name,
+                partition,
+                state,
+            } => {
+                let old = image.topic(name).and_then(|t| t.state(*partition));
+                let from = old.map_or(NO_LEADER, |o| o.leader);
+                let changed = old.is_none_or(|o| {
+                    o.leader != state.leader || o.leader_epoch != state.leader_epoch
+                });
+                changed.then(|| {
+                    (
+                        name.clone(),
+                        *partition,
+                        from,
+                        state.leader,
+                        state.leader_epoch,
+                    )
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why a request changes leaders, for the log.
+fn change_reason(req: &ControllerRequest) -> &'static str {
+    match req {
+        ControllerRequest::RegisterBroker { .. } => "broker registered",
+        ControllerRequest::Heartbeat { .. } => "broker heartbeat (unfenced or shutting down)",
+        ControllerRequest::UnregisterBroker { .. } => "broker unregistered",
+        ControllerRequest::ElectLeaders { .. } => "leader election requested",
+        ControllerRequest::Reassign { .. } => "reassignment",
+        ControllerRequest::AlterPartition { .. } => "ISR change",
+        ControllerRequest::CreateTopic { .. } | ControllerRequest::CreatePartitions { .. } => {
+            "new partition"
+        }
+        _ => "metadata change",
+    }
 }
 
 /// Records `new` as partition `p` of `topic` if it differs from `old`, one partition

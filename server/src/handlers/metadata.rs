@@ -2,7 +2,9 @@
 //! controller, and topics with each partition's leader, leader epoch, replicas, ISR and
 //! offline replicas (those on fenced brokers). Unknown topics are created with the
 //! defaults when both the request and `auto.create.topics.enable` allow it (replication
-//! factor capped by the live brokers).
+//! factor capped by the live brokers) and the principal may create them; as in Kafka, the
+//! request that creates a topic answers it UNKNOWN_TOPIC_OR_PARTITION without partitions,
+//! and one without CREATE rights gets TOPIC_AUTHORIZATION_FAILED.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -68,18 +70,26 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                         Uuid::nil(),
                         ResponseError::TopicAuthorizationFailed,
                     ),
-                    (Some(name), false) => {
-                        // Creating it needs CREATE on the cluster or on the topic.
-                        let auto = auto
-                            && (ctx.broker.authorize_cluster(session, op::CREATE)
-                                || ctx.broker.authorize(
-                                    session,
-                                    op::CREATE,
-                                    resource::TOPIC,
-                                    name.as_str(),
-                                ));
-                        named_topic(ctx, name.as_str(), auto, &image).await
+                    // A topic to auto-create needs CREATE on the cluster or on the topic;
+                    // without it Kafka answers TOPIC_AUTHORIZATION_FAILED.
+                    (Some(name), false)
+                        if auto
+                            && image.topic(name.as_str()).is_none()
+                            && !ctx.broker.authorize_cluster(session, op::CREATE)
+                            && !ctx.broker.authorize(
+                                session,
+                                op::CREATE,
+                                resource::TOPIC,
+                                name.as_str(),
+                            ) =>
+                    {
+                        error_entry(
+                            Some(name.as_str()),
+                            Uuid::nil(),
+                            ResponseError::TopicAuthorizationFailed,
+                        )
                     }
+                    (Some(name), false) => named_topic(ctx, name.as_str(), auto, &image).await,
                     (None, false) => error_entry(None, Uuid::nil(), ResponseError::InvalidRequest),
                 };
                 topics.push(entry);
@@ -172,19 +182,21 @@ async fn named_topic(
             .min(topics::live_brokers(ctx)),
         configs: BTreeMap::new(),
     };
+    // The request that triggers the creation answers the topic as not there yet, with no
+    // partitions, as Kafka does (kafka-go relies on it); the client's next Metadata finds
+    // it, created by then.
     match topics::create(ctx, new, None, false).await {
-        Ok(t) => topic_entry(ctx, &t),
-        // Another request created it meanwhile.
-        Err(e) if e.code == ResponseError::TopicAlreadyExists => {
-            match ctx.broker.image().topic(name) {
-                Some(t) => topic_entry(ctx, t),
-                None => error_entry(
-                    Some(name),
-                    Uuid::nil(),
-                    ResponseError::UnknownTopicOrPartition,
-                ),
-            }
-        }
+        // Or another request created it meanwhile.
+        Ok(_) => error_entry(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        Err(e) if e.code == ResponseError::TopicAlreadyExists => error_entry(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        ),
         // Clients retry Metadata every few hundred ms: a limit they hit is the client's
         // business (it sees the error code), not a broker fault.
         Err(e) if e.code == ResponseError::PolicyViolation => {
