@@ -136,6 +136,36 @@ def test_metadata_that_auto_creates_a_topic_answers_it_as_not_there_yet(both):
             time.sleep(0.1)
 
 
+def test_every_topic_config_kafka_lists_is_accepted(both):
+    """Every key Kafka 4.4 lists for a topic is one ringmq lists and accepts: each set to
+    Kafka's own default in a CreateTopics (validate only) passes on both; a bad value and
+    tiered storage are refused on both."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+    kafka, ringmq = both
+    t = unique("allkeys")
+    keys = []
+    for bs in both:
+        create(bs, t)
+        admin = AdminClient({"bootstrap.servers": bs})
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t)])
+        keys.append({k: e.value for k, e in next(iter(described.values())).result(timeout=10).items()})
+    kafka_keys, ringmq_keys = keys
+    assert set(kafka_keys) <= set(ringmq_keys), sorted(set(kafka_keys) - set(ringmq_keys))
+
+    def create_code(bs, configs):
+        r = call(bs, build(CreateTopicsRequest, 7, timeout_ms=10000, validate_only=True, topics=[{
+            "name": unique("v"), "num_partitions": 1, "replication_factor": 1,
+            "configs": [{"name": k, "value": v} for k, v in configs.items()]}]))
+        return r.topics[0].error_code, r.topics[0].error_message
+    for key, value in sorted(kafka_keys.items()):
+        for bs in both:
+            assert create_code(bs, {key: value})[0] == 0, (bs, key, value, create_code(bs, {key: value}))
+    for bad in ({"segment.jitter.ms": "-1"}, {"compression.zstd.level": "99"}, {"preallocate": "maybe"},
+                {"remote.storage.enable": "true"}, {"max.compaction.lag.ms": "0"}):
+        codes = [create_code(bs, bad)[0] for bs in both]
+        assert codes[0] == codes[1] != 0, (bad, [create_code(bs, bad) for bs in both])
+
+
 def test_delete_records_edges(both):
     kafka, ringmq = both
     t = unique("dr")

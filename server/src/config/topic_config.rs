@@ -47,7 +47,91 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     LEADER_REPLICAS,
     FOLLOWER_REPLICAS,
     SYNC_REPLICATION,
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+    "errors.deadletterqueue.group.enable",
+    "file.delete.delay.ms",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "max.decompressed.message.bytes",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "min.compaction.lag.ms",
+    "preallocate",
+    "remote.copy.lag.bytes",
+    "remote.copy.lag.ms",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+    "remote.storage.enable",
+    "segment.index.bytes",
+    "segment.jitter.ms",
 ];
+
+/// Kafka 4.4 topic configs ringmq accepts (validated as Kafka validates them) and reports,
+/// but without their effect: the README's "Topic configs" lists why for each. The value is
+/// what DescribeConfigs reports when the topic does not set it: Kafka's default, except
+/// `max.decompressed.message.bytes`, where it is ringmq's own cap (256 MiB).
+pub const ACCEPTED_WITHOUT_EFFECT: &[(&str, &str)] = &[
+    ("compression.gzip.level", "-1"),
+    ("compression.lz4.level", "9"),
+    ("compression.zstd.level", "3"),
+    ("errors.deadletterqueue.group.enable", "false"),
+    ("file.delete.delay.ms", "60000"),
+    ("local.retention.bytes", "-2"),
+    ("local.retention.ms", "-2"),
+    ("max.compaction.lag.ms", "9223372036854775807"),
+    ("max.decompressed.message.bytes", "268435456"),
+    ("message.timestamp.after.max.ms", "3600000"),
+    ("message.timestamp.before.max.ms", "9223372036854775807"),
+    ("min.compaction.lag.ms", "0"),
+    ("preallocate", "false"),
+    ("remote.copy.lag.bytes", "-1"),
+    ("remote.copy.lag.ms", "0"),
+    ("remote.log.copy.disable", "false"),
+    ("remote.log.delete.on.disable", "false"),
+    ("remote.storage.enable", "false"),
+    ("segment.index.bytes", "10485760"),
+    ("segment.jitter.ms", "0"),
+];
+
+/// Checks a value of an [`ACCEPTED_WITHOUT_EFFECT`] key as Kafka's LogConfig does.
+fn check_without_effect(key: &str, value: &str) -> Result<(), String> {
+    let long = |min: i64, max: i64| match value.trim().parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        Ok(_) => Err(format!("{key}={value}: must be in [{min}, {max}]")),
+        Err(_) => Err(format!("{key}={value}: not an integer")),
+    };
+    let boolean = || {
+        value
+            .parse::<bool>()
+            .map(|_| ())
+            .map_err(|_| format!("{key}={value}: not true/false"))
+    };
+    match key {
+        "compression.gzip.level" if value.trim() == "-1" => Ok(()),
+        "compression.gzip.level" => long(1, 9),
+        "compression.lz4.level" => long(1, 17),
+        "compression.zstd.level" => long(-131_072, 22),
+        "errors.deadletterqueue.group.enable"
+        | "preallocate"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable" => boolean(),
+        // Kafka's answer on a broker without tiered storage.
+        "remote.storage.enable" => match value.trim() {
+            "false" => Ok(()),
+            "true" => Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".to_owned()),
+            _ => boolean(),
+        },
+        "local.retention.bytes" | "local.retention.ms" => long(-2, i64::MAX),
+        "max.compaction.lag.ms" => long(1, i64::MAX),
+        "max.decompressed.message.bytes" => long(0, i64::from(i32::MAX)),
+        "segment.index.bytes" => long(4, i64::from(i32::MAX)),
+        "remote.copy.lag.bytes" => long(-1, i64::MAX),
+        _ => long(0, i64::MAX),
+    }
+}
 
 /// SPEC T5, the seeds' "synchronous replication": acks=all is answered only once every
 /// assigned replica has the records (not just the in-sync ones). Needs 2+ replicas.
@@ -141,6 +225,9 @@ pub fn apply(c: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
         }
         // Replication throttles (replication::throttle), not log settings.
         LEADER_REPLICAS | FOLLOWER_REPLICAS => validate_replica_list(key, value)?,
+        _ if ACCEPTED_WITHOUT_EFFECT.iter().any(|(k, _)| *k == key) => {
+            check_without_effect(key, value)?
+        }
         _ => return Err(format!("unknown topic config {key}")),
     }
     Ok(())
@@ -182,6 +269,9 @@ pub fn describe(
         "segment.ms" => c.segment_ms.to_string(),
         "unclean.leader.election.enable" => "true".into(),
         SYNC_REPLICATION => "false".into(),
-        _ => String::new(),
+        _ => ACCEPTED_WITHOUT_EFFECT
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(String::new, |(_, v)| (*v).to_owned()),
     }
 }

@@ -385,9 +385,22 @@ fn dynamic_entries(ctx: &ShardCtx, name: &str) -> Vec<Entry> {
 /// DOUBLE 6, LIST 7.
 fn config_type(key: &str) -> i8 {
     match key {
-        "unclean.leader.election.enable" | "preallocate" => 1,
+        "unclean.leader.election.enable"
+        | "preallocate"
+        | "errors.deadletterqueue.group.enable"
+        | "remote.storage.enable"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable" => 1,
         "compression.type" | "message.timestamp.type" => 2,
-        "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => 3,
+        "segment.bytes"
+        | "max.message.bytes"
+        | "index.interval.bytes"
+        | "min.insync.replicas"
+        | "segment.index.bytes"
+        | "max.decompressed.message.bytes"
+        | "compression.gzip.level"
+        | "compression.lz4.level"
+        | "compression.zstd.level" => 3,
         "min.cleanable.dirty.ratio" => 6,
         "cleanup.policy"
         | crate::quota::throttle::LEADER_REPLICAS
