@@ -166,6 +166,30 @@ def test_every_topic_config_kafka_lists_is_accepted(both):
         assert codes[0] == codes[1] != 0, (bad, [create_code(bs, bad) for bs in both])
 
 
+def test_create_partitions_with_explicit_replicas(both):
+    """CreatePartitions naming each new partition's replicas (`kafka-topics --alter
+    --replica-assignment`): placed as asked; wrong counts, unknown or repeated brokers are
+    INVALID_REPLICA_ASSIGNMENT with Kafka's message, and change nothing."""
+    from kafka.protocol.admin import CreatePartitionsRequest
+    kafka, ringmq = both
+    t = unique("grow")
+    for bs in both:
+        create(bs, t)
+    req = lambda count, assignments: lambda: build(CreatePartitionsRequest, 3, timeout_ms=10000,  # noqa: E731
+                                                   validate_only=False, topics=[{
+                                                       "name": t, "count": count, "assignments": assignments}])
+    for bad in ([], [{"broker_ids": [1]}], [{"broker_ids": [7]}, {"broker_ids": [1]}],
+                [{"broker_ids": [1, 1]}, {"broker_ids": [1]}], [{"broker_ids": []}, {"broker_ids": [1]}]):
+        r = same_answer(kafka, ringmq, req(3, bad))
+        assert r["results"][0]["error_code"] == 39, (bad, r)
+    r = same_answer(kafka, ringmq, req(3, [{"broker_ids": [1]}, {"broker_ids": [1]}]))
+    assert r["results"][0]["error_code"] == 0
+    for bs in both:
+        md = call(bs, build(MetadataRequest, 4, topics=[{"name": t}], allow_auto_topic_creation=False))
+        assert sorted((p.partition_index, list(p.replica_nodes)) for p in md.topics[0].partitions) == \
+            [(0, [1]), (1, [1]), (2, [1])], bs
+
+
 def test_delete_records_edges(both):
     kafka, ringmq = both
     t = unique("dr")

@@ -35,6 +35,12 @@ def test_topics_and_configs(broker, classpath):
     tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--alter", "--topic", "orders", "--partitions", 4)
     assert "PartitionCount: 4" in tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--describe",
                                        "--topic", "orders")
+    # New partitions on named brokers (the list covers every partition; the tool sends
+    # the new ones' replicas).
+    tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--alter", "--topic", "orders", "--partitions", 5,
+         "--replica-assignment", "1,1,1,1,1")
+    out = tool(classpath, "TopicCommand", "--bootstrap-server", bs, "--describe", "--topic", "orders")
+    assert "PartitionCount: 5" in out and re.search(r"Partition: 4\s+Leader: 1\s+Replicas: 1", out), out
     tool(classpath, "ConfigCommand", "--bootstrap-server", bs, "--alter", "--entity-type", "topics",
          "--entity-name", "orders", "--add-config", "retention.ms=3600000,cleanup.policy=compact")
     out = tool(classpath, "ConfigCommand", "--bootstrap-server", bs, "--describe", "--entity-type", "topics",

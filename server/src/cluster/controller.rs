@@ -92,6 +92,10 @@ pub enum ControllerRequest {
         name: String,
         count: i32,
         validate_only: bool,
+        /// Explicit replicas of each new partition (`kafka-topics --alter
+        /// --replica-assignment`); none: the controller places them.
+        #[serde(default)]
+        assignment: Option<Vec<Vec<i32>>>,
     },
     SetTopicConfigs {
         name: String,
@@ -894,6 +898,7 @@ impl Controller {
                 name,
                 count,
                 validate_only,
+                assignment,
             } => {
                 let Some(t) = image.topic(name) else {
                     return refuse(
@@ -909,7 +914,10 @@ impl Controller {
                     );
                 }
                 let rf = t.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
-                let replicas = self.assign(image, count - current, rf, current)?;
+                let replicas = match assignment {
+                    Some(a) => check_added_assignment(image, a, count - current, rf as usize)?,
+                    None => self.assign(image, count - current, rf, current)?,
+                };
                 self.check_partition_limit(image, count - current)?;
                 if *validate_only {
                     return Ok((Vec::new(), Answer::None));
@@ -1662,6 +1670,52 @@ fn leader_changes(
             _ => None,
         })
         .collect()
+}
+
+/// Checks the replicas given for partitions added to a topic of replication factor `rf`,
+/// with Kafka's rules and messages (INVALID_REPLICA_ASSIGNMENT): one list per added
+/// partition, each of `rf` distinct registered brokers.
+fn check_added_assignment(
+    image: &MetadataImage,
+    assignment: &[Vec<i32>],
+    added: i32,
+    rf: usize,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    let bad = |m: String| Err((ResponseError::InvalidReplicaAssignment, m));
+    if assignment.len() != added as usize {
+        return bad(format!(
+            "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+            assignment.len()
+        ));
+    }
+    for replicas in assignment {
+        if replicas.is_empty() {
+            return bad("The manual partition assignment includes an empty replica list.".into());
+        }
+        // Kafka's order: brokers in id order, each registered and named once; then the
+        // replication factor.
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        for (i, b) in sorted.iter().enumerate() {
+            if !image.brokers.contains_key(b) {
+                return bad(format!(
+                    "The manual partition assignment includes broker {b}, but no such broker is registered."
+                ));
+            }
+            if i > 0 && sorted[i - 1] == *b {
+                return bad(format!(
+                    "The manual partition assignment includes the broker {b} more than once."
+                ));
+            }
+        }
+        if replicas.len() != rf {
+            return bad(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+                replicas.len()
+            ));
+        }
+    }
+    Ok(assignment.to_vec())
 }
 
 /// Why a request changes leaders, for the log.

@@ -1,5 +1,6 @@
 //! CreatePartitions (key 37): grows a topic to `count` partitions (never shrinks, SPEC T3),
-//! the controller placing the new ones' replicas as it does a new topic's.
+//! the controller placing the new ones' replicas as it does a new topic's, or on the
+//! brokers the request names for each (`kafka-topics --alter --replica-assignment`).
 
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::StrBytes;
 
 use super::Request;
-use crate::handlers::topics::{self, TopicError};
+use crate::handlers::topics;
 use crate::protocol::{self, CloseConnection, Response};
 use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
@@ -24,14 +25,12 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .broker
             .authorize(&req.session, op::ALTER, resource::TOPIC, &name)
         {
-            grow(
-                ctx,
-                &name,
-                t.count,
-                t.assignments.is_some(),
-                body.validate_only,
-            )
-            .await
+            let assignment = t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|p| p.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            topics::grow(ctx, &name, t.count, assignment, body.validate_only).await
         } else {
             Err(crate::handlers::topics::TopicError {
                 code: ResponseError::TopicAuthorizationFailed,
@@ -48,20 +47,4 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     }
     let resp = CreatePartitionsResponse::default().with_results(results);
     protocol::single(ApiKey::CreatePartitions, v, req.correlation_id(), &resp)
-}
-
-async fn grow(
-    ctx: &Rc<ShardCtx>,
-    name: &str,
-    count: i32,
-    manual: bool,
-    validate_only: bool,
-) -> Result<(), TopicError> {
-    if manual {
-        return Err(TopicError {
-            code: ResponseError::InvalidRequest,
-            message: "manual replica assignment is not supported yet".into(),
-        });
-    }
-    topics::grow(ctx, name, count, validate_only).await
 }

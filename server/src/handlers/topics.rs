@@ -186,6 +186,7 @@ pub async fn grow(
     ctx: &Rc<ShardCtx>,
     name: &str,
     count: i32,
+    assignment: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<(), TopicError> {
     if count > PARTITIONS_PER_TOPIC_MAX {
@@ -198,6 +199,7 @@ pub async fn grow(
         name: name.to_owned(),
         count,
         validate_only,
+        assignment,
     };
     ctx.broker.cluster.submit(req).await?;
     Ok(())
