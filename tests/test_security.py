@@ -508,6 +508,14 @@ def test_acls_permit_and_deny_each_api(acl_broker, certs):
     # Create and delete need CREATE / DELETE.
     assert errors_of(alice.create_topics([NewTopic("mine", 1, 1)])) == {"mine": KafkaError.TOPIC_AUTHORIZATION_FAILED}
     assert errors_of(alice.delete_topics(["orders"])) == {"orders": KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+    def message_of(futures):
+        try:
+            next(iter(futures.values())).result(timeout=15)
+        except Exception as e:  # confluent_kafka.KafkaException
+            return e.args[0].str()
+    # Kafka's own text (people and clients match them).
+    assert message_of(alice.create_topics([NewTopic("mine", 1, 1)])) == "Authorization failed."
     assert errors_of(AdminClient(b.admin_conf).delete_topics(["secret"])) == {"secret": None}, "root is a super user"
     # Users and ACLs themselves need cluster rights.
     assert "CLUSTER_AUTHORIZATION_FAILED" in cli(addr, client_properties(

@@ -69,7 +69,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let assigned = if !may_create {
             Err((
                 ResponseError::TopicAuthorizationFailed,
-                "not authorized to create the topic".to_owned(),
+                // Kafka's controller's text.
+                "Authorization failed.".to_owned(),
             ))
         } else if t.assignments.is_empty() {
             Ok(None)

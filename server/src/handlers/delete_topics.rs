@@ -44,7 +44,13 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         match resolved {
             None => r = r.with_error_code(ResponseError::UnknownTopicId.code()),
             Some(n) if !may_delete(&n) => {
-                r = r.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                r = r.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                // error_message exists from v5; Kafka sends its error's own text.
+                if v >= 5 {
+                    r = r.with_error_message(Some(StrBytes::from_static_str(
+                        "Topic authorization failed.",
+                    )));
+                }
             }
             Some(n) => match topics::delete(ctx, &n).await {
                 // topic_id exists from v6.

@@ -21,9 +21,10 @@ fn coordinator(
     group: &str,
     listener: &str,
 ) -> Result<(i32, StrBytes, i32), (ResponseError, &'static str)> {
+    // Kafka answers with its error's own text.
     let not_available = (
         ResponseError::CoordinatorNotAvailable,
-        "the group's coordinator is not available yet",
+        "The coordinator is not available.",
     );
     let partition = crate::coordinator::offsets::partition_for(group);
     let leader = image
@@ -57,7 +58,7 @@ pub fn handle(ctx: &ShardCtx, req: Request) -> Result<Response, CloseConnection>
         {
             Err((
                 ResponseError::GroupAuthorizationFailed,
-                "not authorized to describe the group",
+                "Group authorization failed.",
             ))
         } else if body.key_type == KEY_TYPE_GROUP {
             coordinator(&image, key, req.session.listener_name())

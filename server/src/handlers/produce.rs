@@ -71,7 +71,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                 if denied {
                     return Err(PartitionError::new(
                         ResponseError::TopicAuthorizationFailed,
-                        "not authorized to write to the topic",
+                        "",
                     ));
                 }
                 let meta = meta.ok_or_else(|| PartitionError::new(unknown, "unknown topic"))?;
@@ -163,7 +163,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                                 .with_batch_index_error_message(Some(StrBytes::from_string(m)))
                         })
                         .collect();
-                    r.with_error_message(Some(StrBytes::from_string(e.message)))
+                    // No text where Kafka sends none (authorization): clients print
+                    // their own for the code.
+                    let message = (!e.message.is_empty()).then(|| StrBytes::from_string(e.message));
+                    r.with_error_message(message)
                         .with_record_errors(record_errors)
                 } else {
                     r
