@@ -3,11 +3,13 @@ listeners each advertised as configured, TLS (PEM keystore with an encrypted key
 mutual TLS), SASL PLAIN / SCRAM-SHA-256 / SCRAM-SHA-512 with users kept in the metadata
 log, re-authentication, certificate replacement; and the ways a client can get it wrong,
 each answered with Kafka's error and nothing more."""
+import collections
 import re
 import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -254,6 +256,55 @@ def test_authentication_failures_are_generic_and_bad_sessions_end(secure_broker,
     assert kw.metadata_v1(s) is not None
     assert b.metrics()["ringmq_sasl_failures_total"] >= 2
     assert b.metrics()["ringmq_tls_handshake_failures_total"] >= 3
+
+
+def test_a_flood_of_bad_logins_costs_no_threads_and_a_good_login_still_works(secure_broker, certs):
+    """300 simultaneous PLAIN logins with a wrong password from one address: password
+    checks run on a fixed pool (the broker's thread count stays put), at most 16 attempts
+    per address are in progress (the rest fail at once), every one is answered with the
+    generic failure or closed, and the right password still logs in afterwards."""
+    import concurrent.futures
+    b = secure_broker
+    b.expected_log += [r"SASL authentication failed"]
+
+    def threads():
+        return int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{b.proc.pid}/status").read_text(), re.M).group(1))
+    before = threads()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], threads())
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+
+    def attempt(i):
+        try:
+            s = tls_socket(b.addrs["sasl_ssl"], certs)
+            s.settimeout(30)
+            if kw.sasl_handshake(s, "PLAIN")[0] != 0:
+                return "handshake"
+            r = kw.sasl_authenticate(s, f"\0root\0wrong-{i}".encode())
+            s.close()
+            return "closed" if r is None else r[0]
+        except OSError:
+            return "closed"
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+        outcomes = list(pool.map(attempt, range(300)))
+    elapsed = time.time() - started
+    done.set()
+    sampler.join()
+    assert set(outcomes) <= {58, "closed"}, collections.Counter(outcomes)
+    assert outcomes.count(58) >= 16, collections.Counter(outcomes)
+    assert peak[0] <= before + 3, (before, peak[0])
+    assert elapsed < 60, elapsed
+    # The right password still works (after this address's back-off, at most 5 s).
+    ok = Producer({**b.admin_conf, "message.timeout.ms": 20000})
+    ok.produce("after-flood", b"x")
+    assert ok.flush(25) == 0
 
 
 def test_deleted_user_and_changed_password_end_sessions(make_broker, certs):

@@ -1,9 +1,12 @@
 //! SaslAuthenticate (key 36), and the bare tokens of a v0 SaslHandshake: one SASL token
 //! each way. Success sets the connection's principal (`User:<name>`) and, with
 //! `connections.max.reauth.ms`, the session's lifetime (KIP-368, v1+). Failure answers
-//! SASL_AUTHENTICATION_FAILED with Kafka's generic message, after a back-off that grows
-//! with the failures from the client's address, writes an audit line, and closes the
-//! connection. A token outside an exchange is ILLEGAL_SASL_STATE.
+//! SASL_AUTHENTICATION_FAILED with Kafka's generic message, writes an audit line, and
+//! closes the connection. Before any credential is checked, an attempt waits out the
+//! back-off its address's recent failures earned, and an address with too many attempts
+//! in progress fails at once (the password checks run on a small fixed pool: a flood of
+//! logins costs neither threads nor more than that pool's cores). A token outside an
+//! exchange is ILLEGAL_SASL_STATE.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -44,19 +47,30 @@ async fn run(ctx: &ShardCtx, session: &Session, token: &[u8]) -> Outcome {
         } => (exchange.mechanism, *reauth),
         SaslState::Start | SaslState::Done => return Outcome::OutOfOrder,
     };
-    let image = ctx.broker.image();
-    let step = sasl::step(config, &image, state, token, &ctx.broker.sasl_secret).await;
     let failed = |user: Option<String>, why: String| async move {
         Metrics::add(&ctx.broker.metrics.sasl_failures, 1);
         let delay = ctx.broker.auth_failures.failed(session.peer.ip());
         tracing::warn!(
             target: "ringmq::audit", peer = %session.peer, listener = %session.listener_name(),
             mechanism = mechanism.name(), user = user.as_deref().unwrap_or("-"), reason = %why,
-            delay_ms = delay.as_millis() as u64, "SASL authentication failed"
+            next_delay_ms = delay.as_millis() as u64, "SASL authentication failed"
         );
-        compio::time::sleep(delay).await;
         Outcome::Failed(generic_message(mechanism))
     };
+    let ip = session.peer.ip();
+    let Some(_attempt) = ctx.broker.auth_failures.begin(ip) else {
+        return failed(
+            None,
+            "too many authentications in progress from this address".into(),
+        )
+        .await;
+    };
+    let wait = ctx.broker.auth_failures.delay(ip);
+    if !wait.is_zero() {
+        compio::time::sleep(wait).await;
+    }
+    let image = ctx.broker.image();
+    let step = sasl::step(config, &image, state, token, &ctx.broker.sasl_secret).await;
     match step {
         Step::Challenge(reply, next) => {
             *session.sasl.borrow_mut() = next;

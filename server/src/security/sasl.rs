@@ -326,35 +326,135 @@ async fn plain(sasl: &SaslConfig, image: &MetadataImage, token: &[u8]) -> Step {
     }
 }
 
-/// Runs `f` on a thread of its own and waits for it without blocking the shard.
+/// Threads that run password checks (PBKDF2, up to 16384 rounds each): a fixed pool, so
+/// a flood of logins costs at most this many cores and no thread per attempt.
+pub const PASSWORD_CHECK_THREADS: usize = 2;
+/// Checks waiting for a pool thread; beyond it an attempt waits on its shard (no thread,
+/// no memory beyond the connection's) until there is room.
+pub const PASSWORD_CHECK_QUEUE_MAX: usize = 64;
+
+type Check = Box<dyn FnOnce() + Send>;
+
+/// The password-check pool's queue (started on first use).
+fn password_checks() -> Option<&'static std::sync::mpsc::SyncSender<Check>> {
+    static POOL: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Check>>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Check>(PASSWORD_CHECK_QUEUE_MAX);
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..PASSWORD_CHECK_THREADS {
+            let rx = std::sync::Arc::clone(&rx);
+            let started = std::thread::Builder::new()
+                .name(format!("sasl-check-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take the next check, never while running it.
+                        let next = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(check) => check(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a password check thread");
+                return None;
+            }
+        }
+        Some(tx)
+    })
+    .as_ref()
+}
+
+/// Runs `f` on the password-check pool and waits for it without blocking the shard;
+/// while the pool's queue is full the attempt waits here, on its shard.
 async fn off_shard(f: impl FnOnce() -> bool + Send + 'static) -> bool {
+    let Some(pool) = password_checks() else {
+        return false;
+    };
     let (tx, rx) = futures_channel::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("sasl-check".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        });
-    match spawned {
-        Ok(_) => rx.await.unwrap_or(false),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start a password check thread");
-            false
+    let mut check: Check = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    loop {
+        match pool.try_send(check) {
+            Ok(()) => return rx.await.unwrap_or(false),
+            Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                check = back;
+                compio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
         }
     }
 }
 
-/// Failed authentications per client address: each one makes the next answer to that
-/// address wait longer (100 ms doubling up to 5 s), forgotten after a minute of quiet.
+/// Authentication attempts per client address: failures make the next attempt from that
+/// address wait before any work is done (100 ms doubling up to 5 s, forgotten after a
+/// minute of quiet), and at most [`Self::CONCURRENT_PER_ADDRESS_MAX`] attempts from one
+/// address are in progress at once (more fail at once, without a password check).
 #[derive(Default)]
 pub struct AuthFailures {
     by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    in_progress: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// An attempt in progress from one address (counted until dropped).
+pub struct Attempt<'a> {
+    failures: &'a AuthFailures,
+    ip: IpAddr,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.failures.in_progress.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl AuthFailures {
     pub const FORGET_AFTER: Duration = Duration::from_secs(60);
     pub const MAX_DELAY: Duration = Duration::from_secs(5);
+    pub const CONCURRENT_PER_ADDRESS_MAX: usize = 16;
 
-    /// Records a failure from `ip`; returns how long to hold its answer back.
+    /// Starts an attempt from `ip`, or None when that address already has
+    /// [`Self::CONCURRENT_PER_ADDRESS_MAX`] in progress.
+    pub fn begin(&self, ip: IpAddr) -> Option<Attempt<'_>> {
+        let mut map = self.in_progress.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= Self::CONCURRENT_PER_ADDRESS_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(Attempt { failures: self, ip })
+    }
+
+    /// How long an attempt from `ip` waits before its credentials are checked: the
+    /// back-off its address's recent failures earned (zero after a quiet minute).
+    pub fn delay(&self, ip: IpAddr) -> Duration {
+        let Ok(map) = self.by_ip.lock() else {
+            return Self::MAX_DELAY;
+        };
+        match map.get(&ip) {
+            Some((n, at)) if at.elapsed() < Self::FORGET_AFTER && *n > 0 => Self::backoff(*n),
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn backoff(failures: u32) -> Duration {
+        Duration::from_millis(100u64.saturating_mul(1 << (failures - 1).min(6)))
+            .min(Self::MAX_DELAY)
+    }
+
+    /// Records a failure from `ip`; returns how long its next attempt will wait.
     pub fn failed(&self, ip: IpAddr) -> Duration {
         let Ok(mut map) = self.by_ip.lock() else {
             return Self::MAX_DELAY;
@@ -364,8 +464,7 @@ impl AuthFailures {
         let entry = map.entry(ip).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
         entry.1 = now;
-        let delay = Duration::from_millis(100u64.saturating_mul(1 << (entry.0 - 1).min(6)));
-        delay.min(Self::MAX_DELAY)
+        Self::backoff(entry.0)
     }
 
     /// A success from `ip` clears its record.
