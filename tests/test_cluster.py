@@ -1133,3 +1133,36 @@ def test_a_broker_is_drained_under_load_and_unregistered(make_cluster):
     assert sum(4 in r for r in _replicas(c, "drainme").values()) == 3, _replicas(c, "drainme")
     wait_in_sync(c, "drainme", 4)
     check_no_loss(c, "drainme", 4, chk.acked)
+
+
+def test_replication_refused_by_the_authorizer_is_an_error_on_both_sides_and_at_start(make_cluster):
+    """With an authorizer, replica fetches need CLUSTER_ACTION for the inter-broker
+    principal (ANONYMOUS on a PLAINTEXT inter-broker listener). Once an ACL on the cluster
+    leaves it out, the leaders log that they refuse the fetches and the followers that
+    they are refused (ERROR, rate-limited), and a broker starting so says it at once."""
+    from conftest import RINGMQ
+    c = make_cluster(3, properties={
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "true"}).start()
+    refusal = [r"refusing replica fetches", r"the leader refuses this broker's replica fetches",
+               r"inter-broker principal lacks CLUSTER_ACTION"]
+    for b in c.brokers.values():
+        b.expected_log += refusal
+    create(c.bootstrap, "guarded", partitions=1, rf=3)
+    # An ACL on the cluster for someone else: ANONYMOUS no longer may act on it.
+    subprocess.run([str(RINGMQ), "-b", c.bootstrap, "acl", "add", "--resource", "cluster",
+                    "--principal", "User:admin", "--operation", "all"], check=True, timeout=60)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "1"})
+    for i in range(20):
+        p.produce("guarded", value=f"{i}".encode())
+    assert p.flush(30) == 0
+
+    def logged(pattern):
+        return any(re.search(pattern, b.log_path.read_text()) for b in c.brokers.values())
+    c.wait_for(lambda: logged(refusal[0]) and logged(refusal[1]), 30, "both sides to report the refusal")
+    leader = c.leader("guarded", 0)
+    follower = next(i for i in c.brokers if i != leader)
+    c.brokers[follower].stop()
+    c.brokers[follower].start()
+    c.wait_for(lambda: refusal[2] in c.brokers[follower].log_path.read_text() or
+               re.search(refusal[2], c.brokers[follower].log_path.read_text()), 30, "the start-up check")

@@ -176,6 +176,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         broker
             .cluster
             .remove_stray_replicas(broker.config.log_dirs());
+        check_inter_broker_authorization(&broker);
         let c = &broker.config;
         if let (Some(user), Some(password)) = (&c.initial_user, &c.initial_user_password) {
             broker
@@ -245,5 +246,34 @@ fn services(listeners: Vec<crate::net::listener::BoundListener>) -> ShardService
             }
             compio::runtime::spawn(crate::replication::isr_loop(ctx)).detach();
         }),
+    }
+}
+
+/// With an authorizer, replica fetches need CLUSTER_ACTION for the principal brokers reach
+/// each other with: say at start-up when it is missing, rather than let the followers fall
+/// out of sync in silence.
+fn check_inter_broker_authorization(broker: &Broker) {
+    use crate::security::acl::{CLUSTER_NAME, INTER_BROKER_PRINCIPAL, op, resource};
+    let c = &broker.config;
+    let image = broker.image();
+    let replicated = c.quorum_voters().len() > 1 || image.brokers.len() > 1;
+    let host = c
+        .inter_broker_listener()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |l| l.bind.ip());
+    if c.authorizer.enabled
+        && replicated
+        && !c.authorizer.authorize(
+            &image.acls,
+            INTER_BROKER_PRINCIPAL,
+            host,
+            op::CLUSTER_ACTION,
+            resource::CLUSTER,
+            CLUSTER_NAME,
+        )
+    {
+        tracing::error!(
+            principal = INTER_BROKER_PRINCIPAL,
+            "the inter-broker principal lacks CLUSTER_ACTION on the cluster: other brokers' replica fetches will be refused (add it to super.users or grant it CLUSTER_ACTION)"
+        );
     }
 }

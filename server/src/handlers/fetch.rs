@@ -41,6 +41,10 @@ use crate::protocol::{self, CloseConnection, Piece, Response};
 use crate::runtime::shard::ShardCtx;
 
 /// Fetch sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots).
+/// When a refused replica fetch was last reported (an ERROR every
+/// [`crate::security::acl::REPORT_EVERY`]).
+static REPLICA_FETCH_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub const SESSIONS_PER_SHARD_MAX: usize = 1000;
 
 /// A partition in a fetch session, with what the client last saw of it.
@@ -321,8 +325,14 @@ fn targets(
             image.topic(t.topic.0.as_str())
         };
         let denied = if replica_id >= 0 {
-            (!ctx.broker.authorize_cluster(session, op::CLUSTER_ACTION))
-                .then_some(ResponseError::ClusterAuthorizationFailed)
+            let refused = !ctx.broker.authorize_cluster(session, op::CLUSTER_ACTION);
+            if refused && crate::security::acl::due_to_report(&REPLICA_FETCH_REFUSED) {
+                tracing::error!(
+                    replica_id, principal = %session.principal(), peer = %session.peer,
+                    "refusing replica fetches: the follower's principal lacks CLUSTER_ACTION on the cluster, so replication to it has stopped (grant it, or make it a super user)"
+                );
+            }
+            refused.then_some(ResponseError::ClusterAuthorizationFailed)
         } else {
             let name = meta.map_or(t.topic.0.as_str(), |m| m.name.as_str());
             (!ctx

@@ -46,6 +46,10 @@ const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts fetcher `id` for `leader` on this shard unless it runs.
+/// When a refused replica fetch was last reported (an ERROR every
+/// [`crate::security::acl::REPORT_EVERY`]).
+static FETCH_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub fn ensure(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
     if leader == ctx.broker.config.node_id || !ctx.fetchers.borrow_mut().insert((leader, id)) {
         return;
@@ -328,6 +332,16 @@ async fn fetch(
                     } else {
                         part.repl.borrow_mut().needs_truncation = true;
                     }
+                }
+                Some(ResponseError::ClusterAuthorizationFailed) => {
+                    if crate::security::acl::due_to_report(&FETCH_REFUSED) {
+                        let leader = part.replica.borrow().leader;
+                        tracing::error!(
+                            leader,
+                            "the leader refuses this broker's replica fetches (CLUSTER_AUTHORIZATION_FAILED): its inter-broker principal lacks CLUSTER_ACTION, so its replicas fall out of sync"
+                        );
+                    }
+                    healthy = false;
                 }
                 Some(e) => {
                     tracing::debug!(topic = %part.topic, partition = part.index, error = ?e, "replica fetch error");

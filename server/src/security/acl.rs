@@ -211,6 +211,29 @@ impl Authorizer {
     }
 }
 
+/// How often a standing authorization problem between brokers is reported at ERROR.
+pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a problem last reported at `last` (ms since the epoch, 0: never) is due to be
+/// reported again; if so, records now.
+pub fn due_to_report(last: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let before = last.load(Ordering::Relaxed);
+    if before != 0 && now.saturating_sub(before) < REPORT_EVERY.as_millis() as u64 {
+        return false;
+    }
+    last.compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// The principal other brokers reach this one with: inter-broker traffic runs over the
+/// inter-broker listener, which is PLAINTEXT (ringmq does not yet authenticate it), so
+/// `User:ANONYMOUS`.
+pub const INTER_BROKER_PRINCIPAL: &str = "User:ANONYMOUS";
+
 #[cfg(test)]
 mod tests {
     use super::*;
