@@ -20,6 +20,7 @@ pub mod security;
 pub mod storage;
 
 pub mod broker;
+pub mod logging;
 pub mod signals;
 
 /// The request decoder as the connection runs it, for the fuzz targets: frame header,

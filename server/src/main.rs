@@ -123,18 +123,7 @@ fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // openraft narrates every election at INFO; its warnings are what matter here.
-            tracing_subscriber::EnvFilter::new(match std::env::var("RINGMQ_LOG") {
-                Ok(f) if f.contains("openraft") => f,
-                Ok(f) => format!("openraft=warn,{f}"),
-                Err(_) => "info,openraft=warn".to_owned(),
-            }),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    ringmq_server::logging::init();
     panic_hook::install();
     let args = Args::parse();
     let config = match build_config(&args) {
