@@ -437,12 +437,14 @@ def test_certificate_replacement_keeps_clients_connected(make_broker, certs):
 
 
 def client_properties(path, certs, user, password, mechanism="SCRAM-SHA-512"):
-    """A Kafka client properties file (Java's keys; ringmq's CLI reads them too)."""
+    """A Kafka client properties file (Java's keys and format, a JAAS line continued over
+    three lines as people write it; ringmq's CLI reads them too)."""
     path.write_text(
         "security.protocol=SASL_SSL\n"
         f"sasl.mechanism={mechanism}\n"
-        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{user}" password="{password}";\n'
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n"
+        f'    username="{user}" \\\n'
+        f'    password="{password}";\n'
         "ssl.truststore.type=PEM\n"
         f"ssl.truststore.location={certs.ca}\n")
     return str(path)

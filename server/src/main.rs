@@ -79,7 +79,8 @@ fn build_config(args: &Args) -> Result<config::BrokerConfig, String> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let props = config::read_properties(&text);
+        let props = config::read_properties(&text)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         cores_set = props.contains_key("ringmq.cores");
         let shards_set = props.contains_key("ringmq.shards");
         c.apply_properties(&props)?;

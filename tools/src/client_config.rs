@@ -39,7 +39,8 @@ pub fn settings() -> ClientSecurity {
     })
 }
 
-/// Reads a client properties file (`key=value` lines, `#` comments).
+/// Reads a client properties file (Java's format: `key=value`, `#` comments, continued
+/// lines).
 pub fn load(path: &std::path::Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -47,15 +48,13 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<()> {
         protocol: "PLAINTEXT".into(),
         ..Default::default()
     };
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
+    // Java's properties format, as Kafka's tools read --command-config (a multi-line
+    // `sasl.jaas.config` continued with backslashes, escapes, `:` separators).
+    let props = java_properties::read(text.as_bytes())
+        .with_context(|| format!("reading {}", path.display()))?;
+    for (k, v) in props {
         let v = v.trim().to_owned();
-        match k.trim() {
+        match k.as_str() {
             "security.protocol" => s.protocol = v.to_ascii_uppercase(),
             "sasl.mechanism" | "sasl.mechanisms" => s.mechanism = Some(v.to_ascii_uppercase()),
             "sasl.username" => s.username = Some(v),

@@ -331,13 +331,14 @@ pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
 }
 
 /// Reads a `server.properties` file (`key=value`, `#` comments).
-pub fn read_properties(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
-        .filter_map(|l| l.split_once(['=', ':']))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
+pub fn read_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
+    // Java's format (backslash-continued lines, escapes, `:` or `=` or a blank between key
+    // and value), as Kafka reads server.properties; values are trimmed.
+    let props = java_properties::read(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(props
+        .into_iter()
+        .map(|(k, v)| (k, v.trim().to_owned()))
+        .collect())
 }
 
 impl BrokerConfig {
@@ -931,9 +932,25 @@ impl BrokerConfig {
 mod tests {
     use super::*;
 
+    fn parsed(text: &str) -> BTreeMap<String, String> {
+        read_properties(text).unwrap()
+    }
+
+    #[test]
+    fn properties_are_read_as_java_reads_them() {
+        let p = parsed(
+            "listeners=PLAINTEXT://:9092,\\\n    CONTROLLER://:9093\nlog.dirs : /a\n! a comment\n\
+             key\\ with\\ space = v\\u0041 \n",
+        );
+        assert_eq!(p["listeners"], "PLAINTEXT://:9092,CONTROLLER://:9093");
+        assert_eq!(p["log.dirs"], "/a");
+        assert_eq!(p["key with space"], "vA");
+        assert_eq!(p.len(), 3);
+    }
+
     #[test]
     fn properties_listeners_and_cores_parse() {
-        let props = read_properties(
+        let props = parsed(
             "# c\nlisteners=PLAINTEXT://127.0.0.1:19092\nadvertised.listeners=PLAINTEXT://broker.example:9094\nringmq.cores=0\nnum.partitions = 5\n",
         );
         let mut c = BrokerConfig::default();
@@ -945,7 +962,7 @@ mod tests {
         assert_eq!(parse_cores("0,2-3").unwrap(), vec![0, 2, 3]);
         assert!(parse_cores("3-1").is_err());
         let mut odd = BrokerConfig::default();
-        odd.apply_properties(&read_properties(
+        odd.apply_properties(&parsed(
             "listeners=ODD://127.0.0.1:1\nlistener.security.protocol.map=ODD:KERBEROS\n",
         ))
         .unwrap();
@@ -961,7 +978,7 @@ mod tests {
 
     #[test]
     fn a_kraft_server_properties_configures_the_quorum() {
-        let props = read_properties(
+        let props = parsed(
             "process.roles=broker,controller\nnode.id=2\n\
              controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293\n\
              listeners=PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193\n\
@@ -981,7 +998,7 @@ mod tests {
         assert_eq!(c.quorum_voters().len(), 3);
         assert_eq!(c.broker_rack.as_deref(), Some("az1"));
         let mut lone = BrokerConfig::default();
-        lone.apply_properties(&read_properties(
+        lone.apply_properties(&parsed(
             "node.id=9\ncontroller.quorum.voters=1@127.0.0.1:9093\n\
              listeners=PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193\n",
         ))
@@ -997,7 +1014,7 @@ mod tests {
     #[test]
     fn kafka_4_quickstart_server_properties_is_a_dynamic_quorum() {
         // config/server.properties as Apache Kafka 4.x ships it (the keys that matter).
-        let props = read_properties(
+        let props = parsed(
             "process.roles=broker,controller\nnode.id=1\n\
              controller.quorum.bootstrap.servers=localhost:9093\n\
              listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n\
@@ -1027,7 +1044,7 @@ mod tests {
         );
         let mut typo = BrokerConfig::default();
         let err = typo
-            .apply_properties(&read_properties("num.partitons=3\n"))
+            .apply_properties(&parsed("num.partitons=3\n"))
             .unwrap_err();
         assert!(
             err.contains("unknown configuration key num.partitons"),
@@ -1040,7 +1057,7 @@ mod tests {
         assert_eq!(c.controller_advertised().as_deref(), Some("localhost:9093"));
         // Static voters win when both are given.
         let mut both = BrokerConfig::default();
-        both.apply_properties(&read_properties(
+        both.apply_properties(&parsed(
             "node.id=1\ncontroller.quorum.bootstrap.servers=localhost:9093\n\
              controller.quorum.voters=1@localhost:9093\n\
              listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n",
@@ -1056,7 +1073,7 @@ mod tests {
     fn broker_only_and_controller_only_roles_are_checked_as_kraft_checks_them() {
         let load = |text: &str| {
             let mut c = BrokerConfig::default();
-            c.apply_properties(&read_properties(text)).unwrap();
+            c.apply_properties(&parsed(text)).unwrap();
             c.resolve_listeners().unwrap();
             c
         };
