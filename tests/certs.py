@@ -70,6 +70,18 @@ class Certs:
         self.other_ca_cert, self.other_ca_key = self._client("mallory", other, other_key, prefix="other")
         self.expired_cert, self.expired_key = self._client("old", ca, ca_key, prefix="expired", days=(-30, -1))
 
+    def v1_client(self, cn="legacy"):
+        """A client certificate as the seeds' openssl recipe makes it: `openssl x509 -req`
+        without extensions, so X.509 v1 (signed by the test CA)."""
+        import subprocess
+        ca_key = self._write("ca.key", _key_pem(self._ca_key))
+        key, csr, cert = (str(self.dir / f"{cn}.{ext}") for ext in ("key", "csr", "pem"))
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
+                        "-CAcreateserial", "-days", "30", "-out", cert], check=True, capture_output=True)
+        return cert, key
+
     def _write(self, name, data):
         p = self.dir / name
         p.write_bytes(data)

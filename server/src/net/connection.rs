@@ -138,7 +138,15 @@ pub async fn serve(
                 }
                 Ok(Err(e)) => {
                     crate::metrics::Metrics::add(&metrics.tls_handshake_failures, 1);
-                    tracing::info!(shard = ctx.id, conn_id, %peer, listener = %server.listener_name(), error = %e, "TLS handshake failed");
+                    let error = e.to_string();
+                    if error.contains("UnsupportedCertVersion") {
+                        // What `openssl x509 -req` makes without extensions: say why, the
+                        // client alone cannot tell.
+                        tracing::warn!(shard = ctx.id, conn_id, %peer, listener = %server.listener_name(), %error,
+                            "TLS handshake failed: the client certificate is X.509 v1, which rustls/webpki refuse; issue a v3 certificate (openssl x509 -req ... -extfile with basicConstraints=CA:FALSE, see the README)");
+                    } else {
+                        tracing::info!(shard = ctx.id, conn_id, %peer, listener = %server.listener_name(), %error, "TLS handshake failed");
+                    }
                     return;
                 }
                 Err(_) => {
