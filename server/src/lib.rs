@@ -3,7 +3,7 @@
 //! request path without a process.
 
 // The rooms, highest first (a room imports only rooms below it; server/tests/rooms.rs
-// checks it): the composition root (broker, signals), then
+// checks it): the composition root (broker, logging, signals), then
 pub mod admin;
 pub mod cluster;
 pub mod config;

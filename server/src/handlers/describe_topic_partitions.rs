@@ -61,6 +61,16 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
     let mut left = body.response_partition_limit.clamp(1, PARTITION_LIMIT_MAX);
     let mut topics = Vec::new();
     let mut next_cursor = None;
+    // Every operation on a topic the principal may do (Kafka reports them always here).
+    let topic_ops = |name: &str| {
+        crate::handlers::authorized_ops::granted(
+            &ctx.broker,
+            &req.session,
+            crate::security::acl::resource::TOPIC,
+            name,
+            crate::handlers::authorized_ops::TOPIC,
+        )
+    };
     for name in names {
         if !may_describe(&name) {
             topics.push(
@@ -76,13 +86,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                     .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                     // Kafka reports the operations even for a topic that does not exist.
-                    .with_topic_authorized_operations(crate::handlers::authorized_ops::granted(
-                        &ctx.broker,
-                        &req.session,
-                        crate::security::acl::resource::TOPIC,
-                        &name,
-                        crate::handlers::authorized_ops::TOPIC,
-                    )),
+                    .with_topic_authorized_operations(topic_ops(&name)),
             );
             continue;
         };
@@ -120,13 +124,7 @@ pub fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnect
                 .with_topic_id(meta.id)
                 .with_is_internal(meta.internal)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(crate::handlers::authorized_ops::granted(
-                    &ctx.broker,
-                    &req.session,
-                    crate::security::acl::resource::TOPIC,
-                    &name,
-                    crate::handlers::authorized_ops::TOPIC,
-                )),
+                .with_topic_authorized_operations(topic_ops(&name)),
         );
         if end < count {
             next_cursor = Some(cursor(&name, end));
