@@ -40,11 +40,11 @@ use crate::metrics::Metrics;
 use crate::protocol::{self, CloseConnection, Piece, Response};
 use crate::runtime::shard::ShardCtx;
 
-/// Fetch sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots).
 /// When a refused replica fetch was last reported (an ERROR every
 /// [`crate::security::acl::REPORT_EVERY`]).
 static REPLICA_FETCH_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Fetch sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots).
 pub const SESSIONS_PER_SHARD_MAX: usize = 1000;
 
 /// A partition in a fetch session, with what the client last saw of it.

@@ -45,11 +45,11 @@ const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Pause after an error before the next round.
 const BACKOFF: Duration = Duration::from_millis(100);
 
-/// Starts fetcher `id` for `leader` on this shard unless it runs.
 /// When a refused replica fetch was last reported (an ERROR every
 /// [`crate::security::acl::REPORT_EVERY`]).
 static FETCH_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Starts fetcher `id` for `leader` on this shard unless it runs.
 pub fn ensure(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
     if leader == ctx.broker.config.node_id || !ctx.fetchers.borrow_mut().insert((leader, id)) {
         return;
