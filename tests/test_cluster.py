@@ -659,6 +659,7 @@ def test_a_broker_that_is_not_the_leader_names_the_leader_in_produce_and_fetch_e
 
     c = make_cluster(3).start()
     create(c.bootstrap, "hint", partitions=1, rf=2)
+    wait_in_sync(c, "hint", 1, replicas=2)  # every broker knows the topic
     md = call(c.brokers[1].bootstrap, build(MetadataRequest, 12, topics=[{"name": "hint"}],
                                  allow_auto_topic_creation=False))
     part = md.topics[0].partitions[0]
@@ -690,10 +691,17 @@ def test_a_broker_that_is_not_the_leader_names_the_leader_in_produce_and_fetch_e
     new = fetch(16, topic_id=topic_id)
     assert new.responses[0].partitions[0].current_leader.leader_id == leader
     assert {e.node_id: e.port for e in new.node_endpoints} == {leader: c.brokers[leader].port}
-    # The leader itself answers without hints.
-    ok = call(c.brokers[leader].bootstrap, build(
-        ProduceRequest, 11, acks=-1, timeout_ms=5000, transactional_id=None,
-        topic_data=[{"name": "hint", "partition_data": [{"index": 0, "records": bytes(b.build())}]}]))
+    # The leader itself answers without hints (once it has opened the partition: as in
+    # Kafka, its metadata may name it leader a moment before, and until then it answers
+    # NOT_LEADER_OR_FOLLOWER, which clients retry).
+    def produce_to_leader():
+        return call(c.brokers[leader].bootstrap, build(
+            ProduceRequest, 11, acks=-1, timeout_ms=5000, transactional_id=None,
+            topic_data=[{"name": "hint", "partition_data": [{"index": 0, "records": bytes(b.build())}]}]))
+    deadline = time.time() + 10
+    while (ok := produce_to_leader()).responses[0].partition_responses[0].error_code == 6 \
+            and time.time() < deadline:
+        time.sleep(0.1)
     assert ok.responses[0].partition_responses[0].error_code == 0
     assert ok.node_endpoints == []
 

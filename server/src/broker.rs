@@ -53,6 +53,8 @@ pub struct Running {
     pub bound: Vec<SocketAddr>,
     /// The log directories' locks, held while the broker runs.
     pub dir_locks: Vec<std::fs::File>,
+    /// A duplicate of every shard's listening socket, to stop listening at shutdown.
+    pub listening: Vec<std::net::TcpListener>,
 }
 
 /// Opens the metadata, binds the listeners and starts the shards. Errors are the reasons
@@ -89,11 +91,15 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
     let mut listeners: Vec<Vec<crate::net::listener::BoundListener>> =
         (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
+    let mut listening = Vec::new();
     for runtime in &runtimes {
         let addr = runtime.listener.bind;
         let socks =
             bind_reuseport(addr, shards).with_context(|| format!("cannot listen on {addr}"))?;
         bound.push(socks[0].local_addr()?);
+        for s in &socks {
+            listening.push(s.try_clone()?);
+        }
         for (i, s) in socks.into_iter().enumerate() {
             listeners[i].push((s, Arc::clone(runtime)));
         }
@@ -201,6 +207,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         threads,
         bound,
         dir_locks,
+        listening,
     })
 }
 

@@ -137,7 +137,7 @@ fn main() {
     signals::block();
     match broker::start(config) {
         Ok(running) => {
-            if let Err(e) = signals::spawn_handler(running.broker.clone()) {
+            if let Err(e) = signals::spawn_handler(running.broker.clone(), running.listening) {
                 eprintln!("ringmqd: cannot handle signals: {e}");
                 std::process::exit(1);
             }

@@ -38,7 +38,14 @@ pub fn block() {
 }
 
 /// Waits for SIGTERM/SIGINT on a dedicated thread, then shuts the broker down cleanly.
-pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
+/// `listening` holds a duplicate of every listening socket: they stop listening before the
+/// process exits, since the kernel tears an io_uring down after the process is gone and
+/// an accept still queued there would keep the port in LISTEN, so that a broker restarted
+/// at once found its address in use.
+pub fn spawn_handler(
+    broker: Arc<Broker>,
+    listening: Vec<std::net::TcpListener>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -82,6 +89,10 @@ pub fn spawn_handler(broker: Arc<Broker>) -> std::io::Result<()> {
                         _ => break,
                     }
                 }
+            }
+            for l in &listening {
+                // Leaves LISTEN at once, whoever else holds the socket.
+                let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Both);
             }
             tracing::info!(partitions = closed, "shutdown complete");
             std::process::exit(0);

@@ -50,6 +50,11 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, (listener, runtime): BoundListener) 
                     tracing::debug!(shard = ctx.id, %peer, error = %e, "hand-over failed");
                 }
             }
+            // The socket no longer listens: the broker is shutting down (signals.rs).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(shard = ctx.id, "listener closed");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(shard = ctx.id, error = %e, "accept failed");
                 compio::time::sleep(Duration::from_millis(10)).await;
