@@ -52,8 +52,8 @@ const CRC_COVERED_FROM: usize = ATTRIBUTES_AT;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
-const TRANSACTIONAL_BIT: i16 = 0x10;
-const CONTROL_BIT: i16 = 0x20;
+pub const TRANSACTIONAL_BIT: i16 = 0x10;
+pub const CONTROL_BIT: i16 = 0x20;
 
 const _: () = assert!(RECORDS_COUNT_AT + 4 == BATCH_HEADER_SIZE);
 const _: () = assert!(CRC_AT + 4 == CRC_COVERED_FROM);

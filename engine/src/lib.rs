@@ -21,6 +21,7 @@ pub mod capacity;
 pub mod checkpoint;
 pub mod cleaner;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod flush;
 pub mod handle;

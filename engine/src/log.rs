@@ -741,6 +741,55 @@ impl UnifiedLog {
         Ok(())
     }
 
+    /// Like [`Self::scan_headers`], with each transaction marker's type: a control
+    /// batch's bytes are read to find it (producer and transaction state rebuilt when a
+    /// partition is opened or truncated).
+    pub fn scan_headers_and_markers(
+        &self,
+        mut f: impl FnMut(&BatchHeader, Option<crate::control::ControlType>),
+    ) -> Result<(), ReadError> {
+        use std::os::unix::fs::FileExt;
+        for seg in self.segments.values() {
+            let mut failed = None;
+            crate::segment::scan_batches(
+                seg.file(),
+                0,
+                seg.size(),
+                crate::segment::NO_VALIDATION,
+                |pos, h, _| {
+                    if h.next_offset() <= self.log_start_offset {
+                        return std::ops::ControlFlow::Continue(());
+                    }
+                    let mut kind = None;
+                    if h.is_control() {
+                        let mut whole = vec![0u8; h.total_size()];
+                        let read = seg.file().read_exact_at(&mut whole, u64::from(pos));
+                        match read.map_err(|e| e.to_string()).and_then(|()| {
+                            crate::control::control_type(h, &whole).map_err(|e| e.to_string())
+                        }) {
+                            Ok(k) => kind = k,
+                            Err(e) => {
+                                failed = Some(e);
+                                return std::ops::ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    f(h, kind);
+                    std::ops::ControlFlow::Continue(())
+                },
+            )
+            .context(|| format!("scan {}", seg.log_path().display()))?;
+            if let Some(e) = failed {
+                return Err(crate::error::IoContext {
+                    context: format!("control batch in {}", seg.log_path().display()),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)` of the record with the largest
     /// timestamp (the first such record), exact per record as in Kafka 3.8+: the
     /// segment's bookkeeping names the batch, whose records are then read.

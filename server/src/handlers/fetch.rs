@@ -28,9 +28,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{join_all, select, select_all};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::{FileRange, Offset, ReadError};
 
@@ -93,6 +95,8 @@ struct Target {
     replica_id: i32,
     /// The leader epoch the fetcher knows (-1: unknown, not checked).
     leader_epoch: i32,
+    /// read_committed (isolation level 1): up to the last stable offset only.
+    read_committed: bool,
     /// The fetcher may not read this partition (READ on the topic for consumers,
     /// CLUSTER_ACTION for followers).
     denied: Option<ResponseError>,
@@ -102,8 +106,11 @@ struct Target {
 struct Fetched {
     error: ResponseError,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
     range: Option<FileRange>,
+    /// read_committed: the aborted transactions in the range read.
+    aborted: Vec<crate::storage::txn_state::AbortedTxn>,
     /// A follower outside the ISR held back by the leader's replication throttle: how
     /// long until the rate allows more.
     held_back: Option<Duration>,
@@ -114,8 +121,10 @@ impl Fetched {
         Fetched {
             error: code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             range: None,
+            aborted: Vec::new(),
             held_back: None,
         }
     }
@@ -352,6 +361,7 @@ fn targets(
                 max_bytes: p.partition_max_bytes,
                 replica_id: replica_id.max(-1),
                 leader_epoch: p.current_leader_epoch,
+                read_committed: replica_id < 0 && body.isolation_level == 1,
                 denied,
             });
         }
@@ -435,24 +445,31 @@ fn read_one(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetche
             return Fetched {
                 error: ResponseError::Unknown(0),
                 high_watermark: log.high_watermark().0,
+                last_stable_offset: -1,
                 log_start_offset: log.log_start_offset().0,
                 range: None,
+                aborted: Vec::new(),
                 held_back: Some(wait),
             };
         }
     }
+    let lso = part.last_stable_offset();
     let log = part.log.log();
     let hw = log.high_watermark();
     let upper = if t.replica_id >= 0 {
         log.log_end_offset()
+    } else if t.read_committed {
+        lso
     } else {
         hw
     };
     let mut f = Fetched {
         error: ResponseError::Unknown(0),
         high_watermark: hw.0,
+        last_stable_offset: lso.0,
         log_start_offset: log.log_start_offset().0,
         range: None,
+        aborted: Vec::new(),
         held_back: None,
     };
     let max = u32::try_from(limit.max(0)).unwrap_or(0);
@@ -462,6 +479,9 @@ fn read_one(ctx: &Rc<ShardCtx>, t: &Target, limit: i32, min_one: bool) -> Fetche
                 ctx.broker.quotas.leader.record(u64::from(r.length));
             }
             f.range = info.range;
+            if t.read_committed && f.range.is_some() {
+                f.aborted = part.aborted_between(Offset(t.offset), upper);
+            }
         }
         Err(ReadError::OffsetOutOfRange { .. }) => f.error = ResponseError::OffsetOutOfRange,
         Err(e) => {
@@ -483,13 +503,13 @@ async fn wait_for_data(ctx: &Rc<ShardCtx>, targets: &[Target], left: Duration) {
                     let part = c.partition(&t.name, t.partition)?;
                     let rx = part.watch();
                     // Data that arrived since our read: do not wait for the next append.
-                    let log = part.log.log();
                     let visible = if t.replica_id >= 0 {
-                        log.log_end_offset()
+                        part.log.log().log_end_offset()
+                    } else if t.read_committed {
+                        part.last_stable_offset()
                     } else {
-                        log.high_watermark()
+                        part.log.log().high_watermark()
                     };
-                    drop(log);
                     if visible.0 > t.offset {
                         part.wake_fetchers();
                     }
@@ -529,8 +549,17 @@ fn encode(
             .with_partition_index(t.partition)
             .with_error_code(f.error.code())
             .with_high_watermark(f.high_watermark)
-            .with_last_stable_offset(f.high_watermark)
-            .with_aborted_transactions(Some(Vec::new()));
+            .with_last_stable_offset(f.last_stable_offset)
+            .with_aborted_transactions(Some(
+                f.aborted
+                    .iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset.0)
+                    })
+                    .collect(),
+            ));
         // log_start_offset exists from v5.
         if v >= 5 {
             pd = pd.with_log_start_offset(f.log_start_offset);

@@ -1,6 +1,6 @@
-//! ListOffsets (key 2): earliest (-2), latest (-1: the high watermark, which is also the
-//! last stable offset without transactions), max timestamp (-3), or the first offset
-//! whose record timestamp is at or after a time.
+//! ListOffsets (key 2): earliest (-2), latest (-1: the high watermark, or for
+//! read_committed the last stable offset), max timestamp (-3), or the first offset whose
+//! record timestamp is at or after a time (below that same bound).
 
 use std::rc::Rc;
 
@@ -30,9 +30,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
         let denied = !ctx
             .broker
             .authorize(&req.session, op::DESCRIBE, resource::TOPIC, &name);
+        let read_committed = body.isolation_level == 1;
         let lookups = t.partitions.iter().map(|p| {
             let (index, ts) = (p.partition_index, p.timestamp);
-            ctx.with_partition(&name, index, move |part| lookup(part, ts))
+            ctx.with_partition(&name, index, move |part| lookup(part, ts, read_committed))
         });
         let results = join_all(lookups).await;
         let partitions = t
@@ -74,18 +75,23 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     protocol::single(ApiKey::ListOffsets, v, req.correlation_id(), &resp)
 }
 
-fn lookup(part: &Partition, ts: i64) -> Result<(i64, i64), ResponseError> {
+fn lookup(part: &Partition, ts: i64, read_committed: bool) -> Result<(i64, i64), ResponseError> {
+    let end = if read_committed {
+        part.last_stable_offset()
+    } else {
+        part.log.log().high_watermark()
+    };
     let log = part.log.log();
     match ts {
         EARLIEST => Ok((log.log_start_offset().0, -1)),
-        LATEST => Ok((log.high_watermark().0, -1)),
+        LATEST => Ok((end.0, -1)),
         MAX_TIMESTAMP => match log.max_timestamp_and_offset() {
             Ok(found) => Ok(found.map_or((-1, -1), |(o, t)| (o.0, t))),
             Err(_) => Err(ResponseError::KafkaStorageError),
         },
         ts if ts < 0 => Err(ResponseError::InvalidRequest),
         ts => match log.offset_for_timestamp(ts) {
-            Ok(Some((o, t))) if o < log.high_watermark() => Ok((o.0, t)),
+            Ok(Some((o, t))) if o < end => Ok((o.0, t)),
             Ok(_) => Ok((-1, -1)),
             Err(_) => Err(ResponseError::KafkaStorageError),
         },

@@ -1,6 +1,6 @@
 //! The storage room: partitions as a broker serves them on top of the engine — the log,
 //! producer state and replica state (high watermark, followers; [`partition`],
-//! [`replica`]), record checks on produce ([`record_policy`]), where partitions live on
+//! [`replica`]), transactions and the last stable offset ([`txn_state`]), record checks on produce ([`record_policy`]), where partitions live on
 //! disk ([`log_dirs`], [`meta_properties`], [`stray_replicas`]), how they are deleted
 //! ([`log_deleter`]), the write pacing of an emulated disk ([`disk_throttle`]) and durable
 //! small files ([`atomic_file`]).
@@ -14,6 +14,7 @@ pub mod partition;
 pub mod record_policy;
 pub mod replica;
 pub mod stray_replicas;
+pub mod txn_state;
 
 /// The wall clock as Kafka's timestamps count it: milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -124,6 +124,8 @@ pub struct Partition {
     pub(crate) repl: RefCell<crate::storage::replica::ReplicationState>,
     fetchers: RefCell<Vec<oneshot::Sender<()>>>,
     producers: RefCell<HashMap<i64, ProducerEntry>>,
+    /// Open and aborted transactions, the last stable offset.
+    txns: RefCell<crate::storage::txn_state::TxnState>,
     /// Held by retention/compaction and by a move between log directories (never both).
     pub(crate) maintenance: Mutex<()>,
     /// The log directory a move is copying this replica to (DescribeLogDirs' future
@@ -161,6 +163,7 @@ impl Partition {
             repl: RefCell::new(Default::default()),
             fetchers: RefCell::new(Vec::new()),
             producers: RefCell::new(HashMap::new()),
+            txns: RefCell::new(Default::default()),
             maintenance: Mutex::new(()),
             moving_to: RefCell::new(None),
         }
@@ -186,14 +189,15 @@ impl Partition {
         self.replica.borrow().leader_epoch
     }
 
-    /// Rebuilds producer sequence state from the log's batch headers.
+    /// Rebuilds producer sequence and transaction state from the log's batch headers
+    /// (and its transaction markers).
     pub fn rebuild_producer_state(&self) {
         let mut producers = self.producers.borrow_mut();
+        let mut txns = self.txns.borrow_mut();
+        *txns = Default::default();
         let log = self.log.log();
-        let result = log.scan_headers(|h| {
-            if h.has_producer_id() && !h.is_control() {
-                remember(&mut producers, h, h.base_offset);
-            }
+        let result = log.scan_headers_and_markers(|h, marker| {
+            take_batch(&mut producers, &mut txns, h, h.base_offset, marker);
         });
         if let Err(e) = result {
             tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "producer state rebuild failed");
@@ -320,6 +324,7 @@ impl Partition {
                     self.topic, self.index
                 );
                 for (w, first, last) in accepted {
+                    self.note_transactions(&w.records, first);
                     let _ = w.done.send(Ok(LogAppendInfo {
                         first_offset: first,
                         last_offset: last,
@@ -360,7 +365,122 @@ impl Partition {
             .await
             .map_err(|e| append_error(&e))?;
         self.remember_request(&records, info.first_offset);
+        self.note_transactions(&records, info.first_offset);
         Ok(info)
+    }
+
+    /// Opens a transaction here for each transactional producer batch of a client's
+    /// request appended from `first` (clients write no markers).
+    fn note_transactions(&self, records: &[u8], first: Offset) {
+        let mut txns = self.txns.borrow_mut();
+        let mut offset = first;
+        for (_, h, _) in BatchIter::new(records).map_while(Result::ok) {
+            txns.on_batch(&h, offset, None);
+            offset = offset.plus(i64::from(h.last_offset_delta) + 1);
+        }
+    }
+
+    /// The last stable offset: what a read_committed consumer may read up to.
+    pub fn last_stable_offset(&self) -> Offset {
+        let hw = self.log.log().high_watermark();
+        self.txns.borrow_mut().last_stable_offset(hw)
+    }
+
+    /// Aborted transactions with data in `[from, to)` (for a read_committed fetch).
+    pub fn aborted_between(
+        &self,
+        from: Offset,
+        to: Offset,
+    ) -> Vec<crate::storage::txn_state::AbortedTxn> {
+        let mut txns = self.txns.borrow_mut();
+        txns.forget_before(self.log.log().log_start_offset());
+        txns.aborted_between(from, to)
+    }
+
+    /// Open transactions here: (producer id, epoch, first offset); DescribeProducers.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, Offset)> {
+        self.txns.borrow().ongoing().collect()
+    }
+
+    /// The producers this partition knows: (id, epoch, last sequence, last offset,
+    /// first offset of its open transaction); DescribeProducers.
+    pub fn producer_states(&self) -> Vec<(i64, i16, i32, Offset, Option<Offset>)> {
+        let txns = self.txns.borrow();
+        self.producers
+            .borrow()
+            .iter()
+            .map(|(pid, e)| {
+                let last = e.batches.back();
+                (
+                    *pid,
+                    e.epoch,
+                    last.map_or(-1, |m| m.last_seq),
+                    last.map_or(Offset(-1), |m| m.last_offset),
+                    txns.open_since(*pid),
+                )
+            })
+            .collect()
+    }
+
+    /// Ends `producer_id`'s transaction here with a marker (WriteTxnMarkers, from the
+    /// transaction coordinator): refused with INVALID_PRODUCER_EPOCH if the producer has
+    /// written with a newer epoch; answered once the in-sync replicas have it.
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        kind: ringmq_engine::control::ControlType,
+        coordinator_epoch: i32,
+        timeout: std::time::Duration,
+    ) -> Result<Offset, PartitionError> {
+        if !self.is_leader() {
+            return Err(PartitionError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!("this broker does not lead {}-{}", self.topic, self.index),
+            ));
+        }
+        let now = crate::storage::now_ms();
+        let offset = {
+            let _guard = self.lock.lock().await;
+            let known = self.producers.borrow().get(&producer_id).map(|e| e.epoch);
+            if known.is_some_and(|e| e > producer_epoch) {
+                return Err(PartitionError::new(
+                    ResponseError::InvalidProducerEpoch,
+                    format!(
+                        "marker epoch {producer_epoch} is older than producer {producer_id}'s {}",
+                        known.unwrap_or_default()
+                    ),
+                ));
+            }
+            let batch = ringmq_engine::control::marker_batch(
+                producer_id,
+                producer_epoch,
+                kind,
+                coordinator_epoch,
+                now,
+            );
+            let info = self
+                .log
+                .append_written(vec![batch.clone()], self.client_append_options(now))
+                .await
+                .map_err(|e| append_error(&e))?;
+            let mut producers = self.producers.borrow_mut();
+            let mut txns = self.txns.borrow_mut();
+            for (_, h, _) in BatchIter::new(&batch).map_while(Result::ok) {
+                take_batch(&mut producers, &mut txns, &h, info.first_offset, Some(kind));
+            }
+            info.first_offset
+        };
+        if self.log.log().flush_policy() == FlushPolicy::Sync {
+            self.log
+                .wait_durable(offset.plus(1))
+                .await
+                .map_err(|e| append_error(&e))?;
+        }
+        self.refresh_high_watermark();
+        self.wake_fetchers();
+        self.wait_replicated(offset.plus(1), timeout).await?;
+        Ok(offset)
     }
 
     /// Client appends carry this leader's epoch in every batch (what followers' epoch
@@ -387,10 +507,10 @@ impl Partition {
         };
         let info = self.log.append_written(vec![records.clone()], opts).await?;
         let mut producers = self.producers.borrow_mut();
-        for (_, h, _) in BatchIter::new(&records).map_while(Result::ok) {
-            if h.has_producer_id() && !h.is_control() {
-                remember(&mut producers, &h, h.base_offset);
-            }
+        let mut txns = self.txns.borrow_mut();
+        for (_, h, bytes) in BatchIter::new(&records).map_while(Result::ok) {
+            let marker = ringmq_engine::control::control_type(&h, bytes).unwrap_or(None);
+            take_batch(&mut producers, &mut txns, &h, h.base_offset, marker);
         }
         Ok(info)
     }
@@ -412,6 +532,7 @@ impl Partition {
         let _guard = self.lock.lock().await;
         self.log.log_mut().truncate_fully_and_start_at(offset)?;
         self.producers.borrow_mut().clear();
+        *self.txns.borrow_mut() = Default::default();
         Ok(())
     }
 
@@ -550,6 +671,30 @@ fn producer_headers(records: &[u8]) -> Vec<BatchHeader> {
         .map(|(_, h, _)| h)
         .filter(|h| h.has_producer_id())
         .collect()
+}
+
+/// Takes a batch found in the log (or replicated) at `base` into the producer and
+/// transaction state. A marker with a newer epoch moves its producer to that epoch.
+fn take_batch(
+    producers: &mut HashMap<i64, ProducerEntry>,
+    txns: &mut crate::storage::txn_state::TxnState,
+    h: &BatchHeader,
+    base: Offset,
+    marker: Option<ringmq_engine::control::ControlType>,
+) {
+    if !h.has_producer_id() {
+        return;
+    }
+    if h.is_control() {
+        let entry = producers.entry(h.producer_id).or_default();
+        if h.producer_epoch > entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+    } else {
+        remember(producers, h, base);
+    }
+    txns.on_batch(h, base, marker);
 }
 
 fn remember(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, first_offset: Offset) {
