@@ -251,6 +251,7 @@ fn services(listeners: Vec<crate::net::listener::BoundListener>) -> ShardService
                 compio::runtime::spawn(crate::net::listener::accept_loop(Rc::clone(&ctx), l))
                     .detach();
             }
+            compio::runtime::spawn(crate::transactions::driver::run(Rc::clone(&ctx))).detach();
             compio::runtime::spawn(crate::replication::isr_loop(ctx)).detach();
         }),
     }

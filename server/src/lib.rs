@@ -18,6 +18,7 @@ pub mod replication;
 pub mod runtime;
 pub mod security;
 pub mod storage;
+pub mod transactions;
 
 pub mod broker;
 pub mod logging;

@@ -36,6 +36,10 @@ pub const ROOMS: &[(&str, &str)] = &[
         "one module per Kafka API, and the table that routes to them",
     ),
     (
+        "transactions",
+        "the transaction coordinator at work: state changes, markers, timeouts",
+    ),
+    (
         "replication",
         "follower fetchers, ISR changes, applying metadata to partitions",
     ),

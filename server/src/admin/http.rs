@@ -241,6 +241,21 @@ fn metrics_text(broker: &Broker) -> String {
             m.produce_grouped_requests.load(Ordering::Relaxed),
         ),
         (
+            "ringmq_transactions_committed_total",
+            "Transactions this broker's coordinator committed",
+            m.transactions_committed.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_transactions_aborted_total",
+            "Transactions this broker's coordinator aborted (by the producer or a timeout)",
+            m.transactions_aborted.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_transactions_timed_out_total",
+            "Transactions aborted by the coordinator after their transaction.timeout.ms",
+            m.transactions_timed_out.load(Ordering::Relaxed),
+        ),
+        (
             "ringmq_connections_rejected_total",
             "Connections closed on arrival by max.connections / max.connections.per.ip",
             m.connections_rejected.load(Ordering::Relaxed),

@@ -66,6 +66,16 @@ pub struct BrokerConfig {
     pub unclean_leader_election: bool,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.replication.factor`.
+    pub transaction_state_log_replication_factor: i16,
+    /// `transaction.state.log.min.isr`.
+    pub transaction_state_log_min_isr: i32,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask.
+    pub transaction_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// `transactional.id.expiration.ms`.
+    pub transactional_id_expiration_ms: i64,
     /// The Kafka listeners (`listeners` minus the controller's), resolved.
     pub listeners: Vec<Listener>,
     /// `advertised.listeners` as written: (name, host, port).
@@ -195,6 +205,11 @@ impl Default for BrokerConfig {
             min_insync_replicas: 1,
             unclean_leader_election: true,
             offsets_topic_replication_factor: 3,
+            transaction_state_log_replication_factor: 3,
+            transaction_state_log_min_isr: 2,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
             listeners: vec![Listener {
                 name: "PLAINTEXT".into(),
                 protocol: SecurityProtocol::Plaintext,
@@ -522,6 +537,41 @@ impl BrokerConfig {
                 }
                 "offsets.topic.replication.factor" => {
                     self.offsets_topic_replication_factor = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("must be at least 1"))?
+                }
+                "transaction.state.log.replication.factor" => {
+                    self.transaction_state_log_replication_factor = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("must be at least 1"))?
+                }
+                "transaction.state.log.min.isr" => {
+                    self.transaction_state_log_min_isr = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("must be at least 1"))?
+                }
+                "transaction.max.timeout.ms" => {
+                    self.transaction_max_timeout_ms = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("must be at least 1"))?
+                }
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                    self.transaction_abort_timed_out_transaction_cleanup_interval_ms = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("must be at least 1"))?
+                }
+                "transactional.id.expiration.ms" => {
+                    self.transactional_id_expiration_ms = v
                         .parse()
                         .ok()
                         .filter(|n| *n >= 1)

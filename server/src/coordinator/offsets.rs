@@ -54,6 +54,9 @@ pub struct Committed {
 #[derive(Debug, Default)]
 pub struct OffsetsCache {
     groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by producer id:
+    /// visible once the transaction commits, dropped if it aborts.
+    pending: HashMap<i64, Vec<(String, String, i32, Committed)>>,
 }
 
 impl OffsetsCache {
@@ -86,10 +89,58 @@ impl OffsetsCache {
     /// another broker: Kafka's unload on resignation). Their offsets stay in the log.
     pub fn unload(&mut self, partition: i32) {
         self.groups.retain(|g, _| partition_for(g) != partition);
+        for commits in self.pending.values_mut() {
+            commits.retain(|(g, ..)| partition_for(g) != partition);
+        }
+        self.pending.retain(|_, c| !c.is_empty());
     }
 
-    /// Replays `__consumer_offsets-<p>` into the cache.
-    pub fn load(&mut self, log: &UnifiedLog) -> Result<usize, String> {
+    /// Offsets `producer_id` committed in its open transaction.
+    pub fn put_pending(
+        &mut self,
+        producer_id: i64,
+        group: &str,
+        commits: Vec<(String, i32, Committed)>,
+    ) {
+        self.pending.entry(producer_id).or_default().extend(
+            commits
+                .into_iter()
+                .map(|(t, p, c)| (group.to_owned(), t, p, c)),
+        );
+    }
+
+    /// `producer_id`'s transaction ended in `partition` of `__consumer_offsets`: its
+    /// offsets there become committed (or are dropped).
+    pub fn end_transaction(&mut self, producer_id: i64, partition: i32, commit: bool) {
+        let Some(commits) = self.pending.get_mut(&producer_id) else {
+            return;
+        };
+        let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(commits)
+            .into_iter()
+            .partition(|(g, ..)| partition_for(g) == partition);
+        *commits = kept;
+        if commits.is_empty() {
+            self.pending.remove(&producer_id);
+        }
+        if commit {
+            for (g, t, p, c) in ended {
+                self.put(&g, &t, p, c);
+            }
+        }
+    }
+
+    /// Whether an open transaction has committed an offset for this group's partition
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT meanwhile).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending
+            .values()
+            .flatten()
+            .any(|(g, t, p, _)| g == group && t == topic && *p == partition)
+    }
+
+    /// Replays `__consumer_offsets-<partition>` into the cache (offsets committed in
+    /// transactions as their markers decided).
+    pub fn load(&mut self, partition: i32, log: &UnifiedLog) -> Result<usize, String> {
         let mut next = log.log_start_offset();
         let end = log.log_end_offset();
         let mut loaded = 0;
@@ -102,18 +153,32 @@ impl OffsetsCache {
             for b in BatchIter::new(&bytes) {
                 let (_, h, raw) = b.map_err(|e| e.to_string())?;
                 next = h.next_offset();
+                if h.is_control() {
+                    if let Ok(Some(kind)) = ringmq_engine::control::control_type(&h, raw) {
+                        let commit = kind == ringmq_engine::control::ControlType::Commit;
+                        self.end_transaction(h.producer_id, partition, commit);
+                    }
+                    continue;
+                }
                 let Ok(records) = batch::records(raw) else {
                     continue;
                 };
+                let mut in_txn = Vec::new();
                 for r in records.flatten() {
                     if let Some(key) = r.key.and_then(decode_key) {
                         match r.value.and_then(decode_value) {
+                            Some(c) if h.is_transactional() => {
+                                in_txn.push((key.1, key.2, c, key.0))
+                            }
                             Some(c) => self.put(&key.0, &key.1, key.2, c),
                             None if r.value.is_none() => self.remove(&key.0, &key.1, key.2),
                             None => {}
                         }
                         loaded += 1;
                     }
+                }
+                for (t, p, c, g) in in_txn {
+                    self.put_pending(h.producer_id, &g, vec![(t, p, c)]);
                 }
             }
             if next <= range.first_offset {
@@ -211,9 +276,35 @@ pub fn tombstone_batch(group: &str, partitions: &[(String, i32)], now_ms: i64) -
     BatchBuilder::default().build(&records)
 }
 
+/// Offset-commit records inside `producer_id`'s transaction (TxnOffsetCommit): a
+/// transactional batch, decided by the transaction's marker.
+pub fn txn_commit_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    group: &str,
+    commits: &[(String, i32, Committed)],
+    now_ms: i64,
+) -> Bytes {
+    BatchBuilder {
+        producer_id,
+        producer_epoch,
+        attributes: batch::TRANSACTIONAL_BIT,
+        ..BatchBuilder::default()
+    }
+    .build(&commit_records(group, commits, now_ms))
+}
+
 /// One uncompressed batch of offset-commit records.
 pub fn commit_batch(group: &str, commits: &[(String, i32, Committed)], now_ms: i64) -> Bytes {
-    let records: Vec<NewRecord> = commits
+    BatchBuilder::default().build(&commit_records(group, commits, now_ms))
+}
+
+fn commit_records(
+    group: &str,
+    commits: &[(String, i32, Committed)],
+    now_ms: i64,
+) -> Vec<NewRecord> {
+    commits
         .iter()
         .map(|(topic, partition, c)| NewRecord {
             key: Some(encode_key(group, topic, *partition)),
@@ -221,8 +312,7 @@ pub fn commit_batch(group: &str, commits: &[(String, i32, Committed)], now_ms: i
             headers: Vec::new(),
             timestamp_ms: now_ms,
         })
-        .collect();
-    BatchBuilder::default().build(&records)
+        .collect()
 }
 
 #[cfg(test)]

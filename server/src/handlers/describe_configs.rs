@@ -267,6 +267,27 @@ fn broker_entries(ctx: &ShardCtx) -> Vec<Entry> {
             c.offsets_topic_replication_factor.to_string(),
         ),
         (
+            "transaction.state.log.replication.factor",
+            c.transaction_state_log_replication_factor.to_string(),
+        ),
+        (
+            "transaction.state.log.min.isr",
+            c.transaction_state_log_min_isr.to_string(),
+        ),
+        (
+            "transaction.max.timeout.ms",
+            c.transaction_max_timeout_ms.to_string(),
+        ),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            c.transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .to_string(),
+        ),
+        (
+            "transactional.id.expiration.ms",
+            c.transactional_id_expiration_ms.to_string(),
+        ),
+        (
             "replica.lag.time.max.ms",
             c.replica_lag_time_max_ms.to_string(),
         ),

@@ -1,6 +1,7 @@
-//! InitProducerId (key 22) for idempotent producers: a new producer id (epoch 0) from a
-//! counter kept in the cluster metadata, so ids are never reused across restarts.
-//! Transactional ids are not supported yet (transactions come later, SPEC K3).
+//! InitProducerId (key 22). Idempotent producers get a new producer id (epoch 0).
+//! Transactional producers are answered by the id's transaction coordinator: the id's
+//! producer id with its epoch bumped (fencing older instances; an open transaction is
+//! aborted first), after WRITE on the transactional id is checked.
 
 use std::rc::Rc;
 
@@ -8,7 +9,6 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Request;
-use crate::cluster::controller::{Answer, ControllerRequest};
 use crate::protocol::{self, CloseConnection, Response};
 use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
@@ -16,26 +16,46 @@ use crate::security::acl::{op, resource};
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
     let body: InitProducerIdRequest = protocol::decode_body(req.body.clone(), v)?;
-    let resp = if body.transactional_id.is_some() {
-        InitProducerIdResponse::default()
-            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
-    } else if !may_write_idempotently(ctx, &req.session) {
-        InitProducerIdResponse::default()
-            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
-    } else {
-        match allocate(ctx).await {
-            Ok(id) => InitProducerIdResponse::default()
-                .with_producer_id(ProducerId(id))
-                .with_producer_epoch(0),
-            Err(code) => InitProducerIdResponse::default()
-                .with_error_code(code.code())
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
+    let result = match body
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().to_owned())
+    {
+        // An empty transactional id is treated as none (Kafka's rule).
+        Some(id) if !id.is_empty() => {
+            if ctx
+                .broker
+                .authorize(&req.session, op::WRITE, resource::TRANSACTIONAL_ID, &id)
+            {
+                // KIP-360: a client that already has a producer id names it (v3+).
+                let expected = (v >= 3 && body.producer_id.0 >= 0)
+                    .then_some((body.producer_id.0, body.producer_epoch));
+                let timeout = body.transaction_timeout_ms;
+                let key = id.clone();
+                ctx.on_txn_coordinator(&id, move |c| async move {
+                    crate::transactions::init_producer_id(&c, &key, timeout, expected).await
+                })
+                .await
+                .and_then(|r| r)
+            } else {
+                Err(ResponseError::TransactionalIdAuthorizationFailed)
+            }
         }
+        _ if !may_write_idempotently(ctx, &req.session) => {
+            Err(ResponseError::ClusterAuthorizationFailed)
+        }
+        _ => crate::transactions::producer_ids::allocate(ctx)
+            .await
+            .map(|id| (id, 0)),
+    };
+    let resp = match result {
+        Ok((id, epoch)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch),
+        Err(code) => InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
     };
     protocol::single(ApiKey::InitProducerId, v, req.correlation_id(), &resp)
 }
@@ -69,41 +89,4 @@ fn may_write_idempotently(ctx: &ShardCtx, session: &crate::security::Session) ->
                     t,
                 )
             })))
-}
-
-/// Producer ids a broker takes from the controller at a time (Kafka's block size).
-pub const PRODUCER_ID_BLOCK: i64 = 1000;
-
-/// The next producer id from this broker's block, taking a new block from the controller
-/// when it is used up (one metadata commit per thousand producers).
-async fn allocate(ctx: &Rc<ShardCtx>) -> Result<i64, ResponseError> {
-    loop {
-        {
-            let mut block = ctx
-                .broker
-                .producer_ids
-                .lock()
-                .map_err(|_| ResponseError::UnknownServerError)?;
-            if let Some(id) = block.next() {
-                return Ok(id);
-            }
-        }
-        let req = ControllerRequest::AllocateProducerIds {
-            count: PRODUCER_ID_BLOCK,
-        };
-        match ctx.broker.cluster.submit(req).await {
-            Ok((_, Answer::ProducerIds { first })) => {
-                let mut block = ctx
-                    .broker
-                    .producer_ids
-                    .lock()
-                    .map_err(|_| ResponseError::UnknownServerError)?;
-                if block.is_empty() {
-                    *block = first..first + PRODUCER_ID_BLOCK;
-                }
-            }
-            Ok(_) => return Err(ResponseError::UnknownServerError),
-            Err(e) => return Err(e.code),
-        }
-    }
 }

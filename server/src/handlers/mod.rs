@@ -12,6 +12,8 @@ use kafka_protocol::protocol::{Message, VersionRange};
 use crate::protocol::{CloseConnection, Response};
 use crate::runtime::shard::ShardCtx;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod add_raft_voter;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
@@ -29,10 +31,13 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -43,6 +48,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -54,7 +60,9 @@ pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
 pub mod topics;
+pub mod txn_offset_commit;
 pub mod unregister_broker;
+pub mod write_txn_markers;
 
 /// The table of served APIs: key, request type, response type. Each API is advertised
 /// with the versions that Apache Kafka 4.x defines (`ApiKey::valid_versions`) *and* that
@@ -155,6 +163,14 @@ served_apis! {
     DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
     AddRaftVoter => AddRaftVoterRequest, AddRaftVoterResponse;
     RemoveRaftVoter => RemoveRaftVoterRequest, RemoveRaftVoterResponse;
+    AddPartitionsToTxn => AddPartitionsToTxnRequest, AddPartitionsToTxnResponse;
+    AddOffsetsToTxn => AddOffsetsToTxnRequest, AddOffsetsToTxnResponse;
+    EndTxn => EndTxnRequest, EndTxnResponse;
+    WriteTxnMarkers => WriteTxnMarkersRequest, WriteTxnMarkersResponse;
+    TxnOffsetCommit => TxnOffsetCommitRequest, TxnOffsetCommitResponse;
+    DescribeProducers => DescribeProducersRequest, DescribeProducersResponse;
+    DescribeTransactions => DescribeTransactionsRequest, DescribeTransactionsResponse;
+    ListTransactions => ListTransactionsRequest, ListTransactionsResponse;
 }
 
 /// The served APIs a Kafka controller also serves on its listener (Apache Kafka 4.x's
@@ -368,7 +384,7 @@ pub async fn dispatch(
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, req).map(Some),
         ApiKey::DescribeQuorum => describe_quorum::handle(ctx, req).await.map(Some),
         ApiKey::AlterConfigs => alter_configs::handle(ctx, req).await.map(Some),
-        ApiKey::FindCoordinator => find_coordinator::handle(ctx, req).map(Some),
+        ApiKey::FindCoordinator => find_coordinator::handle(ctx, req).await.map(Some),
         ApiKey::OffsetCommit => offset_commit::handle(ctx, req).await.map(Some),
         ApiKey::OffsetFetch => offset_fetch::handle(ctx, req).await.map(Some),
         ApiKey::JoinGroup => join_group::handle(ctx, req).await.map(Some),
@@ -385,6 +401,14 @@ pub async fn dispatch(
         ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
         ApiKey::AddRaftVoter => add_raft_voter::handle(ctx, req).await.map(Some),
         ApiKey::RemoveRaftVoter => remove_raft_voter::handle(ctx, req).await.map(Some),
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(ctx, req).await.map(Some),
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(ctx, req).await.map(Some),
+        ApiKey::EndTxn => end_txn::handle(ctx, req).await.map(Some),
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, req).await.map(Some),
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeProducers => describe_producers::handle(ctx, req).await.map(Some),
+        ApiKey::DescribeTransactions => describe_transactions::handle(ctx, req).await.map(Some),
+        ApiKey::ListTransactions => list_transactions::handle(ctx, req).await.map(Some),
         ApiKey::AlterReplicaLogDirs => alter_replica_log_dirs::handle(ctx, req).await.map(Some),
         ApiKey::SaslHandshake => sasl_handshake::handle(req).map(Some),
         ApiKey::DescribeAcls => describe_acls::handle(ctx, req).map(Some),

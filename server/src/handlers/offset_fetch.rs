@@ -1,7 +1,8 @@
 //! OffsetFetch (key 9): committed offsets of a group (v8+: of several groups), read from
 //! the cache of the shard that owns each group's `__consumer_offsets` partition. A
-//! partition with no commit answers offset -1, as in Kafka. `require_stable` needs no
-//! waiting: without transactions no offset is ever pending.
+//! partition with no commit answers offset -1, as in Kafka. With `require_stable` (v7+,
+//! KIP-447) a partition whose offset an open transaction has committed answers
+//! UNSTABLE_OFFSET_COMMIT (the client retries until the transaction ends).
 
 use std::rc::Rc;
 
@@ -19,8 +20,8 @@ use crate::protocol::{self, CloseConnection, Response};
 use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
 
-/// `(topic, partition, committed)` answers for one group.
-type Answers = Vec<(String, i32, Option<Committed>)>;
+/// `(topic, partition, committed, unstable)` answers for one group.
+type Answers = Vec<(String, i32, Option<Committed>, bool)>;
 
 pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseConnection> {
     let v = req.version();
@@ -46,10 +47,12 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             });
             let group = g.group_id.0.as_str().to_owned();
             let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match lookup(ctx, &req.session, &group, wanted).await {
-                Ok(answers) => r.with_topics(group_topics(v, &image, answers)),
-                Err(e) => r.with_error_code(e.code()),
-            });
+            groups.push(
+                match lookup(ctx, &req.session, &group, wanted, body.require_stable).await {
+                    Ok(answers) => r.with_topics(group_topics(v, &image, answers)),
+                    Err(e) => r.with_error_code(e.code()),
+                },
+            );
         }
         OffsetFetchResponse::default().with_groups(groups)
     } else {
@@ -59,7 +62,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
                 .collect()
         });
-        match lookup(ctx, &req.session, &group, wanted).await {
+        let stable = v >= 7 && body.require_stable;
+        match lookup(ctx, &req.session, &group, wanted, stable).await {
             Ok(answers) => OffsetFetchResponse::default().with_topics(legacy_topics(v, answers)),
             // The top-level error_code exists from v2.
             Err(e) if v >= 2 => OffsetFetchResponse::default().with_error_code(e.code()),
@@ -75,6 +79,7 @@ async fn lookup(
     session: &crate::security::Session,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Answers, ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
@@ -96,14 +101,18 @@ async fn lookup(
                 .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
                 .map(|(t, p)| {
                     let c = cache.get(&group, &t, p).cloned();
-                    (t, p, c)
+                    let unstable = require_stable && cache.has_pending(&group, &t, p);
+                    (t, p, c, unstable)
                 })
                 .collect(),
             None => cache
                 .group(&group)
                 .map(|g| {
                     g.iter()
-                        .map(|((t, p), c)| (t.clone(), *p, Some(c.clone())))
+                        .map(|((t, p), c)| {
+                            let unstable = require_stable && cache.has_pending(&group, t, *p);
+                            (t.clone(), *p, Some(c.clone()), unstable)
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -113,13 +122,21 @@ async fn lookup(
     .map(|answers: Answers| {
         answers
             .into_iter()
-            .filter(|(t, _, _)| {
+            .filter(|(t, ..)| {
                 ctx.broker
                     .authorize(session, op::DESCRIBE, resource::TOPIC, t)
             })
             .collect()
     })
     .map_err(|_| ResponseError::CoordinatorNotAvailable)
+}
+
+fn unstable_code(unstable: bool) -> i16 {
+    if unstable {
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
 }
 
 fn partition_fields(v: i16, c: Option<&Committed>) -> (i64, i32, String) {
@@ -137,9 +154,10 @@ fn partition_fields(v: i16, c: Option<&Committed>) -> (i64, i32, String) {
 
 fn legacy_topics(v: i16, answers: Answers) -> Vec<OffsetFetchResponseTopic> {
     let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-    for (t, p, c) in answers {
+    for (t, p, c, unstable) in answers {
         let (offset, epoch, metadata) = partition_fields(v, c.as_ref());
         let pr = OffsetFetchResponsePartition::default()
+            .with_error_code(unstable_code(unstable))
             .with_partition_index(p)
             .with_committed_offset(offset)
             .with_committed_leader_epoch(epoch)
@@ -162,9 +180,10 @@ fn group_topics(
     answers: Answers,
 ) -> Vec<OffsetFetchResponseTopics> {
     let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
-    for (t, p, c) in answers {
+    for (t, p, c, unstable) in answers {
         let (offset, epoch, metadata) = partition_fields(v, c.as_ref());
         let pr = OffsetFetchResponsePartitions::default()
+            .with_error_code(unstable_code(unstable))
             .with_partition_index(p)
             .with_committed_offset(offset)
             .with_committed_leader_epoch(epoch)

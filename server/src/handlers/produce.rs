@@ -33,6 +33,15 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
     let image = ctx.broker.image();
     let now = now_ms();
     let acks = body.acks;
+    // A transactional producer needs WRITE on its transactional id.
+    let txn_denied = body.transactional_id.as_ref().is_some_and(|id| {
+        !ctx.broker.authorize(
+            &req.session,
+            op::WRITE,
+            resource::TRANSACTIONAL_ID,
+            id.0.as_str(),
+        )
+    });
     let timeout = std::time::Duration::from_millis(body.timeout_ms.clamp(0, 300_000) as u64);
     let mut topics = Vec::new();
     let mut appends = Vec::new();
@@ -62,10 +71,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                         format!("acks={acks}"),
                     ));
                 }
-                if body.transactional_id.is_some() {
+                if txn_denied {
                     return Err(PartitionError::new(
                         ResponseError::TransactionalIdAuthorizationFailed,
-                        "transactions are not supported yet",
+                        "",
                     ));
                 }
                 if denied {
@@ -82,6 +91,15 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                 let records = p.records.clone().ok_or_else(|| {
                     PartitionError::new(ResponseError::CorruptMessage, "null records")
                 })?;
+                if ringmq_engine::batch::BatchIter::new(&records)
+                    .map_while(Result::ok)
+                    .any(|(_, h, _)| h.is_control())
+                {
+                    return Err(PartitionError::new(
+                        ResponseError::InvalidRecord,
+                        "Clients are not allowed to write control records",
+                    ));
+                }
                 let records = policy
                     .unwrap_or_default()
                     .apply(records, &meta.name, p.index)?;

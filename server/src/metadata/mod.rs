@@ -28,6 +28,13 @@ use uuid::Uuid;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// `offsets.topic.num.partitions`.
 pub const OFFSETS_PARTITIONS: usize = 50;
+/// The internal topic holding transactions' state (created on the first transactional
+/// FindCoordinator, as Kafka does; the transaction coordinator runs on its leaders).
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// `transaction.state.log.num.partitions`.
+pub const TXN_PARTITIONS: usize = 50;
+/// `transaction.state.log.segment.bytes` (Kafka's default, 100 MiB).
+pub const TXN_SEGMENT_BYTES: &str = "104857600";
 /// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB).
 pub const OFFSETS_SEGMENT_BYTES: &str = "104857600";
 

@@ -33,6 +33,11 @@ pub struct Metrics {
     pub fetch_incremental_requests: AtomicU64,
     /// Produce requests written together with others of the same loop turn.
     pub produce_grouped_requests: AtomicU64,
+    /// Transactions this broker coordinated to their end: committed, aborted (by the
+    /// producer or the coordinator), and aborted because they ran past their timeout.
+    pub transactions_committed: AtomicU64,
+    pub transactions_aborted: AtomicU64,
+    pub transactions_timed_out: AtomicU64,
     /// Connections closed on arrival by `max.connections` / `max.connections.per.ip`.
     pub connections_rejected: AtomicU64,
     /// Times a shard stopped reading requests at `queued.max.request.bytes`.

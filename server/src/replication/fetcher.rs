@@ -17,10 +17,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
-use compio::net::TcpStream;
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -28,12 +25,13 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+    OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use ringmq_engine::Offset;
 use ringmq_engine::batch::BatchIter;
 
+use super::peer::{Conn, call};
 use crate::metrics::Metrics;
 use crate::runtime::shard::ShardCtx;
 use crate::storage::now_ms;
@@ -100,11 +98,6 @@ fn followed(ctx: &ShardCtx, leader: i32, id: u32) -> Vec<Rc<Partition>> {
         .collect()
 }
 
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
 async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
     let mut conn: Option<Conn> = None;
     loop {
@@ -124,14 +117,8 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
             continue;
         };
         if conn.is_none() {
-            match TcpStream::connect(&address).await {
-                Ok(stream) => {
-                    let _ = socket2::SockRef::from(&stream).set_tcp_nodelay(true);
-                    conn = Some(Conn {
-                        stream,
-                        correlation: 0,
-                    });
-                }
+            match Conn::connect(&address, "ringmq-replica-fetcher").await {
+                Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");
                     compio::time::sleep(BACKOFF).await;
@@ -186,62 +173,6 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
             }
         }
     }
-}
-
-/// Sends one request and reads its response on the fetcher's connection.
-async fn call<Req: Encodable, Resp: Decodable>(
-    c: &mut Conn,
-    api: ApiKey,
-    version: i16,
-    req: &Req,
-    timeout: Duration,
-) -> io::Result<Resp> {
-    c.correlation = c.correlation.wrapping_add(1);
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(c.correlation)
-        .with_client_id(Some(StrBytes::from_static_str("ringmq-replica-fetcher")))
-        .encode(&mut buf, api.request_header_version(version))
-        .and_then(|_| req.encode(&mut buf, version))
-        .map_err(|e| io::Error::other(format!("encoding {api:?}: {e}")))?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    let exchange = async {
-        let BufResult(res, _) = c.stream.write_all(buf.to_vec()).await;
-        res?;
-        let BufResult(res, len_buf) = c.stream.read_exact([0u8; 4]).await;
-        res?;
-        let len = i32::from_be_bytes(len_buf);
-        if !(0..=256 << 20).contains(&len) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("response frame of {len} bytes"),
-            ));
-        }
-        let body = Vec::with_capacity(len as usize);
-        let BufResult(res, body) = c
-            .stream
-            .read_exact(compio::buf::IoBuf::slice(body, ..len as usize))
-            .await;
-        res?;
-        Ok(Bytes::from(compio::buf::IntoInner::into_inner(body)))
-    };
-    let mut frame = compio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{api:?} timed out")))??;
-    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    if header.correlation_id != c.correlation {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "response out of order",
-        ));
-    }
-    Resp::decode(&mut frame, version)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{api:?}: {e}")))
 }
 
 /// One fetch round for `parts`. `Ok(false)` asks for a pause (errors answered).

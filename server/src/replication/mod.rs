@@ -12,6 +12,7 @@
 //! partitions' new roles: [`reconcile`].
 
 pub mod fetcher;
+pub mod peer;
 pub mod reconcile;
 
 use std::rc::Rc;

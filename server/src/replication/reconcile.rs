@@ -102,9 +102,29 @@ pub fn become_replica(part: &Rc<Partition>, ctx: &Rc<ShardCtx>, state: &Partitio
         part.start_leading();
         if part.topic.as_ref() == crate::metadata::OFFSETS_TOPIC {
             // The group coordinator moves here: committed offsets as the log has them.
-            let loaded = ctx.offsets.borrow_mut().load(&part.log.log());
+            let loaded = ctx.offsets.borrow_mut().load(part.index, &part.log.log());
             if let Err(e) = loaded {
                 tracing::error!(partition = part.index, error = %e, "loading committed offsets failed");
+            }
+        }
+        if part.topic.as_ref() == crate::metadata::TXN_TOPIC {
+            // The transaction coordinator moves here: the ids' states as the log has
+            // them (the shard's transaction loop finishes what was being decided).
+            let started = std::time::Instant::now();
+            let loaded =
+                ctx.txns
+                    .borrow_mut()
+                    .load(part.index, state.leader_epoch, &part.log.log());
+            match loaded {
+                Ok(n) => tracing::debug!(
+                    partition = part.index,
+                    records = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "loaded transaction state"
+                ),
+                Err(e) => {
+                    tracing::error!(partition = part.index, error = %e, "loading transaction state failed")
+                }
             }
         }
         part.refresh_high_watermark();
@@ -114,6 +134,9 @@ pub fn become_replica(part: &Rc<Partition>, ctx: &Rc<ShardCtx>, state: &Partitio
             // Not (or no longer) the group coordinator: this shard holds none of its groups.
             ctx.offsets.borrow_mut().unload(part.index);
             ctx.groups.borrow_mut().unload(part.index);
+        }
+        if part.topic.as_ref() == crate::metadata::TXN_TOPIC {
+            ctx.txns.borrow_mut().unload(part.index);
         }
         part.repl.borrow_mut().needs_truncation = true;
         if state.leader != crate::metadata::NO_LEADER {

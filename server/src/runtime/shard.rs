@@ -36,6 +36,8 @@ pub struct ShardCtx {
     pub offsets: RefCell<crate::coordinator::offsets::OffsetsCache>,
     /// Group membership of the same groups.
     pub groups: RefCell<crate::coordinator::group::GroupCoordinator>,
+    /// The transactional ids whose `__transaction_state` partitions live here.
+    pub txns: RefCell<crate::coordinator::transactions::TxnCache>,
     /// Request bytes read on this shard and not yet handled (`queued.max.request.bytes`).
     pub queued_request_bytes: std::cell::Cell<u64>,
     /// Readers waiting for `queued_request_bytes` to drop under this shard's share.
@@ -248,6 +250,7 @@ pub fn run(
         broker,
         partitions: RefCell::new(HashMap::new()),
         offsets: RefCell::new(crate::coordinator::offsets::OffsetsCache::default()),
+        txns: RefCell::new(Default::default()),
         groups: RefCell::new(crate::coordinator::group::GroupCoordinator::new(
             Duration::from_millis(initial_delay),
         )),
@@ -347,6 +350,37 @@ impl ShardCtx {
         .await
     }
 
+    /// Like [`Self::with_partition`] for work that awaits on the owner shard (`f` gets
+    /// that shard's context and the partition this broker leads).
+    pub async fn with_partition_async<R, F, Fut>(
+        self: &Rc<Self>,
+        topic: &str,
+        index: i32,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ShardCtx>, Rc<Partition>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, kafka_protocol::ResponseError>> + 'static,
+    {
+        use kafka_protocol::ResponseError;
+        let image = self.broker.image();
+        let owner = image
+            .topic(topic)
+            .and_then(|m| m.owner_shard(index, self.shard_count()))
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let name = topic.to_owned();
+        self.on_shard(owner, move |c| async move {
+            let part = c
+                .partition(&name, index)
+                .filter(|p| p.is_leader())
+                .ok_or(ResponseError::NotLeaderOrFollower)?;
+            f(c, part).await
+        })
+        .await
+        .unwrap_or(Err(ResponseError::UnknownServerError))
+    }
+
     /// Like [`Self::with_partition`] for any replica this broker holds (leader or follower).
     pub async fn with_replica<R, F>(
         self: &Rc<Self>,
@@ -390,11 +424,44 @@ impl ShardCtx {
         Fut: Future<Output = R> + 'static,
     {
         use crate::coordinator::offsets::{OFFSETS_TOPIC, partition_for};
+        self.on_internal_leader(OFFSETS_TOPIC, partition_for(group), f)
+            .await
+    }
+
+    /// Runs `f` on the shard coordinating transactional id `id` (the owner of its
+    /// `__transaction_state` partition).
+    pub async fn on_txn_coordinator<R, F, Fut>(
+        self: &Rc<Self>,
+        id: &str,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ShardCtx>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        use crate::coordinator::transactions::{TXN_TOPIC, partition_for};
+        self.on_internal_leader(TXN_TOPIC, partition_for(id), f)
+            .await
+    }
+
+    /// Runs `f` on the shard owning partition `partition` of internal topic `topic`, if
+    /// this broker leads it (NOT_COORDINATOR otherwise).
+    async fn on_internal_leader<R, F, Fut>(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: i32,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ShardCtx>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
         let image = self.broker.image();
         let topic = image
-            .topic(OFFSETS_TOPIC)
+            .topic(topic)
             .ok_or(kafka_protocol::ResponseError::CoordinatorNotAvailable)?;
-        let partition = partition_for(group);
         if topic.state(partition).map(|s| s.leader) != Some(self.broker.config.node_id) {
             return Err(kafka_protocol::ResponseError::NotCoordinator);
         }

@@ -433,54 +433,82 @@ impl Partition {
         coordinator_epoch: i32,
         timeout: std::time::Duration,
     ) -> Result<Offset, PartitionError> {
+        let batch = ringmq_engine::control::marker_batch(
+            producer_id,
+            producer_epoch,
+            kind,
+            coordinator_epoch,
+            crate::storage::now_ms(),
+        );
+        self.append_coordinator_batch(batch, Some(kind), timeout)
+            .await
+    }
+
+    /// Appends a batch the broker itself wrote for a producer (a transaction marker, or
+    /// a transactional offset commit in `__consumer_offsets`): no sequence checks, but
+    /// an epoch older than the producer's is INVALID_PRODUCER_EPOCH. Answered once the
+    /// in-sync replicas have it.
+    pub async fn append_coordinator_batch(
+        &self,
+        batch: Bytes,
+        marker: Option<ringmq_engine::control::ControlType>,
+        timeout: std::time::Duration,
+    ) -> Result<Offset, PartitionError> {
         if !self.is_leader() {
             return Err(PartitionError::new(
                 ResponseError::NotLeaderOrFollower,
                 format!("this broker does not lead {}-{}", self.topic, self.index),
             ));
         }
+        let header = ringmq_engine::batch::validate_batch(&batch)
+            .map_err(|e| PartitionError::new(ResponseError::CorruptMessage, e.to_string()))?;
         let now = crate::storage::now_ms();
-        let offset = {
+        let last = {
             let _guard = self.lock.lock().await;
-            let known = self.producers.borrow().get(&producer_id).map(|e| e.epoch);
-            if known.is_some_and(|e| e > producer_epoch) {
+            let known = self
+                .producers
+                .borrow()
+                .get(&header.producer_id)
+                .map(|e| e.epoch);
+            if let Some(epoch) = known.filter(|e| *e > header.producer_epoch) {
                 return Err(PartitionError::new(
                     ResponseError::InvalidProducerEpoch,
                     format!(
-                        "marker epoch {producer_epoch} is older than producer {producer_id}'s {}",
-                        known.unwrap_or_default()
+                        "epoch {} is older than producer {}'s {epoch}",
+                        header.producer_epoch, header.producer_id
                     ),
                 ));
             }
-            let batch = ringmq_engine::control::marker_batch(
-                producer_id,
-                producer_epoch,
-                kind,
-                coordinator_epoch,
-                now,
-            );
             let info = self
                 .log
-                .append_written(vec![batch.clone()], self.client_append_options(now))
+                .append_written(vec![batch], self.client_append_options(now))
                 .await
                 .map_err(|e| append_error(&e))?;
             let mut producers = self.producers.borrow_mut();
             let mut txns = self.txns.borrow_mut();
-            for (_, h, _) in BatchIter::new(&batch).map_while(Result::ok) {
-                take_batch(&mut producers, &mut txns, &h, info.first_offset, Some(kind));
+            if header.is_control() {
+                take_batch(
+                    &mut producers,
+                    &mut txns,
+                    &header,
+                    info.first_offset,
+                    marker,
+                );
+            } else {
+                txns.on_batch(&header, info.first_offset, None);
             }
-            info.first_offset
+            info.last_offset
         };
         if self.log.log().flush_policy() == FlushPolicy::Sync {
             self.log
-                .wait_durable(offset.plus(1))
+                .wait_durable(last.plus(1))
                 .await
                 .map_err(|e| append_error(&e))?;
         }
         self.refresh_high_watermark();
         self.wake_fetchers();
-        self.wait_replicated(offset.plus(1), timeout).await?;
-        Ok(offset)
+        self.wait_replicated(last.plus(1), timeout).await?;
+        Ok(last)
     }
 
     /// Client appends carry this leader's epoch in every batch (what followers' epoch
