@@ -214,7 +214,7 @@ def coordinator_ready(bootstrap, tid, timeout=30):
         time.sleep(0.2)
 
 
-def transactional_error_codes(bootstrap, topic):
+def transactional_error_codes(bootstrap, topic, missing):
     """The error codes of transactional requests sent out of order or with stale ids,
     in a fixed sequence (for comparing two brokers)."""
     tid = unique("bad")
@@ -223,9 +223,15 @@ def transactional_error_codes(bootstrap, topic):
     r = call(bootstrap, build(InitProducerIdRequest, 4, transactional_id=tid,
                               transaction_timeout_ms=10**9, producer_id=-1, producer_epoch=-1))
     codes["timeout above transaction.max.timeout.ms"] = r.error_code
-    r = call(bootstrap, build(InitProducerIdRequest, 4, transactional_id=tid,
-                              transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1))
-    assert r.error_code == 0
+    deadline = time.time() + 30
+    # The coordinator may still be loading its partition (NOT_COORDINATOR,
+    # COORDINATOR_LOAD_IN_PROGRESS): retry as clients do.
+    while (r := call(bootstrap, build(InitProducerIdRequest, 4, transactional_id=tid,
+                                      transaction_timeout_ms=60000, producer_id=-1,
+                                      producer_epoch=-1))).error_code in (14, 15, 16, 51):
+        assert time.time() < deadline, to_plain(r)
+        time.sleep(0.2)
+    assert r.error_code == 0, to_plain(r)
     pid, epoch = r.producer_id, r.producer_epoch
 
     def end(commit, p=pid, e=epoch, t=tid):
@@ -244,7 +250,7 @@ def transactional_error_codes(bootstrap, topic):
     codes["EndTxn for an unknown id"] = end(True, t=unique("nobody"))
     codes["EndTxn with another producer id"] = end(True, p=pid + 100000)
     codes["AddPartitions with an unknown topic"] = add(
-        [{"name": topic, "partitions": [0]}, {"name": unique("missing"), "partitions": [0]}])
+        [{"name": topic, "partitions": [0]}, {"name": missing, "partitions": [0]}])
     codes["AddPartitions with an unknown partition"] = add([{"name": topic, "partitions": [0, 99]}])
     codes["AddPartitions with an older epoch"] = add([{"name": topic, "partitions": [0]}], e=epoch - 1)
     codes["AddPartitions for an unknown id"] = add([{"name": topic, "partitions": [0]}], t=unique("nobody"))
@@ -253,6 +259,12 @@ def transactional_error_codes(bootstrap, topic):
                                                 producer_id=pid, producer_epoch=epoch,
                                                 group_id="g")).error_code
     codes["EndTxn abort of the open transaction"] = end(False)
+    # Once the abort's markers are written (until then: CONCURRENT_TRANSACTIONS).
+    deadline = time.time() + 30
+    while call(bootstrap, build(DescribeTransactionsRequest, 0, transactional_ids=[tid])) \
+            .transaction_states[0].transaction_state != "CompleteAbort":
+        assert time.time() < deadline
+        time.sleep(0.1)
     codes["EndTxn commit after the abort"] = end(True)
     desc = call(bootstrap, build(DescribeTransactionsRequest, 0, transactional_ids=[tid, unique("nobody")]))
     codes["DescribeTransactions"] = [s.error_code for s in desc.transaction_states]
@@ -263,8 +275,9 @@ def test_transactional_errors_match_kafka(kafka_peer, broker):
     t = unique("txerr")
     create(kafka_peer, t)
     create(broker.bootstrap, t)
-    kafka = transactional_error_codes(kafka_peer, t)
-    ringmq = transactional_error_codes(broker.bootstrap, t)
+    missing = unique("missing")
+    kafka = transactional_error_codes(kafka_peer, t, missing)
+    ringmq = transactional_error_codes(broker.bootstrap, t, missing)
     assert ringmq == kafka
 
 
