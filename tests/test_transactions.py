@@ -300,3 +300,69 @@ def test_list_and_describe_transactions(broker):
     assert (s.error_code, s.transaction_state) == (0, "Ongoing")
     assert [(x.topic, x.partitions) for x in s.topics] == [(t, [0])]
     p.abort_transaction(30)
+
+
+def test_transactions_across_a_cluster_survive_the_coordinator_killed(make_cluster):
+    """Three brokers: the coordinator writes markers to partitions other brokers lead
+    (WriteTxnMarkers); then its broker is killed with -9 inside a transaction, and again
+    while a commit is being decided. The new coordinator (the next leader of the id's
+    __transaction_state partition) finishes: a read_committed consumer sees every
+    acknowledged transaction whole, exactly once, and nothing of any other."""
+    c = make_cluster(3).start()
+    t = unique("txc")
+    create(c.bootstrap, t, partitions=3, rf=3, config={"min.insync.replicas": "2"})
+    tid = unique("tid")
+    p = txn_producer(c.bootstrap, tid, **{"transaction.timeout.ms": 60000})
+    committed, maybe = [], []
+
+    def txn(n, values):
+        p.begin_transaction()
+        for i, v in enumerate(values):
+            p.produce(t, value=v, partition=i % 3)
+        p.flush(30)
+
+    for n in range(3):
+        values = [f"a{n}-{i}".encode() for i in range(30)]
+        txn(n, values)
+        p.commit_transaction(60)
+        committed += values
+    leaders = {c.leader(t, i) for i in range(3)}
+    assert len(leaders) > 1, "the partitions' leaders are spread over brokers"
+
+    # Killed inside a transaction: the producer commits through the new coordinator.
+    coordinator = coordinator_ready(c.live()[0].bootstrap, tid).node_id
+    values = [f"b-{i}".encode() for i in range(30)]
+    txn(0, values)
+    c.brokers[coordinator].kill9()
+    p.commit_transaction(120)
+    committed += values
+
+    # Killed while the commit is decided: whatever the producer heard, the transaction
+    # is all or nothing.
+    c.brokers[coordinator].start()
+    coordinator = coordinator_ready(c.live()[0].bootstrap, tid).node_id
+    values = [f"c-{i}".encode() for i in range(30)]
+    txn(0, values)
+    import threading
+    outcome = {}
+
+    def commit():
+        try:
+            p.commit_transaction(120)
+            outcome["ok"] = True
+        except KafkaException as e:
+            outcome["error"] = e
+    th = threading.Thread(target=commit)
+    th.start()
+    c.brokers[coordinator].kill9()
+    th.join(130)
+    if outcome.get("ok"):
+        committed += values
+    else:
+        maybe += values
+    c.brokers[coordinator].start()
+    got = read_all(c.bootstrap, t, 3, "read_committed", settle=6, timeout=90)
+    assert len(got) == len(set(got)), "no record twice"
+    extra = set(got) - set(committed)
+    assert set(committed) <= set(got), f"acknowledged records missing: {len(set(committed) - set(got))}"
+    assert extra in (set(), set(maybe)), "the undecided transaction is all or nothing"
