@@ -158,3 +158,46 @@ def test_api_versions_log_dirs_features(broker, classpath):
     assert len(sizes) == 2 and sum(sizes) > 1000 * 1000, report
     out = tool(classpath, "FeatureCommand", "--bootstrap-server", bs, "describe")
     assert "Feature:" in out, out
+
+
+def test_a_java_transactional_producer_and_kafka_transactions(broker, classpath):
+    """Kafka's own tools on transactions: kafka-producer-perf-test as a transactional
+    Java producer (a commit every 50 ms), then kafka-transactions list, describe,
+    describe-producers, find-hanging and abort against a transaction left open."""
+    from confluent_kafka import Producer
+    from test_transactions import create, read_all
+    bs = broker.bootstrap
+    create(bs, "jtx", partitions=2)
+    tool(classpath, "ProducerPerformance", "--topic", "jtx", "--num-records", 3000,
+         "--record-size", 100, "--throughput", -1, "--transactional-id", "perf-tx",
+         "--transaction-duration-ms", 50, "--producer-props", f"bootstrap.servers={bs}")
+    assert len(read_all(bs, "jtx", 2, "read_committed")) == 3000
+    hanging = Producer({"bootstrap.servers": bs, "transactional.id": "left-open"})
+    hanging.init_transactions(30)
+    hanging.begin_transaction()
+    hanging.produce("jtx", value=b"open", partition=0)
+    hanging.flush(10)
+    txns = ["TransactionsCommand", "--bootstrap-server", bs]
+    listed = tool(classpath, *txns, "list")
+    assert "perf-tx" in listed and "left-open" in listed, listed
+    assert re.search(r"left-open\s+\d+\s+\d+\s+Ongoing", listed), listed
+    described = tool(classpath, *txns, "describe", "--transactional-id", "left-open")
+    assert "Ongoing" in described and "jtx-0" in described, described
+    producers = tool(classpath, *txns, "describe-producers", "--topic", "jtx", "--partition", 0)
+    rows = [line.split() for line in producers.splitlines()[1:] if line.strip()]
+    # ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp
+    # CurrentTransactionStartOffset: the perf producer's are all committed, one is open.
+    starts = [r[5] for r in rows]
+    assert len(rows) == 2 and starts.count("None") == 1, producers
+    start = int(next(s for s in starts if s != "None"))
+    # The open transaction is known to its coordinator: nothing hangs.
+    hanging_report = tool(classpath, *txns, "find-hanging", "--broker-id", 1)
+    assert len([line for line in hanging_report.splitlines() if line.strip()]) == 1, hanging_report
+    # An operator aborts the open transaction at its start offset (WriteTxnMarkers to
+    # the leader): read_committed readers are no longer held back by it.
+    tool(classpath, *txns, "abort", "--topic", "jtx", "--partition", 0, "--start-offset", start)
+    later = Producer({"bootstrap.servers": bs})
+    later.produce("jtx", value=b"after-abort", partition=0)
+    later.flush(10)
+    got = read_all(bs, "jtx", 2, "read_committed")
+    assert b"after-abort" in got and b"open" not in got
