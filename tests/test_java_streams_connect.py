@@ -1,8 +1,8 @@
 """Kafka Streams and Kafka Connect (4.4, from Maven Central) against a real ringmqd.
 
 Connect runs at 4.3.1 (tests/java/connect): its FileStream connectors are not served at 4.4.0.
-Streams: an at-least-once word count with a state store, its changelog (compacted) and
-repartition topics (tests/java WordCount). Connect: a distributed worker (config, offset
+Streams: a word count with a state store, its changelog (compacted) and repartition
+topics (tests/java WordCount), at least once and exactly once (v2: transactions). Connect: a distributed worker (config, offset
 and status topics, compacted) running the FileStream source and sink connectors, which
 move a file through ringmq and back byte-exact."""
 import json
@@ -10,6 +10,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+
+import pytest
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
@@ -22,9 +24,10 @@ def classpath(which="classpath"):
                           timeout=600).stdout.strip()
 
 
-def test_streams_word_count(broker, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once_v2"])
+def test_streams_word_count(broker, tmp_path, guarantee):
     p = subprocess.run(["java", "-Xmx512m", "-cp", classpath(), "ringmq.WordCount", broker.bootstrap,
-                        str(tmp_path / "state")], capture_output=True, text=True, timeout=300)
+                        str(tmp_path / "state"), guarantee], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "PASS streams-word-count" in p.stdout, p.stdout[-5000:] + p.stderr[-3000:]
 
 
