@@ -212,19 +212,17 @@ async fn send(
     let Some(address) = address else {
         return parts.to_vec();
     };
-    if !peers.contains_key(&leader) {
-        match Conn::connect(&address, "ringmq-txn-markers").await {
-            Ok(c) => {
-                peers.insert(leader, c);
-            }
-            Err(e) => {
-                tracing::debug!(leader, %address, error = %e, "cannot reach a partition leader for markers");
-                return parts.to_vec();
+    let conn = match peers.entry(leader) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            match Conn::connect(&address, "ringmq-txn-markers").await {
+                Ok(c) => e.insert(c),
+                Err(err) => {
+                    tracing::debug!(leader, %address, error = %err, "cannot reach a partition leader for markers");
+                    return parts.to_vec();
+                }
             }
         }
-    }
-    let Some(conn) = peers.get_mut(&leader) else {
-        return parts.to_vec();
     };
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in parts {
