@@ -18,6 +18,11 @@
 //! 3. [`UnifiedLog::install_cleaned`] (shard thread) swaps the groups in if their source
 //!    segments are unchanged (retention or truncation may have raced), else discards.
 //!
+//! Transactions (Kafka's rules): records of aborted transactions are removed and never
+//! count as a key's latest value (an aborted write must not supersede a committed one);
+//! nothing from the first transaction still undecided in the cleanable segments on is
+//! cleaned (it may yet abort); transaction markers are kept.
+//!
 //! Appends never wait for the cleaner: it reads only immutable non-active segments
 //! through its own descriptors. Compressed batches are kept whole (their records are not
 //! decoded yet), so they are never compacted; the broker writes `__consumer_offsets`
@@ -193,14 +198,33 @@ impl UnifiedLog {
     }
 }
 
+/// Aborted transactions in the cleanable segments: per producer, (first offset, marker
+/// offset) ranges.
+#[derive(Debug, Default)]
+struct Aborted(HashMap<i64, Vec<(Offset, Offset)>>);
+
+impl Aborted {
+    /// Whether `h` is a data batch of an aborted transaction.
+    fn holds(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.0.get(&h.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|(first, marker)| h.base_offset >= *first && h.base_offset < *marker)
+            })
+    }
+}
+
 impl CleanTask {
     /// Runs the round (blocking: reads and writes segment files).
     pub fn run(mut self) -> Result<Cleaned, LogOpError> {
         let mut stats = CleanStats::default();
-        let map = self.build_offset_map(&mut stats)?;
+        let aborted = self.scan_transactions()?;
+        let map = self.build_offset_map(&aborted, &mut stats)?;
         let mut groups = Vec::new();
         for sources in self.groups() {
-            let swap = self.clean_group(&sources, &map, &mut stats)?;
+            let swap = self.clean_group(&sources, &map, &aborted, &mut stats)?;
             groups.push(CleanedGroup { sources, swap });
         }
         Ok(Cleaned {
@@ -210,9 +234,54 @@ impl CleanTask {
         })
     }
 
+    /// The aborted transactions of the cleanable segments; `end` moves back to the
+    /// segment where the first undecided transaction starts.
+    fn scan_transactions(&mut self) -> Result<Aborted, LogOpError> {
+        let mut open: HashMap<i64, Offset> = HashMap::new();
+        let mut aborted = Aborted::default();
+        for src in self.sources.iter().filter(|s| s.base < self.end) {
+            for_each_batch(src, |h, bytes| {
+                if !h.is_transactional() || !h.has_producer_id() {
+                    return Ok(());
+                }
+                if !h.is_control() {
+                    open.entry(h.producer_id).or_insert(h.base_offset);
+                    return Ok(());
+                }
+                let Some(first) = open.remove(&h.producer_id) else {
+                    return Ok(());
+                };
+                if let Ok(Some(crate::control::ControlType::Abort)) =
+                    crate::control::control_type(h, bytes)
+                {
+                    aborted
+                        .0
+                        .entry(h.producer_id)
+                        .or_default()
+                        .push((first, h.base_offset));
+                }
+                Ok(())
+            })?;
+        }
+        if let Some(first_open) = open.values().min().copied() {
+            let cut = self
+                .sources
+                .iter()
+                .filter(|s| s.base <= first_open)
+                .map(|s| s.base)
+                .max();
+            if let Some(cut) = cut {
+                self.end = self.end.min(cut);
+                self.sources.retain(|s| s.base < self.end);
+            }
+        }
+        Ok(aborted)
+    }
+
     /// `key -> latest offset` over the dirty section; shrinks `end` if the map fills.
     fn build_offset_map(
         &mut self,
+        aborted: &Aborted,
         stats: &mut CleanStats,
     ) -> Result<HashMap<Vec<u8>, Offset>, LogOpError> {
         let mut map: HashMap<Vec<u8>, Offset> = HashMap::new();
@@ -232,6 +301,7 @@ impl CleanTask {
                 if h.last_offset() < self.first_dirty
                     || h.compression() != Compression::None
                     || h.is_control()
+                    || aborted.holds(h)
                 {
                     return Ok(());
                 }
@@ -283,6 +353,7 @@ impl CleanTask {
         &self,
         sources: &[SourceSegment],
         map: &HashMap<Vec<u8>, Offset>,
+        aborted: &Aborted,
         stats: &mut CleanStats,
     ) -> Result<PathBuf, LogOpError> {
         let first = sources[0].base;
@@ -296,6 +367,10 @@ impl CleanTask {
         for src in sources {
             let drop_tombstones = src.timestamp < self.delete_horizon_ms;
             for_each_batch(src, |h, bytes| {
+                if aborted.holds(h) {
+                    stats.records_removed += u64::try_from(h.records_count).unwrap_or(0);
+                    return Ok(());
+                }
                 if let Some(kept) = filter_batch(h, bytes, map, drop_tombstones, stats)? {
                     stats.bytes_written += kept.len() as u64;
                     out.write_all(&kept)

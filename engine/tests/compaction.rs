@@ -255,3 +255,86 @@ proptest! {
         }
     }
 }
+
+/// A transactional batch of `producer` with one keyed record.
+fn txn_record(producer: i64, sequence: i32, key: &str, value: &str) -> bytes::Bytes {
+    ringmq_engine::BatchBuilder {
+        producer_id: producer,
+        producer_epoch: 0,
+        base_sequence: sequence,
+        attributes: batch::TRANSACTIONAL_BIT,
+        ..Default::default()
+    }
+    .build(&[ringmq_engine::NewRecord {
+        key: Some(bytes::Bytes::copy_from_slice(key.as_bytes())),
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        headers: vec![],
+        timestamp_ms: NOW,
+    }])
+}
+
+fn marker(producer: i64, kind: ringmq_engine::control::ControlType) -> bytes::Bytes {
+    ringmq_engine::control::marker_batch(producer, 0, kind, 0, NOW)
+}
+
+#[test]
+fn an_aborted_write_never_supersedes_a_committed_value_and_open_transactions_stay() {
+    use ringmq_engine::control::ControlType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), compact_config());
+    let pad = format!("{:0>120}", 0);
+    append(&mut log, keyed(&[("k", Some("committed"))], NOW));
+    append(&mut log, txn_record(7, 0, "k", "aborted"));
+    append(&mut log, marker(7, ControlType::Abort));
+    append(&mut log, txn_record(8, 0, "c", "in-a-committed-txn"));
+    append(&mut log, marker(8, ControlType::Commit));
+    for i in 0..30 {
+        append(
+            &mut log,
+            keyed(&[("filler", Some(&format!("{i}{pad}")))], NOW),
+        );
+    }
+    // An open transaction, then more data behind it.
+    let open_at = log.log_end_offset();
+    append(&mut log, txn_record(9, 0, "o", "open"));
+    for i in 0..30 {
+        append(
+            &mut log,
+            keyed(&[("filler", Some(&format!("late{i}{pad}")))], NOW),
+        );
+    }
+    assert!(log.segment_count() > 4);
+    let stats = compact(&mut log, NOW).unwrap();
+    let after: Vec<(i64, String, Option<String>)> = records(&log)
+        .into_iter()
+        .filter(|(_, k, _)| !k.starts_with('\0'))
+        .collect();
+    let values = |key: &str| -> Vec<String> {
+        after
+            .iter()
+            .filter(|r| r.1 == key)
+            .filter_map(|r| r.2.clone())
+            .collect()
+    };
+    assert_eq!(
+        values("k"),
+        vec!["committed"],
+        "the aborted write is gone, the committed one stays"
+    );
+    assert_eq!(values("c"), vec!["in-a-committed-txn"]);
+    assert_eq!(values("o"), vec!["open"]);
+    // Nothing from the open transaction's segment on was compacted: every late filler
+    // is still there.
+    let late = after
+        .iter()
+        .filter(|r| r.0 > open_at.0 && r.1 == "filler")
+        .count();
+    assert_eq!(late, 30);
+    assert!(stats.records_removed > 0);
+    // The markers are kept.
+    let markers = read_all(&log, log.log_start_offset())
+        .into_iter()
+        .filter(|(_, raw)| batch::validate_batch(raw).unwrap().is_control())
+        .count();
+    assert_eq!(markers, 2);
+}
