@@ -66,8 +66,13 @@ def test_read_committed_sees_committed_records_once_and_aborted_never(broker):
             expected += values
         else:
             p.abort_transaction(30)
+    before = broker.metrics()
     committed = read_all(broker.bootstrap, t, 3, "read_committed")
     assert sorted(committed) == sorted(expected)
+    # read_committed is a bound and an index lookup: the bytes still go zero-copy.
+    after = broker.metrics()
+    assert after["ringmq_fetch_zero_copy_bytes_total"] > before["ringmq_fetch_zero_copy_bytes_total"]
+    assert after["ringmq_fetch_copied_bytes_total"] == 0
     everything = read_all(broker.bootstrap, t, 3, "read_uncommitted")
     assert len(everything) == 120, "read_uncommitted sees aborted records too"
     m = broker.metrics()

@@ -11,6 +11,12 @@ the broker's CPU-seconds per GB (utime+stime from /proc over the run) and reside
 Prints a Markdown table and writes JSON (--json).
 
     benches/peer/compare.py [--records 300000] [--rounds 2] [--json out.json] [--pin]
+    benches/peer/compare.py --transactions [--records 300000] [--rounds 2]
+
+--transactions runs the transaction scenarios instead: kafka-producer-perf-test as an
+idempotent producer, then as a transactional one committing every 10 ms and every 100 ms
+(--transaction-duration-ms), on 3 partitions with acks=all; then kafka-consumer-perf-test
+reading the transactional topic read_uncommitted and read_committed.
 
 --pin puts each broker on core 0 (ringmqd with one shard; Kafka's JVM with taskset) and
 the generators on the other cores, so neither broker competes with its load for a core.
@@ -90,9 +96,10 @@ def measured(broker, f):
     return out, cpu_seconds(broker.pid) - c0, time.time() - t0, rss_mb(broker.pid)
 
 
-def perf_produce(cp, broker, topic, records, size, acks, throughput=-1):
+def perf_produce(cp, broker, topic, records, size, acks, throughput=-1, txn_ms=None):
+    txn = ["--transactional-id", f"perf-{time.time_ns()}", "--transaction-duration-ms", txn_ms] if txn_ms else []
     out = kafka_tool(cp, "ProducerPerformance", "--topic", topic, "--num-records", records, "--record-size", size,
-                     "--throughput", throughput, "--producer-props", f"bootstrap.servers={broker.bootstrap}",
+                     "--throughput", throughput, *txn, "--producer-props", f"bootstrap.servers={broker.bootstrap}",
                      f"acks={acks}", "linger.ms=5", "batch.size=65536")
     last = [l for l in out.splitlines() if "records sent" in l][-1]
     m = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, "
@@ -101,9 +108,14 @@ def perf_produce(cp, broker, topic, records, size, acks, throughput=-1):
             "p999_ms": float(m[8])}
 
 
-def perf_consume(cp, broker, topic, records):
+def perf_consume(cp, broker, topic, records, isolation=None):
+    config = []
+    if isolation:
+        f = Path(tempfile.mktemp(suffix=".properties"))
+        f.write_text(f"isolation.level={isolation}\n")
+        config = ["--command-config", str(f)]
     out = kafka_tool(cp, "ConsumerPerformance", "--bootstrap-server", broker.bootstrap, "--topic", topic,
-                     "--messages", records, "--timeout", 60000, "--group", f"perf-{time.time_ns()}")
+                     "--messages", records, "--timeout", 60000, "--group", f"perf-{time.time_ns()}", *config)
     last = out.strip().splitlines()[-1].split(",")
     # start, end, MB, MB/sec, nMsg, nMsg/sec, rebalance ms, fetch ms, fetch MB/sec, fetch nMsg/sec
     return {"msgs_s": float(last[9]), "mb_s": float(last[8])}
@@ -145,6 +157,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--skip-bench-tool", action="store_true", help="only Kafka's perf tools")
     ap.add_argument("--pin", action="store_true", help="brokers on core 0, generators on the others")
+    ap.add_argument("--transactions", action="store_true", help="the transaction scenarios only")
     args = ap.parse_args()
     if args.pin:
         cores = os.cpu_count() or 2
@@ -157,6 +170,9 @@ def main():
     brokers = [ringmq, kafka]
     rows = []
     try:
+        if args.transactions:
+            transactions(cp, brokers, args, rows)
+            return
         scenarios = [("perf-test produce", 1, "1"), ("perf-test produce", 16, "1"),
                      ("perf-test produce", 1, "all"), ("perf-test produce", 16, "all")]
         for r in range(args.rounds):
@@ -198,10 +214,30 @@ def main():
     finally:
         rproc.terminate()
         subprocess.run([str(KAFKA_SH), "stop", str(kdir)])
-    table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+        table(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def transactions(cp, brokers, args, rows):
+    """Idempotent against transactional produce (a commit every 10 ms and every 100 ms),
+    then read_uncommitted against read_committed consumption of the transactional topic."""
+    gb = args.records * args.size / 1e9
+    for r in range(args.rounds):
+        for b in (brokers if r % 2 == 0 else brokers[::-1]):
+            for label, txn_ms in (("idempotent", None), ("transactional, commit every 10 ms", 10),
+                                  ("transactional, commit every 100 ms", 100)):
+                topic = f"tx-{txn_ms}-r{r}"
+                create_topic(cp, b, topic, 3)
+                res, cpu, wall, rss = measured(b, lambda: perf_produce(cp, b, topic, args.records, args.size, "all",
+                                                                       txn_ms=txn_ms))
+                rows.append({"scenario": f"perf-test produce 3p acks=all {label}", "broker": b.name, "round": r,
+                             **res, "cpu_s_per_gb": cpu / gb, "rss_mb": rss})
+            for isolation in ("read_uncommitted", "read_committed"):
+                res, cpu, wall, rss = measured(b, lambda: perf_consume(cp, b, f"tx-10-r{r}", args.records, isolation))
+                rows.append({"scenario": f"perf-test consume 3p transactional {isolation}", "broker": b.name,
+                             "round": r, **res, "cpu_s_per_gb": cpu / gb, "rss_mb": rss})
 
 
 def table(rows):
