@@ -2,9 +2,10 @@
 
 Connect runs at 4.3.1 (tests/java/connect): its FileStream connectors are not served at 4.4.0.
 Streams: a word count with a state store, its changelog (compacted) and repartition
-topics (tests/java WordCount), at least once and exactly once (v2: transactions). Connect: a distributed worker (config, offset
-and status topics, compacted) running the FileStream source and sink connectors, which
-move a file through ringmq and back byte-exact."""
+topics (tests/java WordCount), at least once and exactly once (v2: transactions).
+Connect: a distributed worker (config, offset and status topics, compacted) running the
+FileStream source and sink connectors, which move a file through ringmq and back
+byte-exact."""
 import json
 import subprocess
 import time

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
@@ -688,3 +688,28 @@ def test_connection_limits_per_listener_and_per_address(make_broker, certs):
     else:
         raise AssertionError("a freed slot was not reused")
     assert b.metrics()["ringmq_connections_rejected_total"] >= 2
+
+
+def test_a_transactional_id_needs_its_own_grant(acl_broker, certs):
+    """A transactional producer needs WRITE on its TRANSACTIONAL_ID (which implies
+    DESCRIBE, what FindCoordinator checks): without it, init_transactions fails at once
+    with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a fatal error, not minutes of retries);
+    `ringmq acl add --resource transactional-id` grants it."""
+    b, addr, root = acl_broker, acl_broker.addrs["sasl_ssl"], acl_broker.root_config
+    cli(addr, root, "user", "create", "alice", "--password", "alice-pw")
+    cli(addr, root, "topic", "create", "orders", "-p", 1, "-r", 1)
+    cli(addr, root, "topic", "grant", "orders", "--user", "alice", "--access", "publish")
+    conf = {**sasl(addr, certs, "SCRAM-SHA-512", "alice", "alice-pw"), "transactional.id": "tx-alice"}
+    started = time.time()
+    with pytest.raises(KafkaException) as e:
+        Producer(conf).init_transactions(30)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    assert time.time() - started < 10
+    cli(addr, root, "acl", "add", "--resource", "transactional-id", "--name", "tx-alice",
+        "--principal", "alice", "--operation", "write")
+    assert re.search(r"TransactionalId\s+tx-alice\s+LITERAL\s+User:alice", cli(addr, root, "acl", "list"))
+    p = Producer(conf)
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce("orders", b"in-a-transaction")
+    p.commit_transaction(30)

@@ -14,6 +14,8 @@ pub enum Resource {
     Topic,
     Group,
     Cluster,
+    /// A transactional producer's id (WRITE to use it, DESCRIBE to find its coordinator).
+    TransactionalId,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -102,6 +104,7 @@ fn resource_code(r: Resource) -> i8 {
         Resource::Topic => 2,
         Resource::Group => 3,
         Resource::Cluster => 4,
+        Resource::TransactionalId => 5,
     }
 }
 

@@ -107,12 +107,15 @@ async fn expire_idle(ctx: &Rc<ShardCtx>, now: i64) {
             continue;
         };
         let batch = transactions::tombstone_batch(&id, now);
+        super::set_pending(ctx, &id, true);
         let written = part
             .append_acked(batch, now, -1, super::STATE_WRITE_TIMEOUT)
             .await;
         if written.is_ok() {
             tracing::info!(%id, "transactional id expired");
             ctx.txns.borrow_mut().remove(&id);
+        } else {
+            super::set_pending(ctx, &id, false);
         }
     }
 }
