@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ringmq_engine::batch::{self, BatchIter};
+use ringmq_engine::batch;
 use ringmq_engine::{BatchBuilder, NewRecord, UnifiedLog};
 
 pub use crate::metadata::{OFFSETS_PARTITIONS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC};
@@ -141,50 +141,34 @@ impl OffsetsCache {
     /// Replays `__consumer_offsets-<partition>` into the cache (offsets committed in
     /// transactions as their markers decided).
     pub fn load(&mut self, partition: i32, log: &UnifiedLog) -> Result<usize, String> {
-        let mut next = log.log_start_offset();
-        let end = log.log_end_offset();
         let mut loaded = 0;
-        while next < end {
-            let info = log
-                .read(next, 1 << 20, end, true)
-                .map_err(|e| e.to_string())?;
-            let Some(range) = info.range else { break };
-            let bytes = UnifiedLog::read_range_bytes(&range).map_err(|e| e.to_string())?;
-            for b in BatchIter::new(&bytes) {
-                let (_, h, raw) = b.map_err(|e| e.to_string())?;
-                next = h.next_offset();
-                if h.is_control() {
-                    if let Ok(Some(kind)) = ringmq_engine::control::control_type(&h, raw) {
-                        let commit = kind == ringmq_engine::control::ControlType::Commit;
-                        self.end_transaction(h.producer_id, partition, commit);
-                    }
-                    continue;
+        super::replay(log, |h, raw| {
+            if h.is_control() {
+                if let Ok(Some(kind)) = ringmq_engine::control::control_type(h, raw) {
+                    let commit = kind == ringmq_engine::control::ControlType::Commit;
+                    self.end_transaction(h.producer_id, partition, commit);
                 }
-                let Ok(records) = batch::records(raw) else {
-                    continue;
-                };
-                let mut in_txn = Vec::new();
-                for r in records.flatten() {
-                    if let Some(key) = r.key.and_then(decode_key) {
-                        match r.value.and_then(decode_value) {
-                            Some(c) if h.is_transactional() => {
-                                in_txn.push((key.1, key.2, c, key.0))
-                            }
-                            Some(c) => self.put(&key.0, &key.1, key.2, c),
-                            None if r.value.is_none() => self.remove(&key.0, &key.1, key.2),
-                            None => {}
-                        }
-                        loaded += 1;
+                return;
+            }
+            let Ok(records) = batch::records(raw) else {
+                return;
+            };
+            let mut in_txn = Vec::new();
+            for r in records.flatten() {
+                if let Some(key) = r.key.and_then(decode_key) {
+                    match r.value.and_then(decode_value) {
+                        Some(c) if h.is_transactional() => in_txn.push((key.1, key.2, c, key.0)),
+                        Some(c) => self.put(&key.0, &key.1, key.2, c),
+                        None if r.value.is_none() => self.remove(&key.0, &key.1, key.2),
+                        None => {}
                     }
-                }
-                for (t, p, c, g) in in_txn {
-                    self.put_pending(h.producer_id, &g, vec![(t, p, c)]);
+                    loaded += 1;
                 }
             }
-            if next <= range.first_offset {
-                break;
+            for (t, p, c, g) in in_txn {
+                self.put_pending(h.producer_id, &g, vec![(t, p, c)]);
             }
-        }
+        })?;
         Ok(loaded)
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use ringmq_engine::batch::{self, BatchIter};
+use ringmq_engine::batch;
 use ringmq_engine::{BatchBuilder, NewRecord, UnifiedLog};
 
 pub use crate::metadata::{TXN_PARTITIONS, TXN_TOPIC};
@@ -171,37 +171,23 @@ impl TxnCache {
         log: &UnifiedLog,
     ) -> Result<usize, String> {
         self.ids.retain(|id, _| partition_for(id) != partition);
-        let mut next = log.log_start_offset();
-        let end = log.log_end_offset();
         let mut loaded = 0;
-        while next < end {
-            let info = log
-                .read(next, 1 << 20, end, true)
-                .map_err(|e| e.to_string())?;
-            let Some(range) = info.range else { break };
-            let bytes = UnifiedLog::read_range_bytes(&range).map_err(|e| e.to_string())?;
-            for b in BatchIter::new(&bytes) {
-                let (_, h, raw) = b.map_err(|e| e.to_string())?;
-                next = h.next_offset();
-                let Ok(records) = batch::records(raw) else {
+        super::replay(log, |_, raw| {
+            let Ok(records) = batch::records(raw) else {
+                return;
+            };
+            for r in records.flatten() {
+                let Some(id) = r.key.and_then(decode_key) else {
                     continue;
                 };
-                for r in records.flatten() {
-                    let Some(id) = r.key.and_then(decode_key) else {
-                        continue;
-                    };
-                    match r.value.map(decode_value) {
-                        Some(Some(meta)) => self.put(&id, meta),
-                        Some(None) => {}
-                        None => self.remove(&id),
-                    }
-                    loaded += 1;
+                match r.value.map(decode_value) {
+                    Some(Some(meta)) => self.put(&id, meta),
+                    Some(None) => {}
+                    None => self.remove(&id),
                 }
+                loaded += 1;
             }
-            if next <= range.first_offset {
-                break;
-            }
-        }
+        })?;
         self.loaded.insert(partition, leader_epoch);
         Ok(loaded)
     }
@@ -282,34 +268,18 @@ pub fn decode_value(mut b: &[u8]) -> Option<TxnMetadata> {
         return None;
     }
     let version = b.get_i16();
-    if version == 1 {
-        return decode_value_v1(b);
-    }
-    if version != 0 || b.remaining() < 15 {
+    if !(0..=1).contains(&version) || b.remaining() < 15 {
         return None;
     }
     let producer_id = b.get_i64();
     let producer_epoch = b.get_i16();
     let timeout_ms = b.get_i32();
     let status = TxnStatus::from_code(b.get_i8())?;
-    let mut partitions = BTreeSet::new();
-    if b.remaining() < 4 {
-        return None;
-    }
-    let topics = b.get_i32();
-    for _ in 0..topics.max(0) {
-        let t = get_string(&mut b)?;
-        if b.remaining() < 4 {
-            return None;
-        }
-        let n = b.get_i32();
-        for _ in 0..n.max(0) {
-            if b.remaining() < 4 {
-                return None;
-            }
-            partitions.insert((t.clone(), b.get_i32()));
-        }
-    }
+    let partitions = if version == 0 {
+        partitions_v0(&mut b)?
+    } else {
+        partitions_v1(&mut b)?
+    };
     if b.remaining() < 16 {
         return None;
     }
@@ -322,6 +292,43 @@ pub fn decode_value(mut b: &[u8]) -> Option<TxnMetadata> {
         last_update_ms: b.get_i64(),
         start_ms: b.get_i64(),
     })
+}
+
+/// v0's partitions: a nullable array of (topic, [partition]).
+fn partitions_v0(b: &mut &[u8]) -> Option<BTreeSet<(String, i32)>> {
+    let mut partitions = BTreeSet::new();
+    if b.remaining() < 4 {
+        return None;
+    }
+    for _ in 0..b.get_i32().max(0) {
+        let t = get_string(b)?;
+        if b.remaining() < 4 {
+            return None;
+        }
+        for _ in 0..b.get_i32().max(0) {
+            if b.remaining() < 4 {
+                return None;
+            }
+            partitions.insert((t.clone(), b.get_i32()));
+        }
+    }
+    Some(partitions)
+}
+
+/// v1's partitions: the same as compact arrays, each entry with tagged fields.
+fn partitions_v1(b: &mut &[u8]) -> Option<BTreeSet<(String, i32)>> {
+    let mut partitions = BTreeSet::new();
+    for _ in 1..get_uvarint(b)? {
+        let t = get_compact_string(b)?;
+        for _ in 1..get_uvarint(b)? {
+            if b.remaining() < 4 {
+                return None;
+            }
+            partitions.insert((t.clone(), b.get_i32()));
+        }
+        skip_tags(b)?;
+    }
+    Some(partitions)
 }
 
 fn get_uvarint(b: &mut &[u8]) -> Option<u64> {
@@ -359,41 +366,6 @@ fn skip_tags(b: &mut &[u8]) -> Option<()> {
         b.advance(size);
     }
     Some(())
-}
-
-fn decode_value_v1(mut b: &[u8]) -> Option<TxnMetadata> {
-    if b.remaining() < 15 {
-        return None;
-    }
-    let producer_id = b.get_i64();
-    let producer_epoch = b.get_i16();
-    let timeout_ms = b.get_i32();
-    let status = TxnStatus::from_code(b.get_i8())?;
-    let mut partitions = BTreeSet::new();
-    let topics = get_uvarint(&mut b)?;
-    for _ in 1..topics {
-        let t = get_compact_string(&mut b)?;
-        let n = get_uvarint(&mut b)?;
-        for _ in 1..n {
-            if b.remaining() < 4 {
-                return None;
-            }
-            partitions.insert((t.clone(), b.get_i32()));
-        }
-        skip_tags(&mut b)?;
-    }
-    if b.remaining() < 16 {
-        return None;
-    }
-    Some(TxnMetadata {
-        producer_id,
-        producer_epoch,
-        timeout_ms,
-        status,
-        partitions,
-        last_update_ms: b.get_i64(),
-        start_ms: b.get_i64(),
-    })
 }
 
 /// One batch holding a transactional id's new state.
@@ -446,6 +418,38 @@ mod tests {
         };
         assert_eq!(decode_value(&encode_value(&empty)), Some(empty));
         assert_eq!(decode_value(&[0, 0, 1]), None);
+    }
+
+    #[test]
+    fn a_flexible_v1_value_reads_as_v0() {
+        // Kafka 4.x's TransactionLogValue v1: compact arrays and strings, tagged fields.
+        let mut b = BytesMut::new();
+        b.put_i16(1);
+        b.put_i64(77);
+        b.put_i16(2);
+        b.put_i32(30_000);
+        b.put_i8(TxnStatus::PrepareCommit.code());
+        b.put_u8(2); // one topic
+        b.put_u8(4); // "t-1"
+        b.extend_from_slice(b"t-1");
+        b.put_u8(3); // two partitions
+        b.put_i32(0);
+        b.put_i32(5);
+        b.put_u8(0); // the topic entry's tagged fields
+        b.put_i64(11);
+        b.put_i64(9);
+        b.put_u8(0); // tagged fields
+        let m = decode_value(&b).unwrap();
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.timeout_ms),
+            (77, 2, 30_000)
+        );
+        assert_eq!(m.status, TxnStatus::PrepareCommit);
+        assert_eq!(
+            m.partitions.into_iter().collect::<Vec<_>>(),
+            vec![("t-1".to_owned(), 0), ("t-1".to_owned(), 5)]
+        );
+        assert_eq!((m.last_update_ms, m.start_ms), (11, 9));
     }
 
     #[test]

@@ -363,22 +363,7 @@ impl ShardCtx {
         F: FnOnce(Rc<ShardCtx>, Rc<Partition>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, kafka_protocol::ResponseError>> + 'static,
     {
-        use kafka_protocol::ResponseError;
-        let image = self.broker.image();
-        let owner = image
-            .topic(topic)
-            .and_then(|m| m.owner_shard(index, self.shard_count()))
-            .ok_or(ResponseError::UnknownTopicOrPartition)?;
-        let name = topic.to_owned();
-        self.on_shard(owner, move |c| async move {
-            let part = c
-                .partition(&name, index)
-                .filter(|p| p.is_leader())
-                .ok_or(ResponseError::NotLeaderOrFollower)?;
-            f(c, part).await
-        })
-        .await
-        .unwrap_or(Err(ResponseError::UnknownServerError))
+        self.on_partition_owner(topic, index, true, f).await
     }
 
     /// Like [`Self::with_partition`] for any replica this broker holds (leader or follower).
@@ -392,6 +377,24 @@ impl ShardCtx {
         R: Send + 'static,
         F: FnOnce(&Partition) -> Result<R, kafka_protocol::ResponseError> + Send + 'static,
     {
+        self.on_partition_owner(topic, index, false, move |_, p| async move { f(&p) })
+            .await
+    }
+
+    /// Runs `f` on the shard owning partition `index` of `topic`, with the partition
+    /// (which this broker must lead if `leader_only`).
+    async fn on_partition_owner<R, F, Fut>(
+        self: &Rc<Self>,
+        topic: &str,
+        index: i32,
+        leader_only: bool,
+        f: F,
+    ) -> Result<R, kafka_protocol::ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ShardCtx>, Rc<Partition>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, kafka_protocol::ResponseError>> + 'static,
+    {
         use kafka_protocol::ResponseError;
         let image = self.broker.image();
         let owner = image
@@ -402,8 +405,9 @@ impl ShardCtx {
         self.on_shard(owner, move |c| async move {
             let part = c
                 .partition(&name, index)
+                .filter(|p| !leader_only || p.is_leader())
                 .ok_or(ResponseError::NotLeaderOrFollower)?;
-            f(&part)
+            f(c, part).await
         })
         .await
         .unwrap_or(Err(ResponseError::UnknownServerError))
