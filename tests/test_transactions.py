@@ -371,3 +371,91 @@ def test_transactions_across_a_cluster_survive_the_coordinator_killed(make_clust
     extra = set(got) - set(committed)
     assert set(committed) <= set(got), f"acknowledged records missing: {len(set(committed) - set(got))}"
     assert extra in (set(), set(maybe)), "the undecided transaction is all or nothing"
+
+
+def test_consume_transform_produce_is_exactly_once_through_broker_kills(make_cluster):
+    """The exactly-once loop (KIP-447): a read_committed consumer in a group, a
+    transactional producer that writes each batch's output and commits the batch's
+    offsets in the same transaction. Meanwhile the coordinator's broker and then a
+    partition leader are killed with -9 and restarted. The output, read_committed,
+    holds each input exactly once."""
+    import threading
+    c = make_cluster(3).start()
+    src, dst, group, tid = unique("in"), unique("out"), unique("eos"), unique("eos-tid")
+    create(c.bootstrap, src, partitions=3, rf=3, config={"min.insync.replicas": "2"})
+    create(c.bootstrap, dst, partitions=3, rf=3, config={"min.insync.replicas": "2"})
+    n = 3000
+    plain = Producer({"bootstrap.servers": c.bootstrap, "enable.idempotence": True})
+    for i in range(n):
+        plain.produce(src, value=f"{i}".encode(), partition=i % 3)
+    plain.flush(30)
+    consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    producer = txn_producer(c.bootstrap, tid, **{"transaction.timeout.ms": 30000})
+    consumer.subscribe([src])
+    done = threading.Event()
+    progress = {"committed": 0, "aborted": 0}
+
+    def rewind():
+        # Back to the group's committed offsets: the aborted batch is processed again.
+        parts = consumer.assignment()
+        if parts:
+            for tp in consumer.committed(parts, timeout=30):
+                consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+
+    def loop():
+        deadline = time.time() + 240
+        while not done.is_set() and time.time() < deadline:
+            msgs = [m for m in consumer.consume(200, 1.0) if not m.error()]
+            if not msgs:
+                continue
+            try:
+                producer.begin_transaction()
+                for m in msgs:
+                    producer.produce(dst, value=b"out-" + m.value(), partition=m.partition())
+                offsets = {}
+                for m in msgs:
+                    offsets[(m.topic(), m.partition())] = m.offset() + 1
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    consumer.consumer_group_metadata(), 60)
+                producer.commit_transaction(60)
+                progress["committed"] += 1
+            except KafkaException as e:
+                err = e.args[0]
+                assert not err.fatal(), f"fatal: {err}"
+                progress["aborted"] += 1
+                if err.txn_requires_abort():
+                    producer.abort_transaction(60)
+                rewind()
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        c.wait_for(lambda: progress["committed"] >= 2, 60, "the loop's first transactions")
+        coordinator = coordinator_ready(c.live()[0].bootstrap, tid).node_id
+        c.brokers[coordinator].kill9()
+        time.sleep(3)
+        c.brokers[coordinator].start()
+        committed_before = progress["committed"]
+        c.wait_for(lambda: progress["committed"] > committed_before + 1, 90, "progress after the coordinator died")
+        leader = c.leader(src, 0)
+        c.brokers[leader].kill9()
+        time.sleep(3)
+        c.brokers[leader].start()
+
+        checker = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group})
+
+        def caught_up():
+            committed = checker.committed([TopicPartition(src, p) for p in range(3)], timeout=10)
+            return sum(max(tp.offset, 0) for tp in committed) == n
+        c.wait_for(caught_up, 180, "every input processed")
+        checker.close()
+    finally:
+        done.set()
+        worker.join(120)
+        consumer.close()
+    got = read_all(c.bootstrap, dst, 3, "read_committed", settle=5, timeout=120)
+    values = sorted(int(v[4:]) for v in got)
+    assert len(values) == len(set(values)), "an input was written twice"
+    assert values == list(range(n)), f"{n - len(set(values))} inputs missing"
