@@ -38,11 +38,14 @@ import org.apache.kafka.streams.kstream.Produced;
  * every word against the input and that the internal topics exist. Exit 0 and
  * "PASS streams-word-count" on success.
  *
- *   java -cp ... ringmq.WordCount BOOTSTRAP STATE_DIR [at_least_once|exactly_once_v2]
+ * With a replication factor (a cluster), every topic, internal ones included, gets it.
+ *
+ *   java -cp ... ringmq.WordCount BOOTSTRAP STATE_DIR [at_least_once|exactly_once_v2] [RF]
  */
 public final class WordCount {
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0];
+        short rf = args.length > 3 ? Short.parseShort(args[3]) : 1;
         String run = Long.toString(System.nanoTime(), 36);
         String app = "wordcount-" + run;
         String in = "wc-in-" + run;
@@ -50,7 +53,7 @@ public final class WordCount {
         Properties ap = new Properties();
         ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         try (Admin admin = Admin.create(ap)) {
-            admin.createTopics(List.of(new NewTopic(in, 2, (short) 1), new NewTopic(out, 2, (short) 1))).all().get();
+            admin.createTopics(List.of(new NewTopic(in, 2, rf), new NewTopic(out, 2, rf))).all().get();
         }
         String[] lines = new String[300];
         Map<String, Long> expected = new HashMap<>();
@@ -89,6 +92,7 @@ public final class WordCount {
         String guarantee = args.length > 2 ? args[2] : StreamsConfig.AT_LEAST_ONCE;
         sp.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         sp.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
+        sp.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, (int) rf);
         sp.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         sp.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
         KafkaStreams streams = new KafkaStreams(b.build(), sp);
@@ -98,6 +102,8 @@ public final class WordCount {
             return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
         });
         streams.start();
+        System.out.println("streams started");
+        System.out.flush();
 
         Properties cp = new Properties();
         cp.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
