@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.protocol.metadata import FindCoordinatorRequest
 from kafka.protocol.producer.transaction import (AddOffsetsToTxnRequest, AddPartitionsToTxnRequest,
-                                                 EndTxnRequest, InitProducerIdRequest)
+                                                 EndTxnRequest, InitProducerIdRequest, TxnOffsetCommitRequest,
+                                                 WriteTxnMarkersRequest)
 from kafka.protocol.admin.transactions import DescribeTransactionsRequest, ListTransactionsRequest
 
 from kafka_api import build, call, to_plain
@@ -209,10 +210,12 @@ def test_an_open_transaction_survives_a_broker_restart(make_broker):
     assert desc.transaction_states[0].transaction_state == "CompleteCommit"
 
 
-def coordinator_ready(bootstrap, tid, timeout=30):
+def coordinator_ready(bootstrap, tid, timeout=30, key_type=1):
+    """The coordinator of transactional id (or with key_type=0, group) `tid`, once one
+    is there."""
     deadline = time.time() + timeout
     while True:
-        r = call(bootstrap, build(FindCoordinatorRequest, 4, key_type=1, coordinator_keys=[tid]))
+        r = call(bootstrap, build(FindCoordinatorRequest, 4, key_type=key_type, coordinator_keys=[tid]))
         if r.coordinators[0].error_code == 0:
             return r.coordinators[0]
         assert time.time() < deadline, to_plain(r)
@@ -263,6 +266,28 @@ def transactional_error_codes(bootstrap, topic, missing):
     codes["AddOffsets"] = call(bootstrap, build(AddOffsetsToTxnRequest, 3, transactional_id=tid,
                                                 producer_id=pid, producer_epoch=epoch,
                                                 group_id="g")).error_code
+    def txn_commit(generation, member, group="g", p=pid, e=epoch, t=tid):
+        deadline = time.time() + 30
+        while True:
+            r = call(bootstrap, build(TxnOffsetCommitRequest, 3, transactional_id=t, group_id=group, producer_id=p,
+                                      producer_epoch=e, generation_id=generation, member_id=member,
+                                      group_instance_id=None, topics=[{"name": topic, "partitions": [
+                                          {"partition_index": 0, "committed_offset": 1,
+                                           "committed_leader_epoch": -1, "committed_metadata": ""}]}]))
+            codes = [p.error_code for x in r.topics for p in x.partitions]
+            # The group coordinator may still be loading (retried, as clients do).
+            if not set(codes) & {14, 15, 16} or time.time() > deadline:
+                return codes
+            time.sleep(0.2)
+
+    coordinator_ready(bootstrap, "g", key_type=0)
+    codes["TxnOffsetCommit outside group management"] = txn_commit(-1, "")
+    codes["TxnOffsetCommit with a generation of a group without members"] = txn_commit(5, "someone")
+    markers = call(bootstrap, build(WriteTxnMarkersRequest, 1, markers=[{
+        "producer_id": pid + 200000, "producer_epoch": 0, "transaction_result": False, "coordinator_epoch": 0,
+        "topics": [{"name": missing, "partition_indexes": [0]}]}]))
+    codes["WriteTxnMarkers to an unknown topic"] = [
+        p.error_code for m in markers.markers for t in m.topics for p in t.partitions]
     codes["EndTxn abort of the open transaction"] = end(False)
     # Once the abort's markers are written (until then: CONCURRENT_TRANSACTIONS).
     deadline = time.time() + 30

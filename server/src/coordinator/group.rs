@@ -424,10 +424,15 @@ impl GroupCoordinator {
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
+        has_offsets: bool,
     ) -> Result<(), ResponseError> {
         let Some(group) = self.groups.get(group_id) else {
+            // A group known only by its committed offsets is an empty group to Kafka:
+            // a member id it does not have is UNKNOWN_MEMBER_ID.
             return if generation < 0 {
                 Ok(())
+            } else if has_offsets && !member_id.is_empty() {
+                Err(ResponseError::UnknownMemberId)
             } else {
                 Err(ResponseError::IllegalGeneration)
             };

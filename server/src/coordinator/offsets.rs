@@ -129,6 +129,11 @@ impl OffsetsCache {
         }
     }
 
+    /// Whether the group has committed offsets here, in a transaction or not.
+    pub fn has_offsets(&self, group: &str) -> bool {
+        self.groups.contains_key(group) || self.pending.values().flatten().any(|(g, ..)| g == group)
+    }
+
     /// Whether an open transaction has committed an offset for this group's partition
     /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT meanwhile).
     pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {

@@ -138,9 +138,13 @@ async fn store(
     let name = group.to_owned();
     ctx.on_coordinator(group, move |c| async move {
         let group = name;
-        c.groups
-            .borrow()
-            .validate_commit(&group, generation, &member, instance.as_deref())?;
+        c.groups.borrow().validate_commit(
+            &group,
+            generation,
+            &member,
+            instance.as_deref(),
+            c.offsets.borrow().has_offsets(&group),
+        )?;
         let part = c
             .partition(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;

@@ -137,7 +137,13 @@ async fn store(
         if generation >= 0 || !member.is_empty() {
             c.groups
                 .borrow()
-                .validate_commit(&group, generation, &member, instance.as_deref())?;
+                .validate_commit(
+                    &group,
+                    generation,
+                    &member,
+                    instance.as_deref(),
+                    c.offsets.borrow().has_offsets(&group),
+                )?;
         }
         let part = c
             .partition(OFFSETS_TOPIC, partition)
