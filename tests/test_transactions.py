@@ -262,7 +262,23 @@ def transactional_error_codes(bootstrap, topic, missing):
     codes["AddPartitions with an unknown partition"] = add([{"name": topic, "partitions": [0, 99]}])
     codes["AddPartitions with an older epoch"] = add([{"name": topic, "partitions": [0]}], e=epoch - 1)
     codes["AddPartitions for an unknown id"] = add([{"name": topic, "partitions": [0]}], t=unique("nobody"))
+    def produce(version, sequence):
+        from kafka.protocol.producer import ProduceRequest
+        from kafka.record.default_records import DefaultRecordBatchBuilder
+        b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True, producer_id=pid,
+                                      producer_epoch=epoch, base_sequence=sequence, batch_size=1 << 20)
+        b.append(0, timestamp=None, key=None, value=b"v", headers=[])
+        r = call(bootstrap, build(ProduceRequest, version, acks=-1, timeout_ms=5000, transactional_id=tid,
+                                  topic_data=[{"name": topic, "partition_data": [
+                                      {"index": 0, "records": bytes(b.build())}]}]))
+        p = r.responses[0].partition_responses[0]
+        return p.error_code, p.error_message
+
+    # KIP-890 part 1: a write to a partition the transaction does not hold is refused.
+    codes["Produce v9 to a partition not in the transaction"] = produce(9, 0)
+    codes["Produce v11 to a partition not in the transaction"] = produce(11, 0)
     codes["AddPartitions"] = add([{"name": topic, "partitions": [0]}])
+    codes["Produce v9 once the partition is added"] = produce(9, 0)
     codes["AddOffsets"] = call(bootstrap, build(AddOffsetsToTxnRequest, 3, transactional_id=tid,
                                                 producer_id=pid, producer_epoch=epoch,
                                                 group_id="g")).error_code
@@ -296,6 +312,7 @@ def transactional_error_codes(bootstrap, topic, missing):
         assert time.time() < deadline
         time.sleep(0.1)
     codes["EndTxn commit after the abort"] = end(True)
+    codes["Produce after the transaction ended (a late write)"] = produce(9, 1)
     desc = call(bootstrap, build(DescribeTransactionsRequest, 0, transactional_ids=[tid, unique("nobody")]))
     codes["DescribeTransactions"] = [s.error_code for s in desc.transaction_states]
     return codes

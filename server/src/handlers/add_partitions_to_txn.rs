@@ -35,6 +35,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             ),
             &body.v3_and_below_topics,
             false,
+            false,
         )
         .await;
         AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics)
@@ -54,6 +55,7 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 (t.producer_id.0, t.producer_epoch),
                 &t.topics,
                 t.verify_only,
+                true,
             )
             .await;
             results.push(
@@ -67,7 +69,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     protocol::single(ApiKey::AddPartitionsToTxn, v, req.correlation_id(), &resp)
 }
 
-/// One transaction's partitions: each with its error code.
+/// One transaction's partitions: each with its error code. A broker's request (v4+,
+/// CLUSTER_ACTION already checked) needs no per-id or per-topic grant.
 async fn one(
     ctx: &Rc<ShardCtx>,
     req: &Request,
@@ -75,6 +78,7 @@ async fn one(
     (producer_id, producer_epoch): (i64, i16),
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
+    from_broker: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let id = id.0.as_str().to_owned();
     let image = ctx.broker.image();
@@ -90,9 +94,10 @@ async fn one(
     let own: Vec<Option<ResponseError>> = wanted
         .iter()
         .map(|(t, p)| {
-            if !ctx
-                .broker
-                .authorize(&req.session, op::WRITE, resource::TOPIC, t)
+            if !from_broker
+                && !ctx
+                    .broker
+                    .authorize(&req.session, op::WRITE, resource::TOPIC, t)
             {
                 Some(ResponseError::TopicAuthorizationFailed)
             } else if image

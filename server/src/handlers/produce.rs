@@ -33,6 +33,10 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
     let image = ctx.broker.image();
     let now = now_ms();
     let acks = body.acks;
+    let txn_id: Option<String> = body
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.as_str().to_owned());
     // A transactional producer needs WRITE on its transactional id.
     let txn_denied = body.transactional_id.as_ref().is_some_and(|id| {
         !ctx.broker.authorize(
@@ -107,17 +111,25 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
             };
             let index = p.index;
             let checked = check();
+            let txn_id = txn_id.clone();
             appends.push(async move {
                 let (name, owner, records) = checked?;
                 let result = ctx
                     .on_shard(owner, move |c| async move {
-                        match c.partition(&name, index) {
-                            Some(part) => part.append_acked(records, now, acks, timeout).await,
-                            None => Err(PartitionError::new(
+                        let Some(part) = c.partition(&name, index) else {
+                            return Err(PartitionError::new(
                                 ResponseError::NotLeaderOrFollower,
                                 "partition not open here",
-                            )),
-                        }
+                            ));
+                        };
+                        let guard = match (txn_id, part.needs_verification(&records)) {
+                            (Some(id), Some(producer)) if part.is_leader() => {
+                                Some(verify(&c, &part, &id, producer).await?)
+                            }
+                            _ => None,
+                        };
+                        part.append_acked_guarded(records, now, acks, timeout, guard)
+                            .await
                     })
                     .await;
                 result.unwrap_or_else(|e| {
@@ -150,8 +162,13 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
                     r
                 }
             }
-            Err(e) => {
+            Err(mut e) => {
                 tracing::debug!(partition = index, code = ?e.code, error = %e.message, "produce failed");
+                // KIP-890: from v11 a write outside its transaction is TRANSACTION_ABORTABLE.
+                if v >= 11 && e.code == ResponseError::InvalidTxnState {
+                    e.code = ResponseError::TransactionAbortable;
+                    e.message.clear();
+                }
                 let mut r = PartitionProduceResponse::default()
                     .with_index(index)
                     .with_error_code(e.code.code())
@@ -208,4 +225,24 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Option<Response>
         resp.node_endpoints = node_endpoints!(hints, NodeEndpoint);
     }
     protocol::single(ApiKey::Produce, v, req.correlation_id(), &resp).map(Some)
+}
+
+/// Verifies a transactional producer's first write to `part` with its coordinator
+/// (KIP-890 part 1): the guard to append with, or the error to answer.
+async fn verify(
+    ctx: &Rc<ShardCtx>,
+    part: &crate::storage::partition::Partition,
+    id: &str,
+    producer: (i64, i16),
+) -> Result<crate::storage::partition::VerificationGuard, PartitionError> {
+    let guard = part.begin_verification(producer.0);
+    match crate::transactions::verify::verify(ctx, id, producer, &part.topic, part.index).await {
+        Ok(true) => Ok(guard),
+        Ok(false) => Err(crate::storage::partition::not_in_transaction()),
+        // The coordinator could not answer: a retriable error, as Kafka answers.
+        Err(e) => Err(PartitionError::new(
+            ResponseError::NotEnoughReplicas,
+            format!("verifying the transaction with its coordinator: {e:?}"),
+        )),
+    }
 }

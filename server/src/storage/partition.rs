@@ -89,7 +89,19 @@ pub fn append_error(e: &AppendError) -> PartitionError {
 struct Waiting {
     records: Bytes,
     now_ms: i64,
+    /// The verification a transactional write's first batch here passed (KIP-890).
+    guard: Option<VerificationGuard>,
     done: oneshot::Sender<Result<LogAppendInfo, PartitionError>>,
+}
+
+/// Proof that the transaction coordinator said producer `producer_id`'s open
+/// transaction includes this partition (KIP-890 part 1), valid until a marker for the
+/// producer is written here: a write verified before its transaction ended (a late or
+/// retried request) cannot open a transaction that nobody will end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerificationGuard {
+    pub producer_id: i64,
+    token: u64,
 }
 
 /// Requests written in one group at most (the rest wait for the next round).
@@ -126,6 +138,8 @@ pub struct Partition {
     producers: RefCell<HashMap<i64, ProducerEntry>>,
     /// Open and aborted transactions, the last stable offset.
     txns: RefCell<crate::storage::txn_state::TxnState>,
+    /// Verifications in flight or passed, per producer (cleared by its next marker).
+    verifying: RefCell<HashMap<i64, u64>>,
     /// Held by retention/compaction and by a move between log directories (never both).
     pub(crate) maintenance: Mutex<()>,
     /// The log directory a move is copying this replica to (DescribeLogDirs' future
@@ -164,6 +178,7 @@ impl Partition {
             fetchers: RefCell::new(Vec::new()),
             producers: RefCell::new(HashMap::new()),
             txns: RefCell::new(Default::default()),
+            verifying: RefCell::new(HashMap::new()),
             maintenance: Mutex::new(()),
             moving_to: RefCell::new(None),
         }
@@ -211,6 +226,45 @@ impl Partition {
         records: Bytes,
         now_ms: i64,
     ) -> Result<LogAppendInfo, PartitionError> {
+        self.append_guarded(records, now_ms, None).await
+    }
+
+    /// The transactional producer (id, epoch) whose write here would open a transaction
+    /// (its first transactional batch in this partition since its last marker): such a
+    /// write is verified with the coordinator first.
+    pub fn needs_verification(&self, records: &[u8]) -> Option<(i64, i16)> {
+        let h = producer_headers(records)
+            .into_iter()
+            .find(|h| h.is_transactional() && !h.is_control())?;
+        self.txns
+            .borrow()
+            .open_since(h.producer_id)
+            .is_none()
+            .then_some((h.producer_id, h.producer_epoch))
+    }
+
+    /// Starts verifying `producer_id`'s write: the guard holds until the producer's next
+    /// marker here.
+    pub fn begin_verification(&self, producer_id: i64) -> VerificationGuard {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.verifying.borrow_mut().insert(producer_id, token);
+        VerificationGuard { producer_id, token }
+    }
+
+    /// Whether a transactional write verified with `guard` may still be appended: its
+    /// transaction is open here, or no marker ended it since the verification began.
+    fn guard_holds(&self, guard: &VerificationGuard) -> bool {
+        self.txns.borrow().open_since(guard.producer_id).is_some()
+            || self.verifying.borrow().get(&guard.producer_id) == Some(&guard.token)
+    }
+
+    async fn append_guarded(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        guard: Option<VerificationGuard>,
+    ) -> Result<LogAppendInfo, PartitionError> {
         if !self.is_leader() {
             return Err(PartitionError::new(
                 ResponseError::NotLeaderOrFollower,
@@ -226,6 +280,7 @@ impl Partition {
         self.queue.borrow_mut().push(Waiting {
             records,
             now_ms,
+            guard,
             done,
         });
         if !self.writing.get() {
@@ -267,10 +322,23 @@ impl Partition {
         acks: i16,
         timeout: std::time::Duration,
     ) -> Result<LogAppendInfo, PartitionError> {
+        self.append_acked_guarded(records, now_ms, acks, timeout, None)
+            .await
+    }
+
+    /// [`Self::append_acked`] for a transactional write verified with `guard`.
+    pub async fn append_acked_guarded(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        acks: i16,
+        timeout: std::time::Duration,
+        guard: Option<VerificationGuard>,
+    ) -> Result<LogAppendInfo, PartitionError> {
         if acks == -1 {
             self.check_min_isr(ResponseError::NotEnoughReplicas)?;
         }
-        let info = self.append(records, now_ms).await?;
+        let info = self.append_guarded(records, now_ms, guard).await?;
         if acks == -1 {
             self.wait_replicated(info.last_offset.plus(1), timeout)
                 .await?;
@@ -285,6 +353,10 @@ impl Partition {
         let mut next = self.log.log().log_end_offset();
         let mut accepted: Vec<(Waiting, Offset, Offset)> = Vec::new();
         for w in group {
+            if w.guard.is_some_and(|g| !self.guard_holds(&g)) {
+                let _ = w.done.send(Err(not_in_transaction()));
+                continue;
+            }
             match self.check_request(&w.records) {
                 Err(e) => {
                     let _ = w.done.send(Err(e));
@@ -740,6 +812,16 @@ fn remember(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, first_
     while entry.batches.len() > PRODUCER_BATCHES_REMEMBERED {
         entry.batches.pop_front();
     }
+}
+
+/// A transactional write whose transaction does not include this partition (or ended
+/// since it was verified): Kafka's INVALID_TXN_STATE and text (the produce handler
+/// answers TRANSACTION_ABORTABLE from v11).
+pub fn not_in_transaction() -> PartitionError {
+    PartitionError::new(
+        ResponseError::InvalidTxnState,
+        "Partition was not added to the transaction",
+    )
 }
 
 /// Errors one request's bytes cause (others in its group deserve another try alone).

@@ -10,6 +10,7 @@
 pub mod driver;
 pub mod markers;
 pub mod producer_ids;
+pub mod verify;
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
