@@ -256,6 +256,16 @@ fn metrics_text(broker: &Broker) -> String {
             m.transactions_timed_out.load(Ordering::Relaxed),
         ),
         (
+            "ringmq_transaction_state_loads_total",
+            "__transaction_state partitions loaded by this broker as their new coordinator",
+            m.transaction_state_loads.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmq_transaction_state_load_ms_total",
+            "Milliseconds spent loading __transaction_state partitions",
+            m.transaction_state_load_ms.load(Ordering::Relaxed),
+        ),
+        (
             "ringmq_connections_rejected_total",
             "Connections closed on arrival by max.connections / max.connections.per.ip",
             m.connections_rejected.load(Ordering::Relaxed),

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub transactions_committed: AtomicU64,
     pub transactions_aborted: AtomicU64,
     pub transactions_timed_out: AtomicU64,
+    /// `__transaction_state` partitions loaded by a new coordinator, and the
+    /// milliseconds the loads took in all.
+    pub transaction_state_loads: AtomicU64,
+    pub transaction_state_load_ms: AtomicU64,
     /// Connections closed on arrival by `max.connections` / `max.connections.per.ip`.
     pub connections_rejected: AtomicU64,
     /// Times a shard stopped reading requests at `queued.max.request.bytes`.
