@@ -115,11 +115,15 @@ pub fn become_replica(part: &Rc<Partition>, ctx: &Rc<ShardCtx>, state: &Partitio
                 ctx.txns
                     .borrow_mut()
                     .load(part.index, state.leader_epoch, &part.log.log());
+            let ms = started.elapsed().as_millis() as u64;
+            let m = &ctx.broker.metrics;
+            crate::metrics::Metrics::add(&m.transaction_state_loads, 1);
+            crate::metrics::Metrics::add(&m.transaction_state_load_ms, ms);
             match loaded {
                 Ok(n) => tracing::debug!(
                     partition = part.index,
                     records = n,
-                    ms = started.elapsed().as_millis() as u64,
+                    ms,
                     "loaded transaction state"
                 ),
                 Err(e) => {
