@@ -208,6 +208,7 @@ def test_an_open_transaction_survives_a_broker_restart(make_broker):
         f"v{i}".encode() for i in range(10))
     desc = call(b.bootstrap, build(DescribeTransactionsRequest, 0, transactional_ids=[tid]))
     assert desc.transaction_states[0].transaction_state == "CompleteCommit"
+    assert b.metrics()["ringmq_transaction_state_loads_total"] >= 1
 
 
 def coordinator_ready(bootstrap, tid, timeout=30, key_type=1):
