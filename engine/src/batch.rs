@@ -448,6 +448,14 @@ pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, BatchError> {
     })
 }
 
+/// Iterates encoded records laid end to end (a batch's payload, decompressed).
+pub fn records_in(encoded: &[u8]) -> RecordIter<'_> {
+    RecordIter {
+        buf: encoded,
+        pos: 0,
+    }
+}
+
 pub struct RecordIter<'a> {
     buf: &'a [u8],
     pos: usize,

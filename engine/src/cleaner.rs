@@ -24,10 +24,12 @@
 //! cleaned (it may yet abort); transaction markers are kept.
 //!
 //! Appends never wait for the cleaner: it reads only immutable non-active segments
-//! through its own descriptors. Compressed batches are kept whole (their records are not
-//! decoded yet), so they are never compacted; the broker writes `__consumer_offsets`
-//! uncompressed.
+//! through its own descriptors. Compressed batches are compacted record by record too:
+//! decompressed, filtered, and compressed again with their codec, keeping (as Kafka
+//! does) their base offset and last offset delta so that producers' sequence state is
+//! the same after cleaning.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -298,15 +300,14 @@ impl CleanTask {
             }
             for_each_batch(src, |h, bytes| {
                 stats.bytes_read += bytes.len() as u64;
-                if h.last_offset() < self.first_dirty
-                    || h.compression() != Compression::None
-                    || h.is_control()
-                    || aborted.holds(h)
-                {
+                if h.last_offset() < self.first_dirty || h.is_control() || aborted.holds(h) {
                     return Ok(());
                 }
                 // Records that do not decode are kept whole by filter_batch; skip them here.
-                let Ok(records) = decode_records(bytes) else {
+                let Ok(payload) = payload(h, bytes) else {
+                    return Ok(());
+                };
+                let Ok(records) = decode_records(&payload) else {
                     return Ok(());
                 };
                 for r in records {
@@ -447,10 +448,17 @@ fn filter_batch(
     drop_tombstones: bool,
     stats: &mut CleanStats,
 ) -> Result<Option<Vec<u8>>, LogOpError> {
-    if h.compression() != Compression::None || h.is_control() {
+    if h.is_control() {
         return Ok(Some(bytes.to_vec()));
     }
-    let Ok(records) = decode_records(bytes) else {
+    let Ok(payload) = payload(h, bytes) else {
+        tracing::warn!(
+            base_offset = h.base_offset.0,
+            "compressed batch does not decompress; kept uncompacted"
+        );
+        return Ok(Some(bytes.to_vec()));
+    };
+    let Ok(records) = decode_records(&payload) else {
         tracing::warn!(
             base_offset = h.base_offset.0,
             "batch records do not decode; kept uncompacted"
@@ -489,6 +497,17 @@ fn filter_batch(
         attributes: h.attributes,
         partition_leader_epoch: h.partition_leader_epoch,
     };
+    let kept = match h.compression() {
+        Compression::None => kept,
+        codec => crate::codec::compress(codec, &kept)
+            .map_err(|e| {
+                LogOpError::Io(IoContext {
+                    context: format!("recompress batch {}", h.base_offset.0),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?
+            .to_vec(),
+    };
     let rebuilt = builder.assemble(
         h.last_offset_delta,
         h.base_timestamp,
@@ -499,6 +518,19 @@ fn filter_batch(
     Ok(Some(rebuilt.to_vec()))
 }
 
-fn decode_records(bytes: &[u8]) -> Result<Vec<batch::Record<'_>>, batch::BatchError> {
-    batch::records(bytes)?.collect()
+/// A batch's encoded records: its payload, decompressed if it is compressed.
+fn payload<'a>(h: &BatchHeader, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, batch::BatchError> {
+    let body = bytes
+        .get(batch::BATCH_HEADER_SIZE..h.total_size().min(bytes.len()))
+        .ok_or(batch::BatchError::InvalidRecord(
+            "batch shorter than its header",
+        ))?;
+    match h.compression() {
+        Compression::None => Ok(Cow::Borrowed(body)),
+        codec => Ok(Cow::Owned(crate::codec::decompress(codec, body)?.to_vec())),
+    }
+}
+
+fn decode_records(encoded: &[u8]) -> Result<Vec<batch::Record<'_>>, batch::BatchError> {
+    batch::records_in(encoded).collect()
 }

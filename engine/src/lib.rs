@@ -20,6 +20,7 @@ pub mod batch;
 pub mod capacity;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod codec;
 pub mod config;
 pub mod control;
 pub mod error;

@@ -207,10 +207,10 @@ fn loader_finishes_or_discards_interrupted_rounds() {
 }
 
 #[test]
-fn compressed_batches_pass_through_untouched() {
+fn a_compressed_batch_that_does_not_decode_is_kept_whole() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), compact_config());
-    // A batch marked gzip (attributes bit 1): the cleaner must not try to decode it.
+    // A batch marked gzip (attributes bit 1) whose payload is not gzip: kept as it is.
     let b = ringmq_engine::BatchBuilder {
         attributes: 1,
         ..Default::default()
@@ -223,6 +223,66 @@ fn compressed_batches_pass_through_untouched() {
     compact(&mut log, NOW).unwrap();
     let first = read_all(&log, Offset(0)).remove(0);
     assert_eq!(first, (info.first_offset, stamped(&b, info.first_offset)));
+}
+
+/// A batch of `pairs` compressed with codec `attributes` (1 gzip, 2 snappy, 3 lz4, 4 zstd).
+fn compressed(attributes: i16, pairs: &[(&str, &str)]) -> bytes::Bytes {
+    let plain = keyed(
+        &pairs
+            .iter()
+            .map(|(k, v)| (*k, Some(*v)))
+            .collect::<Vec<_>>(),
+        NOW,
+    );
+    let h = batch::validate_batch(&plain).unwrap();
+    let codec = ringmq_engine::BatchBuilder {
+        attributes,
+        ..Default::default()
+    };
+    let header = batch::validate_batch(&codec.assemble(0, NOW, NOW, 0, b"")).unwrap();
+    let payload =
+        ringmq_engine::codec::compress(header.compression(), &plain[batch::BATCH_HEADER_SIZE..])
+            .unwrap();
+    codec.assemble(h.last_offset_delta, NOW, NOW, h.records_count, &payload)
+}
+
+#[test]
+fn compressed_batches_are_compacted_record_by_record_with_their_codec() {
+    for attributes in 1..=4i16 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), compact_config());
+        let first = append(
+            &mut log,
+            compressed(attributes, &[("a", "a0"), ("b", "b0"), ("c", "c0")]),
+        );
+        append(
+            &mut log,
+            keyed(&[("a", Some("a1")), ("c", Some("c1"))], NOW),
+        );
+        for i in 0..40 {
+            append(&mut log, keyed(&[("x", Some(&format!("{i:0>100}")))], NOW));
+        }
+        compact(&mut log, NOW).unwrap();
+        let (base, raw) = read_all(&log, Offset(0)).remove(0);
+        let h = batch::validate_batch(&raw).unwrap();
+        // The same batch: its base offset, last offset delta and codec; only b0 left.
+        assert_eq!(base, first.first_offset);
+        assert_eq!(
+            (h.base_offset, h.last_offset_delta, h.records_count),
+            (first.first_offset, 2, 1)
+        );
+        assert_eq!(h.attributes & 7, attributes);
+        let encoded =
+            ringmq_engine::codec::decompress(h.compression(), &raw[batch::BATCH_HEADER_SIZE..])
+                .unwrap();
+        let kept: Vec<_> = batch::records_in(&encoded).map(|r| r.unwrap()).collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            (kept[0].key, kept[0].value),
+            (Some(&b"b"[..]), Some(&b"b0"[..]))
+        );
+        assert_eq!(kept[0].offset_delta, 1);
+    }
 }
 
 proptest! {
