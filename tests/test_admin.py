@@ -109,6 +109,32 @@ def test_advertised_listener_is_what_metadata_returns(make_broker):
     assert [(x.host, x.port) for x in md.brokers.values()] == [("broker.example.com", 9094)]
 
 
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_compaction_cleans_inside_compressed_batches(make_broker, codec):
+    """A compacted topic written by a compressing producer (every batch holds every key,
+    values that compress): the cleaner decompresses, drops superseded records and
+    compresses again, as Kafka does. Below the active segment one value per key is left;
+    keeping compressed batches whole would leave all 1500 records."""
+    import time
+    b = make_broker(properties={"log.retention.check.interval.ms": "300"}).start()
+    create_topic(b.bootstrap, "ztable", partitions=1, config={
+        "cleanup.policy": "compact", "segment.bytes": "16384", "min.cleanable.dirty.ratio": "0.01"})
+    p = Producer({"bootstrap.servers": b.bootstrap, "compression.type": codec, "linger.ms": 50})
+    for r in range(150):
+        for i in range(10):
+            p.produce("ztable", key=f"k{i}".encode(), value=f"{r:04d}-{i}-".encode() * 30, partition=0)
+        p.flush(10)
+    deadline, got = time.time() + 30, []
+    while time.time() < deadline:
+        got = consume_to_end(b.bootstrap, "ztable", 1)
+        if len(got) <= 750:
+            break
+        time.sleep(0.5)
+    assert len(got) <= 750, f"{len(got)} of 1500 records left: compressed batches were not compacted"
+    latest = {g[2]: g[3] for g in got}
+    assert latest == {f"k{i}".encode(): f"0149-{i}-".encode() * 30 for i in range(10)}
+
+
 def test_retention_and_compaction_run_in_the_broker(make_broker):
     b = make_broker(properties={"log.retention.check.interval.ms": "300"}).start()
     create_topic(b.bootstrap, "short", partitions=1, config={"retention.ms": "1000", "segment.bytes": "16384"})
