@@ -21,7 +21,8 @@
 //! Transactions (Kafka's rules): records of aborted transactions are removed and never
 //! count as a key's latest value (an aborted write must not supersede a committed one);
 //! nothing from the first transaction still undecided in the cleanable segments on is
-//! cleaned (it may yet abort); transaction markers are kept.
+//! cleaned (it may yet abort); a transaction's marker goes once none of its data is left
+//! and `delete.retention.ms` has passed (Kafka's rule for markers).
 //!
 //! Appends never wait for the cleaner: it reads only immutable non-active segments
 //! through its own descriptors. Compressed batches are compacted record by record too:
@@ -89,6 +90,7 @@ pub struct CleanStats {
     pub records_removed: u64,
     pub tombstones_removed: u64,
     pub batches_rewritten: u64,
+    pub markers_removed: u64,
 }
 
 impl UnifiedLog {
@@ -200,6 +202,34 @@ impl UnifiedLog {
     }
 }
 
+/// Per producer, where its current transaction's data was met in this round (the
+/// group) and whether any of it survives. A marker may go (once `delete.retention.ms`
+/// has passed) when none of its transaction's data is left: none met at all (removed in
+/// an earlier round, or before the log start), or all of it in the marker's own group
+/// (installed or discarded together with the marker) with nothing surviving.
+#[derive(Debug, Default)]
+struct TxnsSeen(HashMap<i64, (usize, bool)>);
+
+impl TxnsSeen {
+    fn saw_data(&mut self, h: &BatchHeader, group: usize, survives: bool) {
+        let seen = self.0.entry(h.producer_id).or_insert((group, false));
+        if seen.0 != group {
+            // Data in more than one group: the marker stays (this round).
+            seen.1 = true;
+        }
+        seen.1 |= survives;
+    }
+
+    /// Whether `h` (a marker, met in `group`) may be removed; the producer's next
+    /// transaction starts afresh either way.
+    fn marker_removable(&mut self, h: &BatchHeader, group: usize) -> bool {
+        match self.0.remove(&h.producer_id) {
+            None => true,
+            Some((g, alive)) => g == group && !alive,
+        }
+    }
+}
+
 /// Aborted transactions in the cleanable segments: per producer, (first offset, marker
 /// offset) ranges.
 #[derive(Debug, Default)]
@@ -225,8 +255,9 @@ impl CleanTask {
         let aborted = self.scan_transactions()?;
         let map = self.build_offset_map(&aborted, &mut stats)?;
         let mut groups = Vec::new();
-        for sources in self.groups() {
-            let swap = self.clean_group(&sources, &map, &aborted, &mut stats)?;
+        let mut txns = TxnsSeen::default();
+        for (i, sources) in self.groups().into_iter().enumerate() {
+            let swap = self.clean_group(i, &sources, &map, &aborted, &mut txns, &mut stats)?;
             groups.push(CleanedGroup { sources, swap });
         }
         Ok(Cleaned {
@@ -352,9 +383,11 @@ impl CleanTask {
 
     fn clean_group(
         &self,
+        group: usize,
         sources: &[SourceSegment],
         map: &HashMap<Vec<u8>, Offset>,
         aborted: &Aborted,
+        txns: &mut TxnsSeen,
         stats: &mut CleanStats,
     ) -> Result<PathBuf, LogOpError> {
         let first = sources[0].base;
@@ -369,10 +402,26 @@ impl CleanTask {
             let drop_tombstones = src.timestamp < self.delete_horizon_ms;
             for_each_batch(src, |h, bytes| {
                 if aborted.holds(h) {
+                    txns.saw_data(h, group, false);
                     stats.records_removed += u64::try_from(h.records_count).unwrap_or(0);
                     return Ok(());
                 }
-                if let Some(kept) = filter_batch(h, bytes, map, drop_tombstones, stats)? {
+                if h.is_control() && h.is_transactional() {
+                    if txns.marker_removable(h, group) && drop_tombstones {
+                        stats.markers_removed += 1;
+                        return Ok(());
+                    }
+                    return out
+                        .write_all(bytes)
+                        .map(|()| stats.bytes_written += bytes.len() as u64)
+                        .context(|| format!("write {}", cleaned.display()))
+                        .map_err(Into::into);
+                }
+                let kept = filter_batch(h, bytes, map, drop_tombstones, stats)?;
+                if h.is_transactional() {
+                    txns.saw_data(h, group, kept.is_some());
+                }
+                if let Some(kept) = kept {
                     stats.bytes_written += kept.len() as u64;
                     out.write_all(&kept)
                         .context(|| format!("write {}", cleaned.display()))?;

@@ -398,3 +398,53 @@ fn an_aborted_write_never_supersedes_a_committed_value_and_open_transactions_sta
         .count();
     assert_eq!(markers, 2);
 }
+
+#[test]
+fn markers_go_once_their_transaction_has_no_data_left_and_delete_retention_passed() {
+    use ringmq_engine::control::ControlType;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        delete_retention_ms: 1000,
+        ..compact_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    let pad = format!("{:0>120}", 0);
+    // 7: aborted (its data is removed). 8: committed, its record later superseded.
+    // 9: committed, its record is the key's latest.
+    append(&mut log, txn_record(7, 0, "a", "aborted"));
+    append(&mut log, marker(7, ControlType::Abort));
+    append(&mut log, txn_record(8, 0, "b", "old"));
+    append(&mut log, marker(8, ControlType::Commit));
+    append(&mut log, txn_record(9, 0, "c", "latest"));
+    append(&mut log, marker(9, ControlType::Commit));
+    append(&mut log, keyed(&[("b", Some("new"))], NOW));
+    for i in 0..30 {
+        append(
+            &mut log,
+            keyed(&[("filler", Some(&format!("{i}{pad}")))], NOW),
+        );
+    }
+    let control = |log: &UnifiedLog| -> Vec<i64> {
+        read_all(log, log.log_start_offset())
+            .into_iter()
+            .map(|(_, raw)| batch::validate_batch(&raw).unwrap())
+            .filter(|h| h.is_control())
+            .map(|h| h.producer_id)
+            .collect()
+    };
+    // Within delete.retention.ms every marker stays.
+    compact(&mut log, NOW).unwrap();
+    assert_eq!(control(&log), vec![7, 8, 9]);
+    // After it: the markers whose transactions have nothing left go; 9's stays.
+    for i in 0..20 {
+        append(
+            &mut log,
+            keyed(&[("filler", Some(&format!("late{i}{pad}")))], NOW),
+        );
+    }
+    let stats = compact(&mut log, NOW + 10_000).unwrap();
+    assert_eq!(control(&log), vec![9]);
+    assert_eq!(stats.markers_removed, 2);
+    let values: Vec<_> = records(&log).into_iter().filter(|r| r.1 == "c").collect();
+    assert_eq!(values.len(), 1);
+}
