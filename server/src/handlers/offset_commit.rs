@@ -60,26 +60,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             meta.map_or(t.name.0.as_str(), |m| m.name.as_str()),
         );
         for p in &t.partitions {
-            let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
-            let verdict = match (group_error, meta) {
-                (Some(e), _) => Err(e),
-                _ if topic_denied => Err(ResponseError::TopicAuthorizationFailed),
-                (None, None) => Err(ResponseError::UnknownTopicOrPartition),
-                (None, Some(m))
-                    if p.partition_index < 0 || p.partition_index as usize >= m.placement.len() =>
-                {
-                    Err(ResponseError::UnknownTopicOrPartition)
-                }
-                _ if metadata.len() > OFFSET_METADATA_MAX_BYTES => {
-                    Err(ResponseError::OffsetMetadataTooLarge)
-                }
-                _ => Ok(Committed {
-                    offset: p.committed_offset,
-                    leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
-                    metadata: metadata.to_owned(),
-                    commit_timestamp: now,
-                }),
-            };
+            let verdict = verdict(
+                group_error.or(topic_denied.then_some(ResponseError::TopicAuthorizationFailed)),
+                meta.map(|m| m.placement.len()),
+                p.partition_index,
+                (
+                    p.committed_offset,
+                    if v >= 6 { p.committed_leader_epoch } else { -1 },
+                ),
+                p.committed_metadata.as_ref().map_or("", |m| m.as_str()),
+                now,
+            );
             let name = meta.map_or_else(
                 || t.name.clone(),
                 |m| TopicName(StrBytes::from_string(m.name.clone())),
@@ -123,6 +114,34 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     }
     let resp = OffsetCommitResponse::default().with_topics(topics);
     protocol::single(ApiKey::OffsetCommit, v, req.correlation_id(), &resp)
+}
+
+/// The verdict on one partition's commit, as OffsetCommit and TxnOffsetCommit check it:
+/// the request's (or topic's) refusal first, then an unknown topic or partition
+/// (`partitions`: the topic's count, if it exists), then oversized metadata.
+pub(super) fn verdict(
+    refused: Option<ResponseError>,
+    partitions: Option<usize>,
+    partition: i32,
+    (offset, leader_epoch): (i64, i32),
+    metadata: &str,
+    now: i64,
+) -> Result<Committed, ResponseError> {
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    if partitions.is_none_or(|n| partition < 0 || partition as usize >= n) {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+        return Err(ResponseError::OffsetMetadataTooLarge);
+    }
+    Ok(Committed {
+        offset,
+        leader_epoch,
+        metadata: metadata.to_owned(),
+        commit_timestamp: now,
+    })
 }
 
 /// Appends the commits to the group's offsets partition and updates the cache there.

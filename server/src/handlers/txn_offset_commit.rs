@@ -15,7 +15,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::Request;
-use crate::coordinator::offsets::{self, Committed, OFFSET_METADATA_MAX_BYTES, OFFSETS_TOPIC};
+use crate::coordinator::offsets::{self, Committed, OFFSETS_TOPIC};
 use crate::protocol::{self, CloseConnection, Response};
 use crate::runtime::shard::ShardCtx;
 use crate::security::acl::{op, resource};
@@ -50,26 +50,17 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             .broker
             .authorize(&req.session, op::READ, resource::TOPIC, name);
         for p in &t.partitions {
-            let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
-            let verdict = match request_error {
-                Some(e) => Err(e),
-                None if denied => Err(ResponseError::TopicAuthorizationFailed),
-                None if meta.is_none_or(|m| {
-                    p.partition_index < 0 || p.partition_index as usize >= m.placement.len()
-                }) =>
-                {
-                    Err(ResponseError::UnknownTopicOrPartition)
-                }
-                None if metadata.len() > OFFSET_METADATA_MAX_BYTES => {
-                    Err(ResponseError::OffsetMetadataTooLarge)
-                }
-                None => Ok(Committed {
-                    offset: p.committed_offset,
-                    leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
-                    metadata: metadata.to_owned(),
-                    commit_timestamp: now,
-                }),
-            };
+            let verdict = super::offset_commit::verdict(
+                request_error.or(denied.then_some(ResponseError::TopicAuthorizationFailed)),
+                meta.map(|m| m.placement.len()),
+                p.partition_index,
+                (
+                    p.committed_offset,
+                    if v >= 2 { p.committed_leader_epoch } else { -1 },
+                ),
+                p.committed_metadata.as_ref().map_or("", |m| m.as_str()),
+                now,
+            );
             plan.push((name.to_owned(), p.partition_index, verdict));
         }
     }

@@ -207,6 +207,13 @@ impl MetadataImage {
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
         self.brokers.values().filter(|b| !b.fenced)
     }
+    /// `host:port` of live broker `id`'s first listener (where brokers reach each other).
+    pub fn broker_address(&self, id: i32) -> Option<String> {
+        self.brokers
+            .get(&id)
+            .filter(|b| !b.fenced)
+            .map(|b| format!("{}:{}", b.host, b.port))
+    }
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }

@@ -105,13 +105,7 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
         if parts.is_empty() {
             return;
         }
-        let address = ctx
-            .broker
-            .image()
-            .brokers
-            .get(&leader)
-            .filter(|b| !b.fenced)
-            .map(|b| format!("{}:{}", b.host, b.port));
+        let address = ctx.broker.image().broker_address(leader);
         let Some(address) = address else {
             compio::time::sleep(BACKOFF).await;
             continue;

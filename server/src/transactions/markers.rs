@@ -202,13 +202,7 @@ async fn send(
     marker: Marker,
     parts: &[(String, i32)],
 ) -> Vec<(String, i32)> {
-    let address = ctx
-        .broker
-        .image()
-        .brokers
-        .get(&leader)
-        .filter(|b| !b.fenced)
-        .map(|b| format!("{}:{}", b.host, b.port));
+    let address = ctx.broker.image().broker_address(leader);
     let Some(address) = address else {
         return parts.to_vec();
     };

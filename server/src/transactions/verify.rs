@@ -63,10 +63,7 @@ pub async fn verify(
             .or_else(not_in_transaction_is_false);
     }
     let address = image
-        .brokers
-        .get(&coordinator)
-        .filter(|b| !b.fenced)
-        .map(|b| format!("{}:{}", b.host, b.port))
+        .broker_address(coordinator)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let slot = PEERS.with(|p| Rc::clone(p.borrow_mut().entry(coordinator).or_default()));
     let mut conn = slot.lock().await;
