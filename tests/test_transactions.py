@@ -314,6 +314,11 @@ def transactional_error_codes(bootstrap, topic, missing):
         time.sleep(0.1)
     codes["EndTxn commit after the abort"] = end(True)
     codes["Produce after the transaction ended (a late write)"] = produce(9, 1)
+    # A new instance takes the id: the old epoch's writes are fenced.
+    r = call(bootstrap, build(InitProducerIdRequest, 4, transactional_id=tid, transaction_timeout_ms=60000,
+                              producer_id=-1, producer_epoch=-1))
+    codes["InitProducerId again"] = (r.error_code, r.producer_id == pid, r.producer_epoch - epoch)
+    codes["Produce with the fenced epoch"] = produce(9, 1)
     desc = call(bootstrap, build(DescribeTransactionsRequest, 0, transactional_ids=[tid, unique("nobody")]))
     codes["DescribeTransactions"] = [s.error_code for s in desc.transaction_states]
     return codes

@@ -235,10 +235,13 @@ async fn verify(
     id: &str,
     producer: (i64, i16),
 ) -> Result<crate::storage::partition::VerificationGuard, PartitionError> {
+    use crate::transactions::verify::{Verdict, verify as ask_coordinator};
     let guard = part.begin_verification(producer.0);
-    match crate::transactions::verify::verify(ctx, id, producer, &part.topic, part.index).await {
-        Ok(true) => Ok(guard),
-        Ok(false) => Err(crate::storage::partition::not_in_transaction()),
+    match ask_coordinator(ctx, id, producer, &part.topic, part.index).await {
+        Ok(Verdict::Included) => Ok(guard),
+        Ok(Verdict::NotIncluded) => Err(crate::storage::partition::not_in_transaction()),
+        // A zombie: fenced as its write would be on the data path (no text, as Kafka).
+        Ok(Verdict::Fenced) => Err(PartitionError::new(ResponseError::InvalidProducerEpoch, "")),
         // The coordinator could not answer: a retriable error, as Kafka answers.
         Err(e) => Err(PartitionError::new(
             ResponseError::NotEnoughReplicas,

@@ -35,6 +35,17 @@ thread_local! {
     static PEERS: RefCell<HashMap<i32, Rc<Mutex<Option<Conn>>>>> = RefCell::new(HashMap::new());
 }
 
+/// What the coordinator said of a transactional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The producer's open transaction includes the partition.
+    Included,
+    /// It does not (no open transaction, or not this partition).
+    NotIncluded,
+    /// The producer was fenced: another instance (or the coordinator) bumped the epoch.
+    Fenced,
+}
+
 /// Whether `producer`'s open transaction (id `id`) includes `topic`-`partition`.
 /// Errors: the coordinator could not answer (retriable for the producer).
 pub async fn verify(
@@ -43,7 +54,7 @@ pub async fn verify(
     (producer_id, producer_epoch): (i64, i16),
     topic: &str,
     partition: i32,
-) -> Result<bool, ResponseError> {
+) -> Result<Verdict, ResponseError> {
     let image = ctx.broker.image();
     let coordinator = image
         .topic(TXN_TOPIC)
@@ -59,8 +70,14 @@ pub async fn verify(
             })
             .await
             .and_then(|r| r)
-            .map(|found| found.first().copied().unwrap_or(false))
-            .or_else(not_in_transaction_is_false);
+            .map(|found| {
+                if found.first().copied().unwrap_or(false) {
+                    Verdict::Included
+                } else {
+                    Verdict::NotIncluded
+                }
+            })
+            .or_else(refusal);
     }
     let address = image
         .broker_address(coordinator)
@@ -117,18 +134,18 @@ pub async fn verify(
         .next()
         .unwrap_or(ResponseError::UnknownServerError.code());
     match ResponseError::try_from_code(code) {
-        None => Ok(true),
-        Some(e) => not_in_transaction_is_false(e),
+        None => Ok(Verdict::Included),
+        Some(e) => refusal(e),
     }
 }
 
-/// The coordinator's refusals that mean "not in an open transaction of this producer".
-fn not_in_transaction_is_false(e: ResponseError) -> Result<bool, ResponseError> {
+/// The coordinator's refusals as verdicts; other errors stay errors.
+fn refusal(e: ResponseError) -> Result<Verdict, ResponseError> {
     match e {
-        ResponseError::InvalidTxnState
-        | ResponseError::InvalidProducerIdMapping
-        | ResponseError::ProducerFenced
-        | ResponseError::InvalidProducerEpoch => Ok(false),
+        ResponseError::InvalidTxnState | ResponseError::InvalidProducerIdMapping => {
+            Ok(Verdict::NotIncluded)
+        }
+        ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch => Ok(Verdict::Fenced),
         other => Err(other),
     }
 }
