@@ -1,5 +1,6 @@
 //! DescribeProducers (key 61): the producers a partition's leader knows — id, epoch,
-//! last sequence and the first offset of each one's open transaction
+//! last sequence, last batch's timestamp and the first offset of each one's open
+//! transaction (the coordinator epoch of its last marker is not kept: -1)
 //! (`kafka-transactions describe-producers`, `find-hanging`). READ on the topic.
 
 use std::rc::Rc;
@@ -40,12 +41,12 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 Ok(producers) => r.with_active_producers(
                     producers
                         .into_iter()
-                        .map(|(pid, epoch, last_seq, _, open)| {
+                        .map(|(pid, epoch, last_seq, last_timestamp, open)| {
                             ProducerState::default()
                                 .with_producer_id(ProducerId(pid))
                                 .with_producer_epoch(i32::from(epoch))
                                 .with_last_sequence(last_seq)
-                                .with_last_timestamp(-1)
+                                .with_last_timestamp(last_timestamp)
                                 .with_coordinator_epoch(-1)
                                 .with_current_txn_start_offset(open.map_or(-1, |o| o.0))
                         })

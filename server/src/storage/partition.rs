@@ -42,6 +42,8 @@ struct BatchMeta {
     last_seq: i32,
     first_offset: Offset,
     last_offset: Offset,
+    /// The batch's max timestamp (DescribeProducers' last timestamp).
+    timestamp: i64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -474,9 +476,9 @@ impl Partition {
         self.txns.borrow().ongoing().collect()
     }
 
-    /// The producers this partition knows: (id, epoch, last sequence, last offset,
-    /// first offset of its open transaction); DescribeProducers.
-    pub fn producer_states(&self) -> Vec<(i64, i16, i32, Offset, Option<Offset>)> {
+    /// The producers this partition knows: (id, epoch, last sequence, last batch's
+    /// timestamp, first offset of its open transaction); DescribeProducers.
+    pub fn producer_states(&self) -> Vec<(i64, i16, i32, i64, Option<Offset>)> {
         let txns = self.txns.borrow();
         self.producers
             .borrow()
@@ -487,7 +489,7 @@ impl Partition {
                     *pid,
                     e.epoch,
                     last.map_or(-1, |m| m.last_seq),
-                    last.map_or(Offset(-1), |m| m.last_offset),
+                    last.map_or(-1, |m| m.timestamp),
                     txns.open_since(*pid),
                 )
             })
@@ -808,6 +810,7 @@ fn remember(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, first_
         last_seq: h.base_sequence.wrapping_add(h.last_offset_delta),
         first_offset,
         last_offset: first_offset.plus(i64::from(h.last_offset_delta)),
+        timestamp: h.max_timestamp,
     });
     while entry.batches.len() > PRODUCER_BATCHES_REMEMBERED {
         entry.batches.pop_front();
