@@ -246,11 +246,15 @@ impl Partition {
     }
 
     /// Starts verifying `producer_id`'s write: the guard holds until the producer's next
-    /// marker here.
+    /// marker here. Writes of the producer verified at once (several in flight) share
+    /// one guard, as in Kafka: a second verification must not revoke the first's.
     pub fn begin_verification(&self, producer_id: i64) -> VerificationGuard {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.verifying.borrow_mut().insert(producer_id, token);
+        let token = *self
+            .verifying
+            .borrow_mut()
+            .entry(producer_id)
+            .or_insert_with(|| NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         VerificationGuard { producer_id, token }
     }
 
