@@ -34,8 +34,8 @@ def test_streams_word_count(broker, tmp_path, guarantee):
 
 def test_streams_exactly_once_through_a_broker_killed(make_cluster, tmp_path):
     """Kafka Streams exactly_once_v2 on three brokers (every topic with three
-    replicas): a broker is killed with -9 as the application starts processing and
-    restarted; the counts, read_committed, still equal the input's exactly."""
+    replicas): once the application has made its internal topics a broker is killed
+    with -9 and restarted; the counts, read_committed, still equal the input's exactly."""
     c = make_cluster(3).start()
     p = subprocess.Popen(["java", "-Xmx512m", "-cp", classpath(), "ringmq.WordCount", c.bootstrap,
                           str(tmp_path / "state"), "exactly_once_v2", "3"],
@@ -46,6 +46,11 @@ def test_streams_exactly_once_through_a_broker_killed(make_cluster, tmp_path):
             out.append(line)
             if "streams started" in line:
                 break
+        # Once Streams has made its internal topics (three replicas need three live
+        # brokers, in Kafka too): then a broker dies while the application runs.
+        c.wait_for(lambda: any(t.endswith("-by-word-repartition") for t in c.metadata().topics)
+                   and any(t.endswith("-counts-changelog") for t in c.metadata().topics),
+                   60, "Streams' internal topics")
         c.brokers[2].kill9()
         time.sleep(3)
         c.brokers[2].start()
