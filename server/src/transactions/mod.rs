@@ -82,18 +82,9 @@ fn check_producer(
     Ok(())
 }
 
-/// The current state of `id`, unless a change to it is in flight. Until this shard has
-/// loaded the id's partition (it leads it, but has not replayed it yet) nothing about
-/// the id is known: COORDINATOR_LOAD_IN_PROGRESS, as Kafka answers.
+/// The current state of `id`, unless a change to it is in flight.
 fn settled(ctx: &ShardCtx, id: &str) -> Result<Option<TxnMetadata>, ResponseError> {
-    let txns = ctx.txns.borrow();
-    if txns
-        .coordinator_epoch(transactions::partition_for(id))
-        .is_none()
-    {
-        return Err(ResponseError::CoordinatorLoadInProgress);
-    }
-    match txns.get(id) {
+    match ctx.txns.borrow().get(id) {
         Some(e) if e.pending => Err(ResponseError::ConcurrentTransactions),
         Some(e) => Ok(Some(e.meta.clone())),
         None => Ok(None),
@@ -256,12 +247,6 @@ pub fn verify_partitions(
     partitions: &[(String, i32)],
 ) -> Result<Vec<bool>, ResponseError> {
     let txns = ctx.txns.borrow();
-    if txns
-        .coordinator_epoch(transactions::partition_for(id))
-        .is_none()
-    {
-        return Err(ResponseError::CoordinatorLoadInProgress);
-    }
     let meta = &txns
         .get(id)
         .ok_or(ResponseError::InvalidProducerIdMapping)?
