@@ -18,7 +18,7 @@ def _name(**parts):
     return x509.Name([x509.NameAttribute(oids[k], v) for k, v in parts.items()])
 
 
-def _cert(subject, key, issuer, issuer_key, *, ca=False, server=False, days=(-1, 30)):
+def _cert(subject, key, issuer, issuer_key, *, ca=False, server=False, days=(-1, 30), client=False):
     now = datetime.datetime.now(datetime.timezone.utc)
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -28,7 +28,8 @@ def _cert(subject, key, issuer, issuer_key, *, ca=False, server=False, days=(-1,
     if server:
         b = b.add_extension(x509.SubjectAlternativeName(
             [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+        b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     elif not ca:
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     if ca:
@@ -87,9 +88,11 @@ class Certs:
         p.write_bytes(data)
         return str(p)
 
-    def server_keystore(self, name, cn, org="ringmq"):
+    def server_keystore(self, name, cn, org="ringmq", client=False):
+        """A keystore for a server; `client`: also usable as a client certificate (a
+        node's own, for mutual TLS between nodes)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(_name(O=org, CN=cn), key, self._ca.subject, self._ca_key, server=True)
+        cert = _cert(_name(O=org, CN=cn), key, self._ca.subject, self._ca_key, server=True, client=client)
         return self._write(name, _key_pem(key, self.KEY_PASSWORD) + _pem(cert))
 
     def _client(self, cn, issuer, issuer_key, prefix="client", days=(-1, 30)):

@@ -192,12 +192,21 @@ class Cluster:
     (ids 101..), KRaft's isolated mode."""
 
     def __init__(self, tmp: Path, n: int, properties=None, network=None, controllers=0, racks=None,
-                 dynamic=0):
+                 dynamic=0, secure=None):
         """With `network` (a Netns), node N runs in its own network namespace at
         network.ip(N), so a test can cut it off. `racks[i]` is broker i+1's broker.rack.
         With `dynamic=K` the quorum is dynamic (KIP-853): every node is given
         controller.quorum.bootstrap.servers naming the controllers of nodes 1..K (or the
-        first K controller-only nodes) instead of controller.quorum.voters."""
+        first K controller-only nodes) instead of controller.quorum.voters.
+
+        `secure=True` (or RINGMQ_TEST_CLUSTER_SECURITY=1 in the environment, which runs
+        any cluster test this way unchanged): the brokers replicate over an INTERNAL
+        SASL_SSL listener (SCRAM-SHA-512 as User:broker) and the quorum runs over an SSL
+        controller listener with mutual TLS; clients keep the PLAINTEXT listener."""
+        if secure is None:
+            secure = os.environ.get("RINGMQ_TEST_CLUSTER_SECURITY") == "1"
+        self.secure = secure
+        self.internal_ports = {}
         ports = [(free_port(), free_port()) for _ in range(n)]
         hosts = [network.ip(i + 1) if network else "127.0.0.1" for i in range(n)]
         cports = [free_port() for _ in range(controllers)]
@@ -225,6 +234,26 @@ class Cluster:
             "replica.lag.time.max.ms": 3000,
             "ringmq.shards": 1,
         }
+        if secure:
+            from certs import Certs
+            certs = Certs(tmp / "cluster-certs")
+            self.certs = certs
+            node_keystore = certs.server_keystore("node-keystore.pem", "localhost", client=True)
+            common.update({
+                "listener.security.protocol.map": "CONTROLLER:SSL,PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL",
+                "inter.broker.listener.name": "INTERNAL",
+                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+                "listener.name.internal.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.internal.scram-sha-512.sasl.jaas.config":
+                    'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                    'username="broker" password="broker-secret";',
+                "ringmq.sasl.initial.user": "broker",
+                "ringmq.sasl.initial.user.password": "broker-secret",
+                "ssl.keystore.location": node_keystore,
+                "ssl.key.password": certs.KEY_PASSWORD,
+                "ssl.truststore.location": certs.ca,
+                "listener.name.controller.ssl.client.auth": "required",
+            })
         for i, (port, cport) in enumerate(ports):
             node = i + 1
             host = hosts[i]
@@ -234,6 +263,9 @@ class Cluster:
                 roles, listeners = "broker", f"PLAINTEXT://{host}:{port}"
             else:
                 roles, listeners = "broker,controller", f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}"
+            if secure:
+                self.internal_ports[node] = free_port()
+                listeners += f",INTERNAL://{host}:{self.internal_ports[node]}"
             props = {"process.roles": roles, "node.id": node, "listeners": listeners,
                      **common, **(properties or {})}
             if racks:
@@ -251,6 +283,7 @@ class Cluster:
             d.mkdir(exist_ok=True)
             props = {"process.roles": "controller", "node.id": node,
                      "listeners": f"CONTROLLER://127.0.0.1:{cport}", **common, **(properties or {})}
+            props.pop("inter.broker.listener.name", None)
             c = Broker(d, properties=props)
             c.serves_kafka = False
             c.node_id = node
@@ -378,8 +411,8 @@ def netns_available():
 def make_cluster(tmp_path):
     clusters = []
 
-    def make(n=3, properties=None, network=None, controllers=0, racks=None, dynamic=0):
-        c = Cluster(tmp_path, n, properties, network, controllers, racks, dynamic)
+    def make(n=3, properties=None, network=None, controllers=0, racks=None, dynamic=0, secure=None):
+        c = Cluster(tmp_path, n, properties, network, controllers, racks, dynamic, secure)
         clusters.append(c)
         return c
 

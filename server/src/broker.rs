@@ -19,6 +19,7 @@ use crate::metadata::MetadataImage;
 use crate::metrics::Metrics;
 use crate::runtime::shard::{self, ShardServices};
 use crate::runtime::{Broker, ConnectionCount, ShardInboxes};
+use crate::security::peer_client::PeerSecurity;
 
 /// Binds one SO_REUSEPORT socket per shard for `addr`, so the kernel spreads
 /// connections over the shards.
@@ -125,6 +126,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         shards,
         notify_shards(ShardInboxes::new(inboxes.clone())),
     )?;
+    let inter_broker = Arc::new(inter_broker_client(&config)?);
     let broker = Arc::new(Broker {
         metadata,
         cluster,
@@ -142,6 +144,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         listeners: runtimes,
         auth_failures: Default::default(),
         sasl_secret: crate::security::scram::random_bytes(32),
+        inter_broker,
     });
     if let Some(runtime) = controller_listener_runtime(&broker.config) {
         let runtime = Arc::new(runtime);
@@ -213,8 +216,32 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
 
 /// The controller listener as the shards serve the Kafka clients that reach it
 /// (`--bootstrap-controller`), if this node is a controller.
+/// How this broker connects to the others' inter-broker listener. A node that is part of
+/// a cluster must be able to (it stops with the reason otherwise); a quorum of one has no
+/// peers until a broker-only node joins, so it only says why it could not.
+fn inter_broker_client(config: &BrokerConfig) -> anyhow::Result<PeerSecurity> {
+    let Some(l) = config.inter_broker_listener() else {
+        return Ok(PeerSecurity::plaintext("PLAINTEXT"));
+    };
+    let keys = crate::security::tls::Keys::of(l);
+    match PeerSecurity::new(keys, l.protocol, "sasl.mechanism.inter.broker.protocol") {
+        Ok(p) => Ok(p),
+        Err(why) if config.multi_node() => {
+            anyhow::bail!("inter-broker listener {}: {why}", l.name)
+        }
+        Err(why) => {
+            tracing::debug!(listener = %l.name, %why, "no client side for the inter-broker listener");
+            Ok(PeerSecurity::unusable(&l.name, why))
+        }
+    }
+}
+
 fn controller_listener_runtime(config: &BrokerConfig) -> Option<crate::security::ListenerRuntime> {
     let bind = config.controller_listener?;
+    if config.controller_security.0 != crate::security::listener::SecurityProtocol::Plaintext {
+        // Its TLS runs on the controller thread (see cluster::network).
+        return None;
+    }
     let name = config
         .listener_specs
         .iter()
@@ -261,7 +288,7 @@ fn services(listeners: Vec<crate::net::listener::BoundListener>) -> ShardService
 /// each other with: say at start-up when it is missing, rather than let the followers fall
 /// out of sync in silence.
 fn check_inter_broker_authorization(broker: &Broker) {
-    use crate::security::acl::{CLUSTER_NAME, INTER_BROKER_PRINCIPAL, op, resource};
+    use crate::security::acl::{CLUSTER_NAME, op, resource};
     let c = &broker.config;
     let image = broker.image();
     let replicated = c.quorum_voters().len() > 1 || image.brokers.len() > 1;
@@ -272,7 +299,7 @@ fn check_inter_broker_authorization(broker: &Broker) {
         && replicated
         && !c.authorizer.authorize(
             &image.acls,
-            INTER_BROKER_PRINCIPAL,
+            &broker.inter_broker.principal,
             host,
             op::CLUSTER_ACTION,
             resource::CLUSTER,
@@ -280,7 +307,7 @@ fn check_inter_broker_authorization(broker: &Broker) {
         )
     {
         tracing::error!(
-            principal = INTER_BROKER_PRINCIPAL,
+            principal = %broker.inter_broker.principal,
             "the inter-broker principal lacks CLUSTER_ACTION on the cluster: other brokers' replica fetches will be refused (add it to super.users or grant it CLUSTER_ACTION)"
         );
     }

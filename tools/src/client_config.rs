@@ -2,8 +2,11 @@
 //! with client properties — `security.protocol` (PLAINTEXT, SSL, SASL_PLAINTEXT,
 //! SASL_SSL), `sasl.mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the user and password
 //! as `sasl.username`/`sasl.password` or inside a Java `sasl.jaas.config`, the CA as
-//! `ssl.ca.location` or `ssl.truststore.location` (PEM), and a client certificate as
-//! `ssl.certificate.location`/`ssl.key.location`. The same settings go to librdkafka
+//! `ssl.ca.location` or `ssl.truststore.location` (PEM, or JKS/PKCS12 with
+//! `ssl.truststore.type` and `ssl.truststore.password`), and a client certificate as
+//! `ssl.certificate.location`/`ssl.key.location` or `ssl.keystore.location` (PEM with the
+//! key, or JKS/PKCS12 with `ssl.keystore.password` and `ssl.key.password`). Stores are
+//! read once into PEM text. The same settings go to librdkafka
 //! (the commands built on rdkafka) and to the CLI's own Kafka connection ([`connect`]),
 //! which runs TLS with rustls and SASL PLAIN/SCRAM itself.
 
@@ -24,6 +27,7 @@ pub struct ClientSecurity {
     pub mechanism: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM text of the CA certificates, the client certificate chain and its key.
     pub ca: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
@@ -52,7 +56,8 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<()> {
     // `sasl.jaas.config` continued with backslashes, escapes, `:` separators).
     let props = java_properties::read(text.as_bytes())
         .with_context(|| format!("reading {}", path.display()))?;
-    for (k, v) in props {
+    let prop = |k: &str| props.get(k).map(|v| v.trim().to_owned());
+    for (k, v) in &props {
         let v = v.trim().to_owned();
         match k.as_str() {
             "security.protocol" => s.protocol = v.to_ascii_uppercase(),
@@ -63,11 +68,54 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<()> {
                 s.username = s.username.or_else(|| jaas_option(&v, "username"));
                 s.password = s.password.or_else(|| jaas_option(&v, "password"));
             }
-            "ssl.ca.location" | "ssl.truststore.location" => s.ca = Some(v),
-            "ssl.certificate.location" | "ssl.keystore.location" => s.cert = Some(v),
-            "ssl.key.location" => s.key = Some(v),
             _ => {}
         }
+    }
+    if let Some(ca) = prop("ssl.ca.location") {
+        s.ca = Some(read_text(&ca)?);
+    } else if let Some(path) = prop("ssl.truststore.location") {
+        s.ca = Some(match prop("ssl.truststore.type") {
+            Some(t) if !t.eq_ignore_ascii_case("PEM") => {
+                let password = prop("ssl.truststore.password")
+                    .context("a JKS or PKCS12 truststore needs ssl.truststore.password")?;
+                let store = java_store(&path, &t, &password, None)?;
+                let mut pem = store.trusted;
+                pem.extend(store.chain);
+                anyhow::ensure!(
+                    !pem.is_empty(),
+                    "{path}: the truststore holds no certificate"
+                );
+                pem.concat()
+            }
+            _ => read_text(&path)?,
+        });
+    }
+    if let Some(cert) = prop("ssl.certificate.location") {
+        s.cert = Some(read_text(&cert)?);
+    } else if let Some(path) = prop("ssl.keystore.location") {
+        match prop("ssl.keystore.type") {
+            Some(t) if !t.eq_ignore_ascii_case("PEM") => {
+                let password = prop("ssl.keystore.password")
+                    .context("a JKS or PKCS12 keystore needs ssl.keystore.password")?;
+                let key_password = prop("ssl.key.password");
+                let store = java_store(&path, &t, &password, key_password.as_deref())?;
+                anyhow::ensure!(
+                    store.key.is_some(),
+                    "{path}: the keystore holds no private key"
+                );
+                s.cert = Some(store.chain.concat());
+                s.key = store.key;
+            }
+            // A PEM keystore holds the certificate chain and the key.
+            _ => {
+                let text = read_text(&path)?;
+                s.key = Some(text.clone());
+                s.cert = Some(text);
+            }
+        }
+    }
+    if let Some(key) = prop("ssl.key.location") {
+        s.key = Some(read_text(&key)?);
     }
     anyhow::ensure!(
         matches!(
@@ -87,6 +135,90 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn read_text(path: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+}
+
+/// A JKS or PKCS12 store as PEM text: its trusted certificates, the chain of its first
+/// private key, and that key (PKCS#8).
+#[derive(Default)]
+struct JavaStore {
+    trusted: Vec<String>,
+    chain: Vec<String>,
+    key: Option<String>,
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+fn java_store(
+    path: &str,
+    store_type: &str,
+    password: &str,
+    key_password: Option<&str>,
+) -> anyhow::Result<JavaStore> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let mut out = JavaStore::default();
+    let add_key = |chain: Vec<&[u8]>, key: &[u8], out: &mut JavaStore| {
+        if out.key.is_none() {
+            out.chain = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+            out.key = Some(pem("PRIVATE KEY", key));
+        }
+    };
+    if store_type.eq_ignore_ascii_case("JKS") {
+        let mut store = jks::KeyStore::with_options(jks::KeyStoreOptions {
+            min_password_len: 0,
+            ..Default::default()
+        });
+        store
+            .load(bytes.as_slice(), password.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{path}: not a JKS store for this password ({e})"))?;
+        for alias in store.aliases() {
+            if store.is_private_key_entry(&alias) {
+                let e = store
+                    .get_private_key_entry(&alias, key_password.unwrap_or(password).as_bytes())
+                    .map_err(|e| anyhow::anyhow!("{path}: cannot decrypt key {alias:?} ({e})"))?;
+                let chain = e.certificate_chain.iter().map(|c| c.content.as_slice());
+                add_key(chain.collect(), &e.private_key, &mut out);
+            } else if let Ok(t) = store.get_trusted_certificate_entry(&alias) {
+                out.trusted.push(pem("CERTIFICATE", &t.certificate.content));
+            }
+        }
+    } else if store_type.eq_ignore_ascii_case("PKCS12") {
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &bytes,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| anyhow::anyhow!("{path}: not a PKCS12 store for this password ({e})"))?;
+        for (_, entry) in store.entries() {
+            match entry {
+                p12_keystore::KeyStoreEntry::PrivateKeyChain(c) => {
+                    let chain = c.certs().iter().map(|c| c.as_der());
+                    add_key(chain.collect(), c.key().as_der(), &mut out);
+                }
+                p12_keystore::KeyStoreEntry::Certificate(c) => {
+                    out.trusted.push(pem("CERTIFICATE", c.as_der()));
+                }
+                p12_keystore::KeyStoreEntry::Secret(_) => {}
+            }
+        }
+    } else {
+        anyhow::bail!("{path}: store type {store_type} is not one of PEM, JKS, PKCS12");
+    }
+    Ok(out)
+}
+
 /// `name="value"` from a JAAS login module line.
 fn jaas_option(jaas: &str, name: &str) -> Option<String> {
     let at = jaas.find(&format!("{name}="))?;
@@ -102,9 +234,9 @@ pub fn apply(config: &mut rdkafka::ClientConfig) -> &mut rdkafka::ClientConfig {
         ("sasl.mechanisms", &s.mechanism),
         ("sasl.username", &s.username),
         ("sasl.password", &s.password),
-        ("ssl.ca.location", &s.ca),
-        ("ssl.certificate.location", &s.cert),
-        ("ssl.key.location", &s.key),
+        ("ssl.ca.pem", &s.ca),
+        ("ssl.certificate.pem", &s.cert),
+        ("ssl.key.pem", &s.key),
     ];
     for (k, v) in opt {
         if let Some(v) = v {
@@ -170,12 +302,11 @@ pub fn wrap(tcp: TcpStream, host: &str) -> anyhow::Result<Transport> {
         return Ok(Transport::Plain(tcp));
     }
     let mut roots = rustls::RootCertStore::empty();
-    let ca = s
-        .ca
-        .as_deref()
-        .context("SSL needs the broker's CA (ssl.ca.location or ssl.truststore.location, PEM)")?;
-    for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {ca}"))? {
-        roots.add(c.with_context(|| format!("reading {ca}"))?)?;
+    let ca =
+        s.ca.as_deref()
+            .context("SSL needs the broker's CA (ssl.ca.location or ssl.truststore.location)")?;
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.context("reading the CA certificates")?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -183,11 +314,11 @@ pub fn wrap(tcp: TcpStream, host: &str) -> anyhow::Result<Transport> {
         .with_root_certificates(roots);
     let config = match (&s.cert, &s.key) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .with_context(|| format!("reading {cert}"))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .context("reading the client certificate")?;
             let key =
-                PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {key}"))?;
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).context("reading the client key")?;
             builder.with_client_auth_cert(chain, key)?
         }
         _ => builder.with_no_client_auth(),

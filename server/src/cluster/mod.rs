@@ -145,6 +145,8 @@ pub struct Cluster {
     /// Where the controller listener sends the Kafka clients it accepts (set once the
     /// shards exist; until then such a client is turned away).
     kafka_clients: Arc<std::sync::OnceLock<network::KafkaClients>>,
+    /// The controller listener's TLS, when it is SSL.
+    security: network::Security,
 }
 
 /// A controller-quorum voter's parts.
@@ -187,7 +189,10 @@ impl Cluster {
             notify_shards,
         };
         let kafka_clients = Arc::new(std::sync::OnceLock::new());
+        let security = network::ControllerTls::new(config)
+            .map_err(|e| anyhow::anyhow!("controller listener: {e}"))?;
         let cluster = |voter: Option<Voter>| Cluster {
+            security: security.clone(),
             kafka_clients: Arc::clone(&kafka_clients),
             node_id: config.node_id,
             runtime: runtime.handle().clone(),
@@ -249,7 +254,7 @@ impl Cluster {
             .block_on(Raft::new(
                 node_id,
                 Arc::new(raft_config),
-                network::Network,
+                network::Network(security.clone()),
                 log_store,
                 state_machine,
             ))
@@ -289,6 +294,7 @@ impl Cluster {
                 Arc::clone(&controller),
                 Arc::clone(&directory_id),
                 Arc::clone(&kafka_clients),
+                security.clone(),
             ));
         }
         let members: BTreeMap<u64, QuorumNode> = voters
@@ -309,6 +315,7 @@ impl Cluster {
                     directory_id: directory_id.to_string(),
                     bootstrap: config.controller_quorum_bootstrap.clone(),
                     auto_join: config.controller_quorum_auto_join,
+                    security: security.clone(),
                 };
                 runtime.spawn(join.run(raft.clone()));
             }
@@ -381,7 +388,9 @@ impl Cluster {
                     continue;
                 }
             };
-            let peer = peers.entry(id).or_insert_with(|| network::Peer::new(addr));
+            let peer = peers
+                .entry(id)
+                .or_insert_with(|| network::Peer::new(addr, &self.security));
             let rpc = network::Rpc::FetchMetadata {
                 after,
                 wait_ms: METADATA_FETCH_WAIT.as_millis() as u64,
@@ -827,11 +836,12 @@ impl Cluster {
         };
         let peer = {
             let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(
-                peers
-                    .entry(leader)
-                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(network::Peer::new(addr)))),
-            )
+            Arc::clone(peers.entry(leader).or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(network::Peer::new(
+                    addr,
+                    &self.security,
+                )))
+            }))
         };
         let left = deadline
             .saturating_duration_since(Instant::now())

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::ResponseError;
 
 use super::controller::{ControllerReply, ControllerRequest, QUORUM_CHANGE_TIMEOUT};
-use super::network::{Peer, ProbeReply, Rpc, RpcReply};
+use super::network::{Peer, ProbeReply, Rpc, RpcReply, Security};
 use super::{INITIALIZE_FALLBACK, QuorumNode, Raft};
 
 /// How often the bootstrap servers are asked again.
@@ -39,6 +39,7 @@ pub struct QuorumJoin {
     pub directory_id: String,
     pub bootstrap: Vec<String>,
     pub auto_join: bool,
+    pub security: Security,
 }
 
 impl QuorumJoin {
@@ -56,7 +57,7 @@ impl QuorumJoin {
             for addr in &self.bootstrap {
                 let peer = peers
                     .entry(addr.clone())
-                    .or_insert_with(|| Peer::new(addr.clone()));
+                    .or_insert_with(|| Peer::new(addr.clone(), &self.security));
                 match peer.call(&Rpc::Probe, PROBE_TIMEOUT).await {
                     Ok(RpcReply::Probe(p)) => answers.push((addr.clone(), p)),
                     _ => everyone = false,
@@ -120,7 +121,7 @@ impl QuorumJoin {
         };
         let peer = peers
             .entry(leader_addr.clone())
-            .or_insert_with(|| Peer::new(leader_addr));
+            .or_insert_with(|| Peer::new(leader_addr, &self.security));
         let reply = peer
             .call(
                 &Rpc::Controller(req),

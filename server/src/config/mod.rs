@@ -40,6 +40,11 @@ pub struct BrokerConfig {
     pub listener_specs: Vec<(String, String, u16)>,
     /// The controller listener's address (from `listeners` and `controller.listener.names`).
     pub controller_listener: Option<SocketAddr>,
+    /// The controller listener's security protocol and keys (`listener.security.protocol.map`
+    /// and `listener.name.<controller>.*` for the first of `controller.listener.names`):
+    /// how this node serves it, and how it reaches the controllers even when it does not
+    /// listen on it (a broker-only node).
+    pub controller_security: (SecurityProtocol, BTreeMap<String, String>),
     /// `broker.rack`.
     pub broker_rack: Option<String>,
     /// `broker.heartbeat.interval.ms`.
@@ -189,6 +194,7 @@ impl Default for BrokerConfig {
             listener_protocols: default_protocol_map(),
             listener_specs: vec![("PLAINTEXT".into(), "127.0.0.1".into(), 9092)],
             controller_listener: None,
+            controller_security: (SecurityProtocol::Plaintext, BTreeMap::new()),
             broker_rack: None,
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
@@ -463,11 +469,9 @@ impl BrokerConfig {
                         .ok_or_else(|| bad("at least 1"))?
                 }
                 "security.inter.broker.protocol" => {
-                    if SecurityProtocol::parse(v) != Some(SecurityProtocol::Plaintext) {
-                        return Err(bad(
-                            "replication between brokers runs over PLAINTEXT only for now",
-                        ));
-                    }
+                    // Kafka's older form: the listener named as the protocol.
+                    let p = SecurityProtocol::parse(v).ok_or_else(|| bad("not a protocol"))?;
+                    self.inter_broker_listener_name = Some(p.name().to_owned());
                 }
                 k if listener::is_security_key(k) => {
                     self.security_props.insert(k.to_owned(), v.clone());
@@ -730,12 +734,6 @@ impl BrokerConfig {
                 .ok_or_else(|| format!("listener {name}: unknown security protocol {proto}"))?;
             let bind = resolve(host, *port)?;
             if self.controller_listener_names.contains(name) {
-                if protocol != SecurityProtocol::Plaintext {
-                    return Err(format!(
-                        "controller listener {name}: the controller quorum speaks PLAINTEXT \
-                         only for now"
-                    ));
-                }
                 self.controller_listener = Some(bind);
                 continue;
             }
@@ -769,6 +767,23 @@ impl BrokerConfig {
         }
         if !kafka.is_empty() {
             self.listeners = kafka;
+        }
+        if let Some(name) = self.controller_listener_names.first() {
+            let protocol = match self.listener_protocols.get(name) {
+                Some(p) => SecurityProtocol::parse(p)
+                    .ok_or_else(|| format!("listener {name}: unknown security protocol {p}"))?,
+                None => SecurityProtocol::Plaintext,
+            };
+            if protocol.sasl() {
+                return Err(format!(
+                    "controller listener {name} is {}: the controller quorum speaks PLAINTEXT \
+                     or SSL (with ssl.client.auth=required for mutual TLS)",
+                    protocol.name()
+                ));
+            }
+            let props =
+                listener::listener_props(name, &self.security_props, &self.listener_prefixed);
+            self.controller_security = (protocol, props);
         }
         if let Some(n) = &self.inter_broker_listener_name
             && !self.listeners.iter().any(|l| l.name == *n)
@@ -855,6 +870,12 @@ impl BrokerConfig {
         self.process_roles.iter().any(|r| r == "broker")
     }
 
+    /// Whether this node is one of several (a quorum of more than one voter, a dynamic
+    /// quorum, or a broker-only node following controllers).
+    pub fn multi_node(&self) -> bool {
+        self.quorum_voters().len() > 1 || self.dynamic_quorum() || !self.is_controller()
+    }
+
     /// Whether this node is a controller-quorum voter.
     pub fn is_controller(&self) -> bool {
         self.process_roles.iter().any(|r| r == "controller")
@@ -904,17 +925,6 @@ impl BrokerConfig {
                     self.controller_listener_names.join(",")
                 ));
             }
-        }
-        if self.quorum_voters().len() > 1
-            && let Some(l) = self.inter_broker_listener()
-            && l.protocol != SecurityProtocol::Plaintext
-        {
-            return Err(format!(
-                "inter-broker listener {} is {}: replication between brokers runs over \
-                 PLAINTEXT only for now (set inter.broker.listener.name to a PLAINTEXT listener)",
-                l.name,
-                l.protocol.name()
-            ));
         }
         if self.initial_user.is_some() != self.initial_user_password.is_some() {
             return Err(

@@ -111,7 +111,8 @@ async fn run(ctx: &Rc<ShardCtx>, leader: i32, id: u32) {
             continue;
         };
         if conn.is_none() {
-            match Conn::connect(&address, "ringmq-replica-fetcher").await {
+            match Conn::connect(&address, "ringmq-replica-fetcher", &ctx.broker.inter_broker).await
+            {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");

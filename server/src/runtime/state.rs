@@ -67,6 +67,8 @@ pub struct Broker {
     pub auth_failures: crate::security::sasl::AuthFailures,
     /// Key for the made-up SCRAM salts of unknown users (random per process).
     pub sasl_secret: Vec<u8>,
+    /// How this broker reaches the other brokers' inter-broker listener.
+    pub inter_broker: Arc<crate::security::peer_client::PeerSecurity>,
 }
 
 #[derive(Debug, Default)]

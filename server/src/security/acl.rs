@@ -229,11 +229,6 @@ pub fn due_to_report(last: &std::sync::atomic::AtomicU64) -> bool {
         .is_ok()
 }
 
-/// The principal other brokers reach this one with: inter-broker traffic runs over the
-/// inter-broker listener, which is PLAINTEXT (ringmq does not yet authenticate it), so
-/// `User:ANONYMOUS`.
-pub const INTER_BROKER_PRINCIPAL: &str = "User:ANONYMOUS";
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use std::time::Instant;
 pub mod acl;
 pub mod ktls;
 pub mod listener;
+pub mod peer_client;
 pub mod principal;
 pub mod sasl;
 pub mod scram;

@@ -23,7 +23,7 @@ fn hmac_alg(m: Mechanism) -> hmac::Algorithm {
     }
 }
 
-fn digest_alg(m: Mechanism) -> &'static digest::Algorithm {
+pub(super) fn digest_alg(m: Mechanism) -> &'static digest::Algorithm {
     match m {
         Mechanism::ScramSha512 => &digest::SHA512,
         _ => &digest::SHA256,
@@ -37,7 +37,7 @@ fn pbkdf2_alg(m: Mechanism) -> pbkdf2::Algorithm {
     }
 }
 
-fn mac(m: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(super) fn mac(m: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(hmac_alg(m), key), data)
         .as_ref()
         .to_vec()

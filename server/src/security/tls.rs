@@ -62,7 +62,7 @@ fn mtime(path: &PathBuf) -> Option<SystemTime> {
 impl TlsServer {
     pub fn new(l: &Listener) -> Result<Self, String> {
         let config = build(l)?;
-        let client_auth = client_auth(l)?;
+        let client_auth = client_auth(Keys::of(l))?;
         let rules = match l.prop("ssl.principal.mapping.rules") {
             Some(r) => PrincipalRules::parse(r)?,
             None => PrincipalRules::default(),
@@ -176,7 +176,7 @@ fn wants_ktls(l: &Listener) -> bool {
         .is_none_or(|v| v.trim() != "false")
 }
 
-fn client_auth(l: &Listener) -> Result<ClientAuth, String> {
+fn client_auth(l: Keys) -> Result<ClientAuth, String> {
     match l
         .prop("ssl.client.auth")
         .unwrap_or("none")
@@ -194,12 +194,33 @@ fn client_auth(l: &Listener) -> Result<ClientAuth, String> {
     }
 }
 
-fn read_pem(l: &Listener, key: &str) -> Result<Option<String>, String> {
-    match l.prop(key) {
+/// A listener's security keys, by its name (the server side of a listener, or the client
+/// side this broker uses to reach another broker's or a controller's listener).
+#[derive(Clone, Copy)]
+pub struct Keys<'a> {
+    pub name: &'a str,
+    pub props: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Keys<'a> {
+    pub fn of(l: &'a Listener) -> Self {
+        Keys {
+            name: &l.name,
+            props: &l.props,
+        }
+    }
+
+    fn prop(&self, key: &str) -> Option<&'a str> {
+        self.props.get(key).map(String::as_str)
+    }
+}
+
+fn read_pem(k: Keys, key: &str) -> Result<Option<String>, String> {
+    match k.prop(key) {
         None => Ok(None),
         Some(path) => std::fs::read_to_string(path)
             .map(Some)
-            .map_err(|e| format!("listener {}: {key}={path}: {e}", l.name)),
+            .map_err(|e| format!("listener {}: {key}={path}: {e}", k.name)),
     }
 }
 
@@ -247,41 +268,198 @@ fn private_key(
         .map_err(|e| format!("{what}: no usable private key ({e})"))
 }
 
-/// Builds the rustls configuration of a TLS listener from its keys.
-fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
-    let name = &l.name;
-    let store_type = l.prop("ssl.keystore.type").unwrap_or("PEM");
-    if !store_type.eq_ignore_ascii_case("PEM") {
-        return Err(format!(
-            "listener {name}: ssl.keystore.type={store_type} is not supported: ringmq reads PEM \
-             keystores (convert with `openssl pkcs12 -in store.p12 -nodes`)"
-        ));
+/// A certificate chain and its private key.
+pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// What a JKS or PKCS12 store holds: its private keys with their chains, and its
+/// trusted certificates.
+#[derive(Default)]
+struct JavaStore {
+    keys: Vec<Identity>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+/// Reads the JKS or PKCS12 store `<which>.location` (`which`: keystore or truststore)
+/// with `<which>.password`; a JKS private key with `ssl.key.password` (else the store's).
+fn java_store(k: Keys, which: &str, store_type: &str) -> Result<JavaStore, String> {
+    let name = k.name;
+    let location_key = format!("ssl.{which}.location");
+    let path = k.prop(&location_key).ok_or_else(|| {
+        format!("listener {name}: ssl.{which}.type={store_type} needs {location_key}")
+    })?;
+    let what = format!("listener {name} {which} {path}");
+    let bytes = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
+    let password = k
+        .prop(&format!("ssl.{which}.password"))
+        .ok_or_else(|| format!("{what}: a {store_type} store needs ssl.{which}.password"))?;
+    let mut out = JavaStore::default();
+    if store_type.eq_ignore_ascii_case("JKS") {
+        let mut store = jks::KeyStore::with_options(jks::KeyStoreOptions {
+            min_password_len: 0,
+            ..Default::default()
+        });
+        store
+            .load(bytes.as_slice(), password.as_bytes())
+            .map_err(|e| format!("{what}: not a JKS store for this password ({e})"))?;
+        let key_password = k.prop("ssl.key.password").unwrap_or(password);
+        for alias in store.aliases() {
+            if store.is_private_key_entry(&alias) {
+                let entry = store
+                    .get_private_key_entry(&alias, key_password.as_bytes())
+                    .map_err(|e| {
+                        format!(
+                            "{what}: cannot decrypt the key {alias:?} with ssl.key.password ({e})"
+                        )
+                    })?;
+                let chain = entry
+                    .certificate_chain
+                    .iter()
+                    .map(|c| CertificateDer::from(c.content.clone()))
+                    .collect();
+                let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(entry.private_key));
+                out.keys.push((chain, key));
+            } else if let Ok(t) = store.get_trusted_certificate_entry(&alias) {
+                out.trusted
+                    .push(CertificateDer::from(t.certificate.content.clone()));
+            }
+        }
+    } else {
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &bytes,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| format!("{what}: not a PKCS12 store for this password ({e})"))?;
+        for (_, entry) in store.entries() {
+            match entry {
+                p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
+                    let certs = chain
+                        .certs()
+                        .iter()
+                        .map(|c| CertificateDer::from(c.as_der().to_vec()))
+                        .collect();
+                    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                        chain.key().as_der().to_vec(),
+                    ));
+                    out.keys.push((certs, key));
+                }
+                p12_keystore::KeyStoreEntry::Certificate(c) => {
+                    out.trusted.push(CertificateDer::from(c.as_der().to_vec()));
+                }
+                p12_keystore::KeyStoreEntry::Secret(_) => {}
+            }
+        }
     }
-    let (chain, key) = match l.prop("ssl.keystore.certificate.chain") {
+    Ok(out)
+}
+
+/// `ssl.<which>.type`: PEM (ringmq's default, Kafka's since 2.7), JKS or PKCS12.
+fn store_type<'a>(k: Keys<'a>, which: &str) -> Result<&'a str, String> {
+    let t = k.prop(&format!("ssl.{which}.type")).unwrap_or("PEM").trim();
+    if ["PEM", "JKS", "PKCS12"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(t))
+    {
+        Ok(t)
+    } else {
+        Err(format!(
+            "listener {}: ssl.{which}.type={t} is not supported (PEM, JKS or PKCS12)",
+            k.name
+        ))
+    }
+}
+
+/// The keystore (`ssl.keystore.location`, or the inline `ssl.keystore.certificate.chain`
+/// and `ssl.keystore.key`); `None` when neither is set.
+fn keystore(k: Keys) -> Result<Option<Identity>, String> {
+    let name = k.name;
+    let store_type = store_type(k, "keystore")?;
+    if !store_type.eq_ignore_ascii_case("PEM") {
+        if k.prop("ssl.keystore.location").is_none() {
+            return Ok(None);
+        }
+        let mut store = java_store(k, "keystore", store_type)?;
+        if store.keys.len() > 1 {
+            tracing::warn!(listener = %name, "the keystore holds several private keys; using the first");
+        }
+        return match store.keys.drain(..).next() {
+            Some(identity) if !identity.0.is_empty() => Ok(Some(identity)),
+            _ => Err(format!(
+                "listener {name}: the keystore has no private key with its certificate chain"
+            )),
+        };
+    }
+    let (chain, key) = match k.prop("ssl.keystore.certificate.chain") {
         Some(chain) => {
-            let key = l.prop("ssl.keystore.key").ok_or_else(|| {
+            let key = k.prop("ssl.keystore.key").ok_or_else(|| {
                 format!("listener {name}: ssl.keystore.certificate.chain needs ssl.keystore.key")
             })?;
             (chain.to_owned(), key.to_owned())
         }
-        None => {
-            let text = read_pem(l, "ssl.keystore.location")?.ok_or_else(|| {
-                format!(
-                    "listener {name} is {}: set ssl.keystore.location (a PEM file with the \
-                     private key and the certificate chain) or ssl.keystore.certificate.chain \
-                     and ssl.keystore.key",
-                    l.protocol.name()
-                )
-            })?;
-            (text.clone(), text)
-        }
+        None => match read_pem(k, "ssl.keystore.location")? {
+            Some(text) => (text.clone(), text),
+            None => return Ok(None),
+        },
     };
     let what = format!("listener {name} keystore");
     let certs = certificates(&chain, &what)?;
-    let key = private_key(&key, l.prop("ssl.key.password"), &what)?;
+    let key = private_key(&key, k.prop("ssl.key.password"), &what)?;
+    Ok(Some((certs, key)))
+}
 
+/// The trust store (`ssl.truststore.location` or the inline `ssl.truststore.certificates`);
+/// `None` when neither is set.
+fn truststore(k: Keys) -> Result<Option<rustls::RootCertStore>, String> {
+    let name = k.name;
+    let store_type = store_type(k, "truststore")?;
+    let certs = if !store_type.eq_ignore_ascii_case("PEM") {
+        if k.prop("ssl.truststore.location").is_none() {
+            return Ok(None);
+        }
+        let store = java_store(k, "truststore", store_type)?;
+        // A keystore used as a trust store trusts the chains of its keys (as Java does).
+        let mut certs = store.trusted;
+        for (chain, _) in store.keys {
+            certs.extend(chain);
+        }
+        if certs.is_empty() {
+            return Err(format!(
+                "listener {name}: the truststore holds no certificate"
+            ));
+        }
+        certs
+    } else {
+        let pem = match k.prop("ssl.truststore.certificates") {
+            Some(inline) => inline.to_owned(),
+            None => match read_pem(k, "ssl.truststore.location")? {
+                Some(pem) => pem,
+                None => return Ok(None),
+            },
+        };
+        certificates(&pem, &format!("listener {name} truststore"))?
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| format!("listener {name} truststore: {e}"))?;
+    }
+    Ok(Some(roots))
+}
+
+/// The crypto provider with `ssl.cipher.suites` applied, and `ssl.enabled.protocols`.
+fn provider_and_versions(
+    k: Keys,
+) -> Result<
+    (
+        Arc<rustls::crypto::CryptoProvider>,
+        Vec<&'static rustls::SupportedProtocolVersion>,
+    ),
+    String,
+> {
+    let name = k.name;
     let mut provider = rustls::crypto::ring::default_provider();
-    if let Some(list) = l.prop("ssl.cipher.suites").filter(|s| !s.trim().is_empty()) {
+    if let Some(list) = k.prop("ssl.cipher.suites").filter(|s| !s.trim().is_empty()) {
         let wanted: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
         provider.cipher_suites.retain(|s| {
             let rustls_name = format!("{:?}", s.suite());
@@ -296,7 +474,7 @@ fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
         }
     }
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-    let protocols = l.prop("ssl.enabled.protocols").unwrap_or("TLSv1.2,TLSv1.3");
+    let protocols = k.prop("ssl.enabled.protocols").unwrap_or("TLSv1.2,TLSv1.3");
     for p in protocols
         .split(',')
         .map(str::trim)
@@ -312,29 +490,39 @@ fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
             }
         }
     }
-    let provider = Arc::new(provider);
+    Ok((Arc::new(provider), versions))
+}
+
+/// Builds the rustls configuration of a TLS listener from its keys.
+fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
+    server_config(Keys::of(l), wants_ktls(l) && super::ktls::available())
+}
+
+/// The server side of TLS on listener `k`: its keystore, `ssl.client.auth` against its
+/// trust store, its protocols and suites; `ktls`: keep the session keys for the kernel.
+pub fn server_config(k: Keys, ktls: bool) -> Result<rustls::ServerConfig, String> {
+    let name = k.name;
+    let (certs, key) = keystore(k)?.ok_or_else(|| {
+        format!(
+            "listener {name} uses TLS: set ssl.keystore.location (a PEM file with the \
+             private key and the certificate chain) or ssl.keystore.certificate.chain \
+             and ssl.keystore.key"
+        )
+    })?;
+    let (provider, versions) = provider_and_versions(k)?;
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&versions)
         .map_err(|e| format!("listener {name}: {e}"))?;
-    let auth = client_auth(l)?;
+    let auth = client_auth(k)?;
     let builder = if auth == ClientAuth::None {
         builder.with_no_client_auth()
     } else {
-        let pem = match l.prop("ssl.truststore.certificates") {
-            Some(inline) => inline.to_owned(),
-            None => read_pem(l, "ssl.truststore.location")?.ok_or_else(|| {
-                format!(
-                    "listener {name}: ssl.client.auth needs a trust store \
-                     (ssl.truststore.location or ssl.truststore.certificates, PEM)"
-                )
-            })?,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certificates(&pem, &format!("listener {name} truststore"))? {
-            roots
-                .add(c)
-                .map_err(|e| format!("listener {name} truststore: {e}"))?;
-        }
+        let roots = truststore(k)?.ok_or_else(|| {
+            format!(
+                "listener {name}: ssl.client.auth needs a trust store \
+                 (ssl.truststore.location or ssl.truststore.certificates, PEM)"
+            )
+        })?;
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         let verifier = if auth == ClientAuth::Requested {
@@ -353,15 +541,122 @@ fn build(l: &Listener) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| format!("listener {name} keystore: {e}"))?;
     config.ignore_client_order = true;
     // kTLS needs the session keys once the handshake is done.
-    config.enable_secret_extraction = wants_ktls(l) && super::ktls::available();
+    config.enable_secret_extraction = ktls;
     Ok(config)
+}
+
+/// The client side of TLS to another node's listener `k` (the inter-broker or controller
+/// listener, with that listener's keys, as Kafka's brokers use them): the peer's
+/// certificate checked against the trust store, and its host name too unless
+/// `ssl.endpoint.identification.algorithm` is empty; the keystore, when set, is this
+/// node's client certificate (for `ssl.client.auth`).
+pub fn client_config(k: Keys) -> Result<rustls::ClientConfig, String> {
+    let name = k.name;
+    let roots = truststore(k)?.ok_or_else(|| {
+        format!(
+            "listener {name}: this node connects to other nodes' {name} listener over TLS and \
+             needs a trust store for their certificates (ssl.truststore.location or \
+             ssl.truststore.certificates, PEM)"
+        )
+    })?;
+    let (provider, versions) = provider_and_versions(k)?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| format!("listener {name} truststore: {e}"))?;
+    let check_host = k
+        .prop("ssl.endpoint.identification.algorithm")
+        .is_none_or(|a| !a.trim().is_empty());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("listener {name}: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+            inner: verifier,
+            check_host,
+        }));
+    match keystore(k)? {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("listener {name} keystore: {e}")),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// WebPKI's verification of a peer's chain, with the host name check Kafka's
+/// `ssl.endpoint.identification.algorithm=` (empty) turns off.
+#[derive(Debug)]
+struct ServerVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_host: bool,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_host => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The principal a node's own certificate maps to on listener `k` (what a peer that
+/// requires client certificates sees it as), if it has one.
+pub fn own_principal(k: Keys) -> Option<String> {
+    let (certs, _) = keystore(k).ok()??;
+    let subject = principal::subject_of(certs.first()?)?;
+    let rules = match k.prop("ssl.principal.mapping.rules") {
+        Some(r) => PrincipalRules::parse(r).ok()?,
+        None => PrincipalRules::default(),
+    };
+    Some(format!("User:{}", rules.map(&subject)))
 }
 
 /// Feeds socket bytes to rustls, processes them, and moves the decrypted bytes to
 /// `plain` as they come (rustls holds at most 16 KiB of them and refuses more records
 /// until they are read). Returns whether the client sent close_notify.
-fn feed(
-    conn: &mut ServerConnection,
+pub(super) fn feed<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
     mut data: &[u8],
     plain: &mut BytesMut,
 ) -> std::io::Result<bool> {
@@ -375,8 +670,8 @@ fn feed(
     Ok(closed)
 }
 
-/// Moves what rustls decrypted to `plain`; true once the client closed (close_notify).
-fn drain(conn: &mut ServerConnection, plain: &mut BytesMut) -> std::io::Result<bool> {
+/// Moves what rustls decrypted to `plain`; true once the peer closed (close_notify).
+fn drain<D>(conn: &mut rustls::ConnectionCommon<D>, plain: &mut BytesMut) -> std::io::Result<bool> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match conn.reader().read(&mut chunk) {
@@ -391,20 +686,22 @@ fn drain(conn: &mut ServerConnection, plain: &mut BytesMut) -> std::io::Result<b
 /// Writes what rustls has to send.
 async fn flush(conn: &RefCell<ServerConnection>, sock: &mut TcpStream) -> std::io::Result<()> {
     loop {
-        let out = {
-            let mut c = conn.borrow_mut();
-            if !c.wants_write() {
-                return Ok(());
-            }
-            let mut out = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut out)?;
-            }
-            out
-        };
+        let out = pending(&mut conn.borrow_mut())?;
+        if out.is_empty() {
+            return Ok(());
+        }
         let BufResult(res, _) = sock.write_all(out).await;
         res?;
     }
+}
+
+/// The TLS bytes rustls has queued to send (empty when none).
+pub(super) fn pending<D>(conn: &mut rustls::ConnectionCommon<D>) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out)?;
+    }
+    Ok(out)
 }
 
 /// Runs the server handshake on `sock`. Returns the connection and the principal its

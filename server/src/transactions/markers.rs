@@ -209,7 +209,7 @@ async fn send(
     let conn = match peers.entry(leader) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => {
-            match Conn::connect(&address, "ringmq-txn-markers").await {
+            match Conn::connect(&address, "ringmq-txn-markers", &ctx.broker.inter_broker).await {
                 Ok(c) => e.insert(c),
                 Err(err) => {
                     tracing::debug!(leader, %address, error = %err, "cannot reach a partition leader for markers");

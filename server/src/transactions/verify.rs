@@ -86,9 +86,13 @@ pub async fn verify(
     let mut conn = slot.lock().await;
     if conn.is_none() {
         *conn = Some(
-            Conn::connect(&address, "ringmq-txn-verification")
-                .await
-                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+            Conn::connect(
+                &address,
+                "ringmq-txn-verification",
+                &ctx.broker.inter_broker,
+            )
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
         );
     }
     let Some(c) = conn.as_mut() else {
