@@ -95,6 +95,13 @@ class Certs:
         cert = _cert(_name(O=org, CN=cn), key, self._ca.subject, self._ca_key, server=True, client=client)
         return self._write(name, _key_pem(key, self.KEY_PASSWORD) + _pem(cert))
 
+    def server_pair(self, name, cn="localhost"):
+        """A server certificate (also good for client auth) and its unencrypted key, as
+        two PEM files: what openssl and keytool turn into PKCS12 and JKS stores."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(_name(O="ringmq", CN=cn), key, self._ca.subject, self._ca_key, server=True, client=True)
+        return self._write(f"{name}.pem", _pem(cert)), self._write(f"{name}.key", _key_pem(key))
+
     def _client(self, cn, issuer, issuer_key, prefix="client", days=(-1, 30)):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(_name(C="US", O="Example", OU="eng", CN=cn), key, issuer.subject, issuer_key, days=days)

@@ -713,3 +713,75 @@ def test_a_transactional_id_needs_its_own_grant(acl_broker, certs):
     p.begin_transaction()
     p.produce("orders", b"in-a-transaction")
     p.commit_transaction(30)
+
+
+def keytool_stores(certs, d):
+    """Stores made the way the seeds' guide and Kafka's docs make them: openssl exports the
+    key and chain as PKCS12, keytool converts it to JKS and imports the CA into JKS and
+    PKCS12 trust stores (Java 17's keytool: PBES2/AES and HMAC-SHA256 in PKCS12)."""
+    cert, key = certs.server_pair("stores-server")
+    run = lambda *a: subprocess.run(list(map(str, a)), check=True, capture_output=True, text=True)
+    stores = {name: str(d / name) for name in ("server.p12", "server.jks", "trust.jks", "trust.p12")}
+    run("openssl", "pkcs12", "-export", "-in", cert, "-inkey", key, "-certfile", certs.ca, "-name", "broker",
+        "-passout", "pass:store-secret", "-out", stores["server.p12"])
+    run("keytool", "-importkeystore", "-noprompt", "-srckeystore", stores["server.p12"], "-srcstoretype", "PKCS12",
+        "-srcstorepass", "store-secret", "-destkeystore", stores["server.jks"], "-deststoretype", "JKS",
+        "-deststorepass", "store-secret", "-destkeypass", "key-secret-2", "-srcalias", "broker")
+    for store, kind in (("trust.jks", "JKS"), ("trust.p12", "PKCS12")):
+        run("keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", certs.ca, "-keystore", stores[store],
+            "-storetype", kind, "-storepass", "trust-secret")
+    return stores
+
+
+def test_jks_and_pkcs12_stores_on_the_broker_and_the_clients(make_broker, certs, tmp_path, classpath):
+    """A JKS keystore (with its own key password) and a PKCS12 trust store on an SSL
+    listener that requires client certificates; the Java console clients and ringmq's
+    CLI connect with JKS and PKCS12 stores of their own; a wrong store password stops the
+    broker with the reason."""
+    stores = keytool_stores(certs, tmp_path)
+    port = free_port()
+    props = {
+        "listeners": f"SSL://127.0.0.1:{port}",
+        "listener.security.protocol.map": "SSL:SSL",
+        "ssl.keystore.type": "JKS", "ssl.keystore.location": stores["server.jks"],
+        "ssl.keystore.password": "store-secret", "ssl.key.password": "key-secret-2",
+        "ssl.truststore.type": "PKCS12", "ssl.truststore.location": stores["trust.p12"],
+        "ssl.truststore.password": "trust-secret",
+        "ssl.client.auth": "required",
+    }
+    b = make_broker(properties=props).start()
+    addr = f"localhost:{port}"
+    java = tmp_path / "java-client.properties"
+    java.write_text("security.protocol=SSL\n"
+                    f"ssl.truststore.type=JKS\nssl.truststore.location={stores['trust.jks']}\n"
+                    "ssl.truststore.password=trust-secret\n"
+                    f"ssl.keystore.type=PKCS12\nssl.keystore.location={stores['server.p12']}\n"
+                    "ssl.keystore.password=store-secret\n")
+    tool(classpath, "TopicCommand", "--bootstrap-server", addr, "--command-config", java, "--create",
+         "--topic", "stores", "--partitions", 1)
+    tool(classpath, "ConsoleProducer", "--bootstrap-server", addr, "--topic", "stores",
+         "--command-config", java, stdin="".join(f"s{i}\n" for i in range(5)))
+    # ringmq's CLI with the same Java properties: JKS trust store, PKCS12 keystore.
+    out = cli(addr, str(java), "consume", "stores", "--from-beginning", "--max-messages", 5,
+              "--idle-timeout-ms", 20000)
+    assert sorted(out.split())[-5:] == [f"s{i}" for i in range(5)], out
+    cli_jks = tmp_path / "cli-jks.properties"
+    cli_jks.write_text("security.protocol=SSL\n"
+                       f"ssl.truststore.type=PKCS12\nssl.truststore.location={stores['trust.p12']}\n"
+                       "ssl.truststore.password=trust-secret\n"
+                       f"ssl.keystore.type=JKS\nssl.keystore.location={stores['server.jks']}\n"
+                       "ssl.keystore.password=store-secret\nssl.key.password=key-secret-2\n")
+    assert "stores" in cli(addr, str(cli_jks), "topic", "list").split()
+    # Without a client certificate the listener refuses the handshake.
+    no_cert = tmp_path / "no-cert.properties"
+    no_cert.write_text("security.protocol=SSL\n"
+                       f"ssl.truststore.type=JKS\nssl.truststore.location={stores['trust.jks']}\n"
+                       "ssl.truststore.password=trust-secret\n")
+    assert "stores" not in cli(addr, str(no_cert), "topic", "list", check=False)
+    b.expected_log += [r"TLS handshake failed|handshake"]
+    b.stop()
+
+    bad = make_broker(properties={**props, "ssl.keystore.password": "wrong"}, name="bad")
+    with pytest.raises(RuntimeError) as e:
+        bad.start()
+    assert "not a JKS store for this password" in str(e.value), str(e.value)[-2000:]
