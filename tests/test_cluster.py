@@ -1160,9 +1160,12 @@ def test_replication_refused_by_the_authorizer_is_an_error_on_both_sides_and_at_
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "true"}).start()
     refusal = [r"refusing replica fetches", r"the leader refuses this broker's replica fetches",
-               r"inter-broker principal lacks CLUSTER_ACTION"]
+               r"inter-broker principal lacks CLUSTER_ACTION",
+               r"allow.everyone.if.no.acl.found=true opens every resource"]
     for b in c.brokers.values():
         b.expected_log += refusal
+        # The unsafe open model is named at start-up, with the safe one to use instead.
+        assert "use ringmq.open.resources=topic,group" in b.log_path.read_text()
     create(c.bootstrap, "guarded", partitions=1, rf=3)
     # An ACL on the cluster for someone else: ANONYMOUS no longer may act on it.
     subprocess.run([str(RINGMQ), "-b", c.bootstrap, "acl", "add", "--resource", "cluster",

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                   ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                   ScramMechanism, UserScramCredentialDeletion,
+                                   UserScramCredentialUpsertion)
 
 import kafka_wire as kw
 from certs import Certs, ktls_available
@@ -598,25 +600,64 @@ def test_acls_permit_and_deny_each_api(acl_broker, certs):
 
 
 def test_a_topic_without_grants_is_open_to_authenticated_users(make_broker, certs, tmp_path):
-    """The seeds' model: with allow.everyone.if.no.acl.found=true a topic nobody was
-    granted is open to every authenticated user; once someone is granted, only they."""
+    """The seeds' model, in its safe form (ringmq.open.resources=topic,group): a topic or
+    group nobody was granted is open to every authenticated user; once someone is granted
+    a topic, only they. The cluster, users and ACLs stay with the super users, ANONYMOUS
+    gets nothing, and a subscriber's `Group:*` grant closes no one else's groups."""
     props, addrs = secure_properties(certs, **{
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users": "User:root", "allow.everyone.if.no.acl.found": "true"})
+        "super.users": "User:root", "ringmq.open.resources": "topic,group"})
     b = make_broker(properties=props).start()
     wait_for_initial_user(b)
     addr = addrs["sasl_ssl"]
     root = client_properties(tmp_path / "root.properties", certs, "root", ROOT_PASSWORD)
     cli(addr, root, "user", "create", "dana", "--password", "dana-pw")
     cli(addr, root, "user", "create", "eve", "--password", "eve-pw")
-    roundtrip(sasl(addr, certs, "SCRAM-SHA-256", "dana", "dana-pw"), "open-topic", n=3)
+    dana = sasl(addr, certs, "SCRAM-SHA-256", "dana", "dana-pw")
+    roundtrip(dana, "open-topic", n=3)
     cli(addr, root, "topic", "grant", "open-topic", "--user", "eve", "--access", "both")
     errs = []
-    p = Producer({**sasl(addr, certs, "SCRAM-SHA-256", "dana", "dana-pw"), "message.timeout.ms": 5000})
+    p = Producer({**dana, "message.timeout.ms": 5000})
     p.produce("open-topic", b"y", on_delivery=lambda err, m: errs.append(err and err.code()))
     p.flush(10)
     assert errs == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
     roundtrip(sasl(addr, certs, "SCRAM-SHA-256", "eve", "eve-pw"), "open-topic-2", n=3)
+    # Eve's subscription added READ on Group:* for her: dana's groups stay open.
+    assert eve_group_grant(cli(addr, root, "acl", "list"))
+    roundtrip(dana, "open-topic-3", n=3)
+
+    # Cluster operations are not open: no ACLs, no password changes, no topic-wide admin.
+    admin = AdminClient(dana)
+    mine = AclBinding(ResourceType.TOPIC, "open-topic", ResourcePatternType.LITERAL, "User:dana", "*",
+                      AclOperation.ALL, AclPermissionType.ALLOW)
+    with pytest.raises(KafkaException) as e:
+        list(admin.create_acls([mine]).values())[0].result(15)
+    assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    upsert = UserScramCredentialUpsertion("root", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096),
+                                          b"taken-over")
+    with pytest.raises(KafkaException) as e:
+        list(admin.alter_user_scram_credentials([upsert]).values())[0].result(15)
+    assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    roundtrip(sasl(addr, certs, "SCRAM-SHA-256", "root", ROOT_PASSWORD), "root-still-works", n=1)
+
+    # ANONYMOUS (the PLAINTEXT listener) is not an authenticated user.
+    errs = []
+    p = Producer({"bootstrap.servers": addrs["plain"], "message.timeout.ms": 5000})
+    p.produce("open-topic-4", b"z", on_delivery=lambda err, m: errs.append(err and err.code()))
+    p.flush(10)
+    assert errs and errs[0] in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._MSG_TIMED_OUT), errs
+
+    # Revoking eve's last subscription takes her Group:* grant with it.
+    cli(addr, root, "topic", "grant", "open-topic-5", "--user", "eve", "--access", "subscribe")
+    cli(addr, root, "topic", "grant", "open-topic-5", "--user", "eve", "--access", "subscribe", "--revoke")
+    assert eve_group_grant(cli(addr, root, "acl", "list"))  # open-topic is still hers
+    cli(addr, root, "topic", "grant", "open-topic", "--user", "eve", "--access", "both", "--revoke")
+    listing = cli(addr, root, "acl", "list")
+    assert "User:eve" not in listing, listing
+
+
+def eve_group_grant(listing):
+    return any(l.split()[:1] == ["Group"] and "User:eve" in l for l in listing.splitlines())
 
 
 def test_kafka_cli_tools_manage_users_and_acls(acl_broker, certs, tmp_path, classpath):

@@ -198,6 +198,9 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         std::time::Duration::from_millis(broker.config.ssl_reload_check_ms),
     )
     .context("starting the TLS file watch")?;
+    if let Some(why) = broker.config.authorizer.unsafe_open() {
+        tracing::warn!("{why}");
+    }
     if !broker.config.ignored_kafka_keys.is_empty() {
         tracing::warn!(
             keys = ?broker.config.ignored_kafka_keys,

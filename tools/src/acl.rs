@@ -290,6 +290,29 @@ pub async fn run(bootstrap: &str, cmd: AclCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `who` still has an ALLOW READ on some topic.
+fn reads_any_topic(bootstrap: &str, who: &str) -> anyhow::Result<bool> {
+    let req = DescribeAclsRequest::default()
+        .with_resource_type_filter(2)
+        .with_resource_name_filter(None)
+        .with_pattern_type_filter(1)
+        .with_principal_filter(Some(StrBytes::from_string(who.to_owned())))
+        .with_host_filter(None)
+        .with_operation(3)
+        .with_permission_type(3);
+    let mut wire = crate::bench::Wire::connect(crate::first(bootstrap))?;
+    let resp = wire.call(1, &req)?;
+    anyhow::ensure!(
+        resp.error_code == 0,
+        "{} (error {})",
+        resp.error_message
+            .as_deref()
+            .unwrap_or("listing ACLs failed"),
+        resp.error_code
+    );
+    Ok(resp.resources.iter().any(|r| !r.acls.is_empty()))
+}
+
 /// `ringmq topic grant TOPIC --user U --access publish|subscribe|both [--revoke]`.
 pub fn grant(bootstrap: &str, args: GrantArgs) -> anyhow::Result<()> {
     let who = principal(&args.user);
@@ -304,9 +327,13 @@ pub fn grant(bootstrap: &str, args: GrantArgs) -> anyhow::Result<()> {
         bindings.push((3, "*".to_owned(), 3, who.clone(), "*".to_owned(), 3, 3));
     }
     if args.revoke {
-        // The group grant may serve other topics: only the topic grants go.
-        bindings.retain(|b| b.0 == 2);
-        let n = remove(bootstrap, &bindings)?;
+        // The group grant serves every topic the user subscribes to: it goes with the
+        // last topic READ grant of that user.
+        let (topics, group): (Vec<_>, Vec<_>) = bindings.into_iter().partition(|b| b.0 == 2);
+        let mut n = remove(bootstrap, &topics)?;
+        if !group.is_empty() && !reads_any_topic(bootstrap, &who)? {
+            n += remove(bootstrap, &group)?;
+        }
         println!("revoked {n} grant(s) of {who} on {}", args.topic);
     } else {
         create(bootstrap, &bindings)?;

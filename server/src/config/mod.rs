@@ -458,6 +458,22 @@ impl BrokerConfig {
                 "allow.everyone.if.no.acl.found" => {
                     self.authorizer.allow_if_no_acl = v.parse().map_err(|_| bad("true or false"))?
                 }
+                "ringmq.open.resources" => {
+                    use crate::security::acl::resource;
+                    self.authorizer.open_resources = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| match t.to_ascii_lowercase().as_str() {
+                            "topic" => Ok(resource::TOPIC),
+                            "group" => Ok(resource::GROUP),
+                            "transactional-id" | "transactional_id" => {
+                                Ok(resource::TRANSACTIONAL_ID)
+                            }
+                            _ => Err(bad("a list of topic, group, transactional-id")),
+                        })
+                        .collect::<Result<_, _>>()?
+                }
                 "ringmq.ssl.reload.check.ms" => {
                     self.ssl_reload_check_ms = v.parse().map_err(|_| bad("not a duration in ms"))?
                 }

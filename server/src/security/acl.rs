@@ -169,6 +169,12 @@ pub struct Authorizer {
     pub super_users: HashSet<String>,
     /// `allow.everyone.if.no.acl.found`.
     pub allow_if_no_acl: bool,
+    /// `ringmq.open.resources` (resource type codes): a resource of one of these types
+    /// that no ACL names (by its literal name or a prefix; a `*` ACL does not count) is
+    /// open to every authenticated principal. The seeds' open-topic model without
+    /// opening the cluster, users and ACLs to everyone as `allow.everyone.if.no.acl.found`
+    /// does.
+    pub open_resources: Vec<i8>,
 }
 
 impl Authorizer {
@@ -187,12 +193,14 @@ impl Authorizer {
         }
         let host = host.to_string();
         let mut any_acl = false;
+        let mut named = false;
         let mut allowed = false;
         for b in acls {
             if b.resource_type != resource_type || !pattern_applies(b, name) {
                 continue;
             }
             any_acl = true;
+            named |= b.pattern != pattern::LITERAL || b.name != "*";
             if (b.principal != principal && b.principal != "User:*")
                 || (b.host != "*" && b.host != host)
             {
@@ -207,7 +215,20 @@ impl Authorizer {
                 allowed = true;
             }
         }
-        allowed || (!any_acl && self.allow_if_no_acl)
+        allowed
+            || (!any_acl && self.allow_if_no_acl)
+            || (!named
+                && principal != super::ANONYMOUS
+                && self.open_resources.contains(&resource_type))
+    }
+
+    /// Why this configuration is unsafe, if it is: `allow.everyone.if.no.acl.found`
+    /// also opens the cluster resource (creating ACLs, changing any user's password) to
+    /// every principal, ANONYMOUS included.
+    pub fn unsafe_open(&self) -> Option<&'static str> {
+        (self.enabled && self.allow_if_no_acl).then_some(
+            "allow.everyone.if.no.acl.found=true opens every resource without ACLs to every principal, ANONYMOUS included: the cluster too, so anyone may create ACLs and change any user's password. For the open-topic model use ringmq.open.resources=topic,group (ungranted topics and groups open to authenticated users; the cluster, users and ACLs for super users) and set allow.everyone.if.no.acl.found=false",
+        )
     }
 }
 
@@ -245,6 +266,8 @@ mod tests {
         }
     }
 
+    const ANONYMOUS_PRINCIPAL: &str = super::super::ANONYMOUS;
+
     #[test]
     fn standard_authorizer_rules() {
         let host: IpAddr = "10.0.0.9".parse().unwrap();
@@ -252,6 +275,7 @@ mod tests {
             enabled: true,
             super_users: ["User:admin".to_owned()].into(),
             allow_if_no_acl: false,
+            open_resources: Vec::new(),
         };
         let acls = vec![
             acl(
@@ -316,10 +340,46 @@ mod tests {
             can("User:admin", op::DELETE, resource::CLUSTER, CLUSTER_NAME),
             "super user"
         );
+        let safe = Authorizer {
+            open_resources: vec![resource::TOPIC, resource::GROUP],
+            ..a.clone()
+        };
+        let safe_can =
+            |who: &str, o: i8, rt: i8, name: &str| safe.authorize(&acls, who, host, o, rt, name);
+        assert!(safe_can(
+            "User:carol",
+            op::WRITE,
+            resource::TOPIC,
+            "unlisted"
+        ));
+        assert!(!safe_can(
+            "User:carol",
+            op::WRITE,
+            resource::TOPIC,
+            "orders"
+        ));
+        assert!(
+            safe_can("User:carol", op::READ, resource::GROUP, "carols"),
+            "bob's Group:* grant closes no one else's group"
+        );
+        assert!(!safe_can(
+            ANONYMOUS_PRINCIPAL,
+            op::READ,
+            resource::TOPIC,
+            "unlisted"
+        ));
+        assert!(!safe_can(
+            "User:carol",
+            op::ALTER,
+            resource::CLUSTER,
+            CLUSTER_NAME
+        ));
+        assert!(safe.unsafe_open().is_none());
         let open = Authorizer {
             allow_if_no_acl: true,
             ..a.clone()
         };
+        assert!(open.unsafe_open().is_some());
         assert!(open.authorize(
             &acls,
             "User:bob",
