@@ -193,3 +193,68 @@ def test_a_static_quorum_refuses_voter_changes(make_cluster, tmp_path):
         "version=1\ncluster.id=x\nnode.id=2\ndirectory.id=pJ7AvVz0QfeE4nTxcRjLsg\n")
     r = quorum_tool("--bootstrap-server", c.bootstrap, "--command-config", str(props), "add-controller", ok=False)
     assert r.returncode != 0 and "UnsupportedVersion" in r.stderr + r.stdout, r.stderr[-2000:]
+
+
+def update_raft_voter(addr, voter_id, directory, host, port, listener="CONTROLLER"):
+    """UpdateRaftVoter v0 (key 82), hand-encoded (no Python client has it); returns the
+    response's error code."""
+    import struct
+    import uuid
+    import kafka_wire as kw
+
+    def compact(s):
+        b = s.encode()
+        return bytes([len(b) + 1]) + b
+    body = (b"\x00"                                    # ClusterId: null
+            + struct.pack(">ii", -1, voter_id)         # CurrentLeaderEpoch, VoterId
+            + uuid_bytes(directory)
+            + bytes([2]) + compact(listener) + compact(host) + struct.pack(">H", port) + b"\x00"
+            + struct.pack(">hh", 0, 1) + b"\x00"        # KRaftVersionFeature
+            + b"\x00")
+    header = struct.pack(">hhih", 82, 0, 7, 5) + b"tests" + b"\x00"
+    s = kw.connect(addr)
+    try:
+        s.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        resp = kw.read_frame(s)
+    finally:
+        s.close()
+    correlation, = struct.unpack(">i", resp[:4])
+    assert correlation == 7
+    _throttle, error = struct.unpack(">ih", resp[5:11])
+    return error
+
+
+def uuid_bytes(kafka_id):
+    """A Kafka uuid (url-safe base64 of 16 bytes) as its 16 bytes."""
+    import base64
+    return base64.urlsafe_b64decode(kafka_id + "==")
+
+
+def test_a_voter_restarted_on_another_controller_port_updates_its_endpoint(make_cluster):
+    """UpdateRaftVoter (KIP-853): node 3 of a dynamic quorum restarts with its controller
+    listener on another port and has its endpoint updated in the quorum (as Kafka's
+    controllers do), so with node 1 killed, nodes 2 and 3 are still a majority that
+    commits metadata. The API itself answers VOTER_NOT_FOUND for a node that is not a
+    voter or gives another directory id, and accepts the voter's own endpoint."""
+    c = make_cluster(3, dynamic=3).start()
+    voters, _, out = status(c.brokers[2].bootstrap)
+    assert voters == {1, 2, 3}, out
+    b3 = c.brokers[3]
+    old, new = c.controller_ports[3], free_port()
+    b3.stop()
+    b3.config_path.write_text(b3.config_path.read_text().replace(f":{old}", f":{new}"))
+    c.controller_ports[3] = new
+    b3.start()
+    c.wait_for(lambda: f":{new}" in status(c.brokers[1].bootstrap)[2], 30, "node 3's new endpoint")
+    assert "this controller's endpoint is updated in the quorum" in b3.log_path.read_text()
+
+    addr = c.brokers[2].bootstrap
+    assert update_raft_voter(addr, 9, directory_id(b3.dir), "127.0.0.1", new) == 127  # VOTER_NOT_FOUND
+    assert update_raft_voter(addr, 3, directory_id(c.brokers[1].dir), "127.0.0.1", new) == 127
+    assert update_raft_voter(addr, 3, directory_id(b3.dir), "127.0.0.1", new) == 0
+
+    c.brokers[1].kill9()
+    c.wait_for(lambda: re.search(r"LeaderId:\s+([23])\b", status(c.brokers[2].bootstrap)[2]), 30,
+               "a controller among nodes 2 and 3")
+    create(c.brokers[2].bootstrap, "after-move", partitions=1, rf=2)
+    assert "after-move" in c.metadata(via=c.brokers[3], topic="after-move").topics

@@ -149,6 +149,13 @@ pub enum ControllerRequest {
         id: i32,
         directory_id: Option<String>,
     },
+    /// UpdateRaftVoter (KIP-853): a voter's controller endpoint changed (it restarted
+    /// with another advertised address). A known directory id must match.
+    UpdateVoter {
+        id: i32,
+        directory_id: Option<String>,
+        addr: String,
+    },
     /// ElectLeaders: the preferred replica (the first assigned) back as leader, or with
     /// `unclean` any live replica for a partition without a leader. `None`: all.
     ElectLeaders {
@@ -467,6 +474,54 @@ impl Controller {
                 }
                 reply
             }
+            ControllerRequest::UpdateVoter {
+                id,
+                directory_id,
+                addr,
+            } => {
+                let nid = u64::try_from(id).unwrap_or(u64::MAX);
+                let Some(node) = nodes.get(&nid).filter(|_| voters.contains(&nid)) else {
+                    return error(
+                        ResponseError::VoterNotFound,
+                        format!("node {id} is not a voter"),
+                    );
+                };
+                if let (Some(asked), Some(known)) = (&directory_id, &node.directory_id)
+                    && asked != known
+                {
+                    return error(
+                        ResponseError::VoterNotFound,
+                        format!("voter {id} has directory id {known}, not {asked}"),
+                    );
+                }
+                if node.addr == addr {
+                    return done();
+                }
+                let updated = QuorumNode {
+                    addr: addr.clone(),
+                    directory_id: node.directory_id.clone().or(directory_id),
+                };
+                let change = openraft::ChangeMembers::SetNodes(BTreeMap::from([(nid, updated)]));
+                match tokio::time::timeout(
+                    QUORUM_CHANGE_TIMEOUT,
+                    self.raft.change_membership(change, false),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {
+                        tracing::info!(voter = id, %addr, previous = %node.addr, "voter endpoint updated");
+                        done()
+                    }
+                    Ok(Err(e)) => error(
+                        ResponseError::RequestTimedOut,
+                        format!("updating voter {id}: {e}"),
+                    ),
+                    Err(_) => error(
+                        ResponseError::RequestTimedOut,
+                        format!("updating voter {id} did not commit in time"),
+                    ),
+                }
+            }
             _ => error(ResponseError::InvalidRequest, "not a quorum change".into()),
         }
     }
@@ -566,7 +621,10 @@ impl Controller {
                 answer: Answer::Quorum(super::quorum_view(&self.raft)),
             };
         }
-        if let ControllerRequest::AddVoter { .. } | ControllerRequest::RemoveVoter { .. } = req {
+        if let ControllerRequest::AddVoter { .. }
+        | ControllerRequest::RemoveVoter { .. }
+        | ControllerRequest::UpdateVoter { .. } = req
+        {
             // One quorum change at a time, as Raft requires; metadata decisions go on.
             let _one = self.quorum_change.lock().await;
             return self.change_quorum(req).await;
@@ -745,7 +803,8 @@ impl Controller {
         match req {
             ControllerRequest::DescribeQuorum
             | ControllerRequest::AddVoter { .. }
-            | ControllerRequest::RemoveVoter { .. } => Ok((Vec::new(), Answer::None)),
+            | ControllerRequest::RemoveVoter { .. }
+            | ControllerRequest::UpdateVoter { .. } => Ok((Vec::new(), Answer::None)),
             ControllerRequest::RegisterBroker {
                 id,
                 incarnation,

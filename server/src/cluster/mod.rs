@@ -353,6 +353,11 @@ impl Cluster {
             raft,
             controller: Arc::clone(&controller),
         })));
+        if let Some(addr) = config.controller_advertised() {
+            let c = Arc::clone(&cluster);
+            let directory_id = directory_id.to_string();
+            runtime.spawn(async move { c.update_own_endpoint(addr, directory_id).await });
+        }
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(CONTROLLER_TICK).await;
@@ -760,6 +765,46 @@ impl Cluster {
                 message: format!("controller task failed: {e}"),
             })
         })
+    }
+
+    /// A voter that starts with another controller address than the quorum's membership
+    /// holds for it has it updated (Kafka's controllers send UpdateRaftVoter for this):
+    /// until then the others would keep calling the old one.
+    async fn update_own_endpoint(self: Arc<Self>, addr: String, directory_id: String) {
+        let Some(voter) = &self.voter else { return };
+        let me = self.node_id as u64;
+        loop {
+            let known = {
+                let m = voter.raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                let is_voter = membership.voter_ids().any(|v| v == me);
+                membership.get_node(&me).map(|n| (is_voter, n.addr.clone()))
+            };
+            match known {
+                // Not a member yet: a joining node gives its address when it joins.
+                None => {}
+                // An observer is not called by the others; a voter at its address is done.
+                Some((false, _)) => return,
+                Some((true, known)) if known == addr => return,
+                Some((true, known)) => {
+                    let req = ControllerRequest::UpdateVoter {
+                        id: self.node_id,
+                        directory_id: Some(directory_id.clone()),
+                        addr: addr.clone(),
+                    };
+                    match self.submit_inner(req, SUBMIT_TIMEOUT).await {
+                        Ok(_) => {
+                            tracing::info!(previous = %known, %addr, "this controller's endpoint is updated in the quorum");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e.message, "updating this controller's endpoint failed; retrying");
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn wait_reconciled(&self, index: u64, timeout: Duration) -> Result<(), SubmitError> {

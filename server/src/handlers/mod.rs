@@ -62,6 +62,7 @@ pub mod sync_group;
 pub mod topics;
 pub mod txn_offset_commit;
 pub mod unregister_broker;
+pub mod update_raft_voter;
 pub mod write_txn_markers;
 
 /// The table of served APIs: key, request type, response type. Each API is advertised
@@ -163,6 +164,7 @@ served_apis! {
     DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
     AddRaftVoter => AddRaftVoterRequest, AddRaftVoterResponse;
     RemoveRaftVoter => RemoveRaftVoterRequest, RemoveRaftVoterResponse;
+    UpdateRaftVoter => UpdateRaftVoterRequest, UpdateRaftVoterResponse;
     AddPartitionsToTxn => AddPartitionsToTxnRequest, AddPartitionsToTxnResponse;
     AddOffsetsToTxn => AddOffsetsToTxnRequest, AddOffsetsToTxnResponse;
     EndTxn => EndTxnRequest, EndTxnResponse;
@@ -200,6 +202,7 @@ pub const CONTROLLER_APIS: &[ApiKey] = &[
     ApiKey::UnregisterBroker,
     ApiKey::AddRaftVoter,
     ApiKey::RemoveRaftVoter,
+    ApiKey::UpdateRaftVoter,
 ];
 
 /// The versions of `api_key` served on a listener (the controller listener serves
@@ -280,6 +283,8 @@ fn cluster_operation(api_key: ApiKey) -> Option<i8> {
         | ApiKey::AddRaftVoter
         | ApiKey::RemoveRaftVoter
         | ApiKey::AlterReplicaLogDirs => Some(op::ALTER),
+        // Sent by controllers to each other, as Kafka authorizes it.
+        ApiKey::UpdateRaftVoter => Some(op::CLUSTER_ACTION),
         _ => None,
     }
 }
@@ -304,6 +309,7 @@ fn cluster_denied(api_key: ApiKey, req: &Request) -> Result<Response, CloseConne
         ApiKey::UnregisterBroker => denied!(UnregisterBrokerResponse),
         ApiKey::AddRaftVoter => denied!(AddRaftVoterResponse),
         ApiKey::RemoveRaftVoter => denied!(RemoveRaftVoterResponse),
+        ApiKey::UpdateRaftVoter => denied!(UpdateRaftVoterResponse),
         // No top-level error: nothing is moved, nothing is answered per partition.
         _ => crate::protocol::single(api_key, v, id, &AlterReplicaLogDirsResponse::default()),
     }
@@ -401,6 +407,7 @@ pub async fn dispatch(
         ApiKey::UnregisterBroker => unregister_broker::handle(ctx, req).await.map(Some),
         ApiKey::AddRaftVoter => add_raft_voter::handle(ctx, req).await.map(Some),
         ApiKey::RemoveRaftVoter => remove_raft_voter::handle(ctx, req).await.map(Some),
+        ApiKey::UpdateRaftVoter => update_raft_voter::handle(ctx, req).await.map(Some),
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(ctx, req).await.map(Some),
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(ctx, req).await.map(Some),
         ApiKey::EndTxn => end_txn::handle(ctx, req).await.map(Some),
