@@ -1184,3 +1184,40 @@ def test_replication_refused_by_the_authorizer_is_an_error_on_both_sides_and_at_
     c.brokers[follower].start()
     c.wait_for(lambda: refusal[2] in c.brokers[follower].log_path.read_text() or
                re.search(refusal[2], c.brokers[follower].log_path.read_text()), 30, "the start-up check")
+
+
+def test_a_voter_cut_off_and_back_does_not_depose_the_controller(make_cluster):
+    """Pre-vote and leader stickiness (KRaft's KIP-996): a voter cut off from the others
+    cannot win a pre-vote, so it does not stand for election and its term stays; when it
+    returns, the active controller and the quorum epoch are the ones from before (without
+    pre-vote, each cut raised the epoch, 1 -> 12 -> 18 -> 27, and each heal left the
+    cluster without a controller for seconds). Metadata changes commit right after each
+    heal."""
+    import pytest
+    from conftest import Netns, netns_available
+    from test_dynamic_quorum import quorum_tool
+    if not netns_available():
+        pytest.skip("network namespaces need root and iproute2")
+    net = Netns(3)
+    c = make_cluster(3, network=net).start()
+
+    def leader_and_epoch(via):
+        out = quorum_tool("--bootstrap-server", via.bootstrap, "describe", "--status").stdout
+        return (int(re.search(r"LeaderId:\s+(\d+)", out).group(1)),
+                int(re.search(r"LeaderEpoch:\s+(\d+)", out).group(1)))
+
+    before = leader_and_epoch(c.brokers[1])
+    cut = next(n for n in c.brokers if n != before[0])
+    watcher = c.brokers[before[0]]
+    c.brokers[cut].expected_log += [r"cannot|unreachable|timed out|did not answer|fell behind"]
+    for round in range(3):
+        net.cut(cut)
+        time.sleep(5)  # several election timeouts (1-2 s)
+        assert leader_and_epoch(watcher) == before, f"round {round}: the quorum moved while {cut} was away"
+        net.heal(cut)
+        time.sleep(3)
+        assert leader_and_epoch(watcher) == before, f"round {round}: node {cut}'s return deposed the leader"
+        started = time.time()
+        create(watcher.bootstrap, f"after-heal-{round}", partitions=1, rf=3)
+        assert time.time() - started < 5
+    c.wait_for(lambda: leader_and_epoch(c.brokers[cut]) == before, 20, "the returned voter to follow the leader")

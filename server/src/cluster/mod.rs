@@ -20,6 +20,7 @@
 
 pub mod controller;
 pub mod network;
+mod pre_vote;
 mod quorum_join;
 pub mod raft_store;
 
@@ -155,6 +156,10 @@ struct Voter {
     controller: Arc<Controller>,
 }
 
+/// openraft's minimum election timeout; also how long a voter sticks to a leader it
+/// heard from (pre-vote).
+const ELECTION_TIMEOUT_MIN_MS: u64 = 1000;
+
 /// How long a broker-only node's metadata fetch waits for a change.
 const METADATA_FETCH_WAIT: Duration = Duration::from_millis(1000);
 
@@ -240,7 +245,7 @@ impl Cluster {
         let raft_config = openraft::Config {
             cluster_name: config.cluster_id.clone(),
             heartbeat_interval: 150,
-            election_timeout_min: 1000,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
@@ -284,6 +289,18 @@ impl Cluster {
             raft.clone(),
             Arc::clone(&store),
         ));
+        // Elections wait for a won pre-vote (see pre_vote).
+        raft.runtime_config().elect(false);
+        let pre_vote = pre_vote::PreVote::new(
+            Arc::clone(&store),
+            Duration::from_millis(ELECTION_TIMEOUT_MIN_MS),
+        );
+        runtime.spawn(pre_vote::watch(
+            raft.clone(),
+            config.node_id as u64,
+            Arc::clone(&pre_vote),
+            security.clone(),
+        ));
         if let Some(addr) = config.controller_listener {
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind(addr))
@@ -295,6 +312,7 @@ impl Cluster {
                 Arc::clone(&directory_id),
                 Arc::clone(&kafka_clients),
                 security.clone(),
+                pre_vote,
             ));
         }
         let members: BTreeMap<u64, QuorumNode> = voters
@@ -756,7 +774,12 @@ impl Cluster {
         let c = Arc::clone(self);
         let job = self.runtime.spawn(async move {
             let (index, answer) = c.submit_inner(req, SUBMIT_TIMEOUT).await?;
-            c.wait_reconciled(index, SUBMIT_TIMEOUT).await?;
+            // Committed is done: a change is never reported failed because this broker's
+            // shards are still applying it (a topic of many partitions being created);
+            // clients retry what they find not ready, as they do with Kafka.
+            if let Err(e) = c.wait_reconciled(index, SUBMIT_TIMEOUT).await {
+                tracing::info!(index, reason = %e.message, "answering a committed metadata change before this broker applied it");
+            }
             Ok((index, answer))
         });
         job.await.unwrap_or_else(|e| {

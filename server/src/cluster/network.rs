@@ -81,6 +81,10 @@ pub enum Rpc {
     /// Who answers at this address: how a node of a dynamic quorum (KIP-853) finds the
     /// controllers behind `controller.quorum.bootstrap.servers`.
     Probe,
+    /// Would this voter vote for a candidate with this last log entry (pre-vote)?
+    PreVote {
+        last_log_id: Option<openraft::LogId<NodeId>>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,6 +99,7 @@ pub enum RpcReply {
         quorum: super::QuorumView,
     },
     Probe(ProbeReply),
+    PreVote(bool),
 }
 
 /// A controller's answer to [`Rpc::Probe`].
@@ -317,6 +322,7 @@ pub async fn serve(
     directory_id: Arc<str>,
     kafka_clients: Arc<std::sync::OnceLock<KafkaClients>>,
     security: Security,
+    pre_vote: Arc<super::pre_vote::PreVote>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -332,6 +338,7 @@ pub async fn serve(
         let directory_id = Arc::clone(&directory_id);
         let kafka_clients = Arc::clone(&kafka_clients);
         let acceptor = security.as_ref().and_then(|t| t.acceptor.clone());
+        let pre_vote = Arc::clone(&pre_vote);
         tokio::spawn(async move {
             let mut stream: Box<dyn Stream> = match acceptor {
                 None => match accept_plaintext(stream, peer, &kafka_clients).await {
@@ -372,7 +379,15 @@ pub async fn serve(
                     }
                 };
                 let reply = match rpc {
-                    Rpc::Append(r) => RpcReply::Append(raft.append_entries(r).await),
+                    Rpc::Append(r) => {
+                        let reply = raft.append_entries(r).await;
+                        // Accepted as from this node's leader (not refused for its term).
+                        if matches!(&reply, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_)))
+                        {
+                            pre_vote.leader_contact();
+                        }
+                        RpcReply::Append(reply)
+                    }
                     Rpc::Vote(r) => RpcReply::Vote(raft.vote(r).await),
                     Rpc::Snapshot(r) => RpcReply::Snapshot(raft.install_snapshot(r).await),
                     Rpc::Controller(r) => RpcReply::Controller(controller.handle_local(r).await),
@@ -384,6 +399,11 @@ pub async fn serve(
                         }
                     }
                     Rpc::Probe => RpcReply::Probe(probe(&raft, &controller, &directory_id)),
+                    Rpc::PreVote { last_log_id } => RpcReply::PreVote(pre_vote.grant(
+                        &raft,
+                        controller.node_id() as NodeId,
+                        last_log_id,
+                    )),
                 };
                 if let Err(e) = write_frame(&mut stream, &reply).await {
                     tracing::debug!(%peer, error = %e, "controller reply failed");

@@ -175,6 +175,17 @@ impl MetaStore {
     }
 
     /// The last log index this node knows is committed (replayed at startup).
+    /// The id of the last entry in the log (or of the last one purged into a snapshot).
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        let inner = self.lock();
+        inner
+            .log
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(inner.last_purged)
+    }
+
     pub fn committed_index(&self) -> u64 {
         self.lock().committed.map_or(0, |l| l.index)
     }
@@ -292,16 +303,10 @@ impl RaftStorage<TypeConfig> for Arc<MetaStore> {
     }
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let inner = self.lock();
-        let last = inner
-            .log
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(inner.last_purged);
+        let last_log_id = self.last_log_id();
         Ok(LogState {
-            last_purged_log_id: inner.last_purged,
-            last_log_id: last,
+            last_purged_log_id: self.lock().last_purged,
+            last_log_id,
         })
     }
 
