@@ -135,6 +135,14 @@ class Broker:
         return bad
 
 
+def close_clients():
+    """Destroys the Kafka clients the test left open before its brokers stop: a
+    librdkafka producer or consumer nobody closed would otherwise retry the stopped
+    brokers for the rest of the session, filling the output with connection errors."""
+    import gc
+    gc.collect()
+
+
 @pytest.fixture
 def make_broker(tmp_path):
     brokers = []
@@ -147,6 +155,7 @@ def make_broker(tmp_path):
         return b
 
     yield make
+    close_clients()
     for b in brokers:
         b.stop()
     for b in brokers:
@@ -417,6 +426,7 @@ def make_cluster(tmp_path):
         return c
 
     yield make
+    close_clients()
     for c in clusters:
         c.stop()
         if c.network:

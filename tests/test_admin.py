@@ -167,3 +167,34 @@ def test_retention_and_compaction_run_in_the_broker(make_broker):
         latest[g[2]] = g[3]
     assert len(got) < 150, "compaction removed superseded records"
     assert latest == {f"k{k}".encode(): str(max(i for i in range(300) if i % 5 == k)).encode() * 200 for k in range(5)}
+
+
+def test_topics_of_many_partitions_are_created_in_one_request_with_bounded_threads(broker):
+    """One CreateTopics of a 2000-partition topic and one of 100 topics of 4 partitions:
+    each answered without error (the shards open the new logs in parallel batches), every
+    partition has a leader and takes records, and the broker's threads stay bounded (its
+    blocking pools are capped; they once grew to hundreds of idle threads)."""
+    import re
+    import time
+    from pathlib import Path
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    started = time.time()
+    admin.create_topics([NewTopic("wide", 2000, 1)], operation_timeout=60)["wide"].result(90)
+    many = [NewTopic(f"many-{i}", 4, 1) for i in range(100)]
+    for f in admin.create_topics(many, operation_timeout=60).values():
+        f.result(90)
+    elapsed = time.time() - started
+    md = admin.list_topics(timeout=30).topics
+    assert len(md["wide"].partitions) == 2000 and all(p.leader == 1 or p.leader >= 0
+                                                       for p in md["wide"].partitions.values())
+    assert all(len(md[f"many-{i}"].partitions) == 4 for i in range(100))
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for part in (0, 999, 1999):
+        p.produce("wide", b"x", partition=part)
+    p.produce("many-99", b"y", partition=3)
+    assert p.flush(30) == 0
+    threads = int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{broker.proc.pid}/status").read_text(),
+                            re.M).group(1))
+    assert threads < 100, threads
+    print(f"created 2400 partitions in {elapsed:.1f} s; {threads} threads")

@@ -9,10 +9,13 @@
 2. failover time: kill -9 of a partition leader to the first acks=all produce
    acknowledged again, with Kafka's default session timeout and a tuned one;
 3. catch-up: a follower down while 1 GB (default) goes to its partition, then restarted;
-   time until it is back in the ISR.
+   time until it is back in the ISR;
+4. topics: one CreateTopics of 1000 partitions with RF=3 on three brokers, from the
+   request until every partition has a leader in Metadata; beside Kafka's three nodes in
+   the same rounds with --peer.
 
     benches/cluster/measure.py [--records 500000] [--rounds 2] [--lag-mb 1024] [--json F]
-        [--property num.replica.fetchers=4] [--skip throughput|failover|catchup] [--peer]
+        [--property num.replica.fetchers=4] [--skip throughput|failover|catchup|topics] [--peer]
 
 RINGMQ_BENCH_DIR puts the data directories elsewhere (e.g. /dev/shm to take the disk out).
 
@@ -229,6 +232,27 @@ def throughput(records, rounds, props=(), peer=False):
     return rows
 
 
+def topic_creation(rounds, peer=False):
+    """Seconds from one CreateTopics of 1000 partitions (RF=3) to every partition led."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "benches" / "peer" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    rows = []
+    for rnd in range(rounds):
+        makers = [("ringmq", lambda: LocalCluster(3))] + ([("kafka", lambda: KafkaCluster(3))] if peer else [])
+        for name, make in (makers if rnd % 2 == 0 else makers[::-1]):
+            cluster = make()
+            try:
+                broker = compare.Broker(name, cluster.bootstrap, None)
+                secs = compare.create_and_wait(broker, [[(f"wide-{rnd}", 1000)]], replication_factor=3)
+            finally:
+                cluster.stop()
+            rows.append({"round": rnd, "broker": name, "seconds": secs})
+            print(f"round {rnd}: {name}: 1000 partitions RF=3 on 3 brokers in {secs:.2f} s", flush=True)
+    return rows
+
+
 def leader_of(bootstrap, topic, partition):
     from confluent_kafka.admin import AdminClient
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic=topic, timeout=10)
@@ -352,6 +376,8 @@ def main():
         ]
     if "catchup" not in a.skip:
         result["catch_up"] = catch_up(a.lag_mb)
+    if "topics" not in a.skip:
+        result["topics"] = topic_creation(a.rounds, a.peer)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))
 

@@ -18,6 +18,11 @@ idempotent producer, then as a transactional one committing every 10 ms and ever
 (--transaction-duration-ms), on 3 partitions with acks=all; then kafka-consumer-perf-test
 reading the transactional topic read_uncommitted and read_committed.
 
+--topics measures topic creation instead: one CreateTopics of one topic with 1000
+partitions, one CreateTopics of 100 topics of 4 partitions, and 10 CreateTopics of one
+4-partition topic sent at once; each timed from the request until every partition has a
+leader in Metadata (AdminClient, librdkafka).
+
 --pin puts each broker on core 0 (ringmqd with one shard; Kafka's JVM with taskset) and
 the generators on the other cores, so neither broker competes with its load for a core.
 """
@@ -158,6 +163,7 @@ def main():
     ap.add_argument("--skip-bench-tool", action="store_true", help="only Kafka's perf tools")
     ap.add_argument("--pin", action="store_true", help="brokers on core 0, generators on the others")
     ap.add_argument("--transactions", action="store_true", help="the transaction scenarios only")
+    ap.add_argument("--topics", action="store_true", help="the topic-creation scenarios only")
     args = ap.parse_args()
     if args.pin:
         cores = os.cpu_count() or 2
@@ -172,6 +178,9 @@ def main():
     try:
         if args.transactions:
             transactions(cp, brokers, args, rows)
+            return
+        if args.topics:
+            topic_creation(brokers, args, rows)
             return
         scenarios = [("perf-test produce", 1, "1"), ("perf-test produce", 16, "1"),
                      ("perf-test produce", 1, "all"), ("perf-test produce", 16, "all")]
@@ -240,10 +249,48 @@ def transactions(cp, brokers, args, rows):
                              "round": r, **res, "cpu_s_per_gb": cpu / gb, "rss_mb": rss})
 
 
+def create_and_wait(broker, batches, replication_factor=1):
+    """Sends each batch of (name, partitions) as one CreateTopics, all at once, and waits
+    until every partition of every topic has a leader; returns the seconds taken."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "socket.timeout.ms": 120000})
+    started = time.time()
+    futures = [admin.create_topics([NewTopic(n, p, replication_factor) for n, p in batch], request_timeout=120,
+                                   operation_timeout=120) for batch in batches]
+    for f in futures:
+        for fut in f.values():
+            fut.result(180)
+    wanted = {n: p for batch in batches for n, p in batch}
+    while time.time() - started < 180:
+        md = admin.list_topics(timeout=30).topics
+        if all(n in md and len(md[n].partitions) == p and all(x.leader >= 0 for x in md[n].partitions.values())
+               for n, p in wanted.items()):
+            return time.time() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"{broker.name}: topics not ready in 180 s")
+
+
+def topic_creation(brokers, args, rows):
+    scenarios = [
+        ("1 topic x 1000 partitions, one request", lambda tag: [[(f"big-{tag}", 1000)]]),
+        ("100 topics x 4 partitions, one request", lambda tag: [[(f"many-{tag}-{i}", 4) for i in range(100)]]),
+        ("10 requests of 1 topic x 4 partitions at once", lambda tag: [[(f"con-{tag}-{i}", 4)] for i in range(10)]),
+    ]
+    for r in range(args.rounds):
+        order = brokers if r % 2 == 0 else brokers[::-1]
+        for name, batches in scenarios:
+            for b in order:
+                c0 = cpu_seconds(b.pid)
+                secs = create_and_wait(b, batches(f"r{r}"))
+                rows.append({"scenario": f"create {name}", "broker": b.name, "round": r, "seconds": secs,
+                             "cpu_s": cpu_seconds(b.pid) - c0, "rss_mb": rss_mb(b.pid)})
+                print(f"{name}: {b.name} {secs:.2f} s", flush=True)
+
+
 def table(rows):
     scen = list(dict.fromkeys(r["scenario"] for r in rows))
     cols = ["msgs_s", "mb_s", "p50_ms", "p99_ms", "p999_ms", "e2e_p50_ms", "e2e_p99_ms", "e2e_p999_ms",
-            "cpu_s_per_gb", "rss_mb"]
+            "cpu_s_per_gb", "seconds", "cpu_s", "rss_mb"]
     print("| scenario | metric | ringmq | kafka | ratio |\n|---|---|---|---|---|")
     for s in scen:
         for c in cols:
@@ -254,7 +301,7 @@ def table(rows):
                     vals[b] = statistics.median(xs)
             if len(vals) == 2:
                 ratio = vals["ringmq"] / vals["kafka"] if vals["kafka"] else float("inf")
-                print(f"| {s} | {c} | {vals['ringmq']:.1f} | {vals['kafka']:.1f} | {ratio:.2f}x |")
+                print(f"| {s} | {c} | {vals['ringmq']:.2f} | {vals['kafka']:.2f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

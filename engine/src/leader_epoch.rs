@@ -104,12 +104,34 @@ impl LeaderEpochFileCache {
     }
 
     pub fn persist(&self) -> Result<(), CheckpointError> {
-        let lines: Vec<String> = self
-            .entries
-            .iter()
-            .map(|e| format!("{} {}", e.epoch, e.start_offset))
-            .collect();
-        checkpoint::write(&self.path, &lines)
+        self.checkpoint().write()
+    }
+
+    /// The checkpoint file as the cache stands, to be written elsewhere (off a thread
+    /// that must not wait for the disk).
+    pub fn checkpoint(&self) -> EpochCheckpoint {
+        EpochCheckpoint {
+            path: self.path.clone(),
+            lines: self
+                .entries
+                .iter()
+                .map(|e| format!("{} {}", e.epoch, e.start_offset))
+                .collect(),
+        }
+    }
+}
+
+/// A leader-epoch checkpoint's contents, taken from the cache, not yet written.
+#[derive(Debug)]
+pub struct EpochCheckpoint {
+    path: PathBuf,
+    lines: Vec<String>,
+}
+
+impl EpochCheckpoint {
+    /// Writes the file durably (temporary file, sync, rename, directory sync).
+    pub fn write(&self) -> Result<(), CheckpointError> {
+        checkpoint::write(&self.path, &self.lines)
     }
 }
 

@@ -104,7 +104,17 @@ pub(crate) fn load(dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Unifi
         let upto = job.run().map_err(op_to_open)?;
         log.flush_done(upto);
     }
-    log.write_checkpoints().map_err(op_to_open)?;
+    // A log created just now holds nothing its checkpoints would say beyond what a
+    // missing checkpoint means (start 0, high watermark 0, no epochs): they are written
+    // when there is something to record. Creating a topic of many partitions then costs
+    // a directory and a segment file each, not three more files and six syncs.
+    let fresh = bases.is_empty()
+        && log_start_ckpt.is_none()
+        && hw_ckpt.is_none()
+        && log.leader_epochs().latest_epoch().is_none();
+    if !fresh {
+        log.write_checkpoints().map_err(op_to_open)?;
+    }
     Ok(log)
 }
 

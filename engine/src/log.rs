@@ -262,6 +262,19 @@ impl UnifiedLog {
         Ok(())
     }
 
+    /// [`Self::assign_leader_epoch`] in memory only: returns the checkpoint to write if
+    /// the cache changed. The caller writes it before the epoch's records can be flushed
+    /// (a new leader: before it accepts them).
+    pub fn assign_leader_epoch_deferred(
+        &mut self,
+        epoch: i32,
+        start_offset: Offset,
+    ) -> Option<crate::leader_epoch::EpochCheckpoint> {
+        self.leader_epochs
+            .assign(epoch, start_offset)
+            .then(|| self.leader_epochs.checkpoint())
+    }
+
     pub fn leader_epochs(&self) -> &LeaderEpochFileCache {
         &self.leader_epochs
     }

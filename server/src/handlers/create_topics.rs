@@ -24,7 +24,6 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
     let v = req.version();
     let body: CreateTopicsRequest = protocol::decode_body(req.body.clone(), v)?;
     let cfg = &ctx.broker.config;
-    let mut results = Vec::new();
     // A name given twice is answered once, INVALID_REQUEST, and not created (Kafka's
     // controller does the same; the request's other topics go on).
     let mut seen = std::collections::HashSet::new();
@@ -34,7 +33,9 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
             duplicates.push(t.name.clone());
         }
     }
-    for t in body.topics.iter().filter(|t| !duplicates.contains(&t.name)) {
+    // The topics go to the controller together: their commits follow one another and
+    // every shard opens their partitions in the same reconciliations.
+    let create_one = async |t: &CreatableTopic| -> CreatableTopicResult {
         let name = t.name.0.as_str().to_owned();
         let mut configs = BTreeMap::new();
         for c in &t.configs {
@@ -112,8 +113,15 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Result<Response, CloseC
                 }
             }
         }
-        results.push(result);
-    }
+        result
+    };
+    let mut results = futures_util::future::join_all(
+        body.topics
+            .iter()
+            .filter(|t| !duplicates.contains(&t.name))
+            .map(create_one),
+    )
+    .await;
     results.extend(duplicates.into_iter().map(|name| {
         CreatableTopicResult::default()
             .with_name(name)

@@ -30,6 +30,8 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
     }
     let shards = ctx.broker.shard_count();
     let mut wanted: HashSet<(Arc<str>, i32)> = HashSet::new();
+    // This shard's replicas in the image's order, with their topic id and state.
+    let mut held = Vec::new();
     for t in image.topics.values() {
         for (p, state) in t.partitions.iter().enumerate() {
             let p = p as i32;
@@ -46,16 +48,45 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
                     tracing::warn!(topic = %t.name, partition = p, error = %e, "removing the old topic's partition failed");
                 }
             }
-            match ctx.open_partition(&t.name, p).await {
-                Ok(part) => become_replica(&part, ctx, state),
-                // A newer image (being published) no longer has the topic: its reconcile
-                // comes next.
-                Err(e) if ctx.broker.image().topic(&t.name).map(|n| n.id) != Some(t.id) => {
-                    tracing::debug!(topic = %t.name, partition = p, error = %e, "topic gone meanwhile")
-                }
-                Err(e) => {
-                    tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open partition")
-                }
+            held.push(((name, p), t.id, state));
+        }
+    }
+    let keys: Vec<(Arc<str>, i32)> = held.iter().map(|(k, ..)| k.clone()).collect();
+    let opened = ctx.open_partitions(&keys).await;
+    // New leaders' epochs are written before they lead, all at once off the shard (one
+    // file sync each would otherwise stall the shard a thousand times for a topic of a
+    // thousand partitions); become_replica then finds them written.
+    let mut epoch_writes = Vec::new();
+    for (((name, p), _, state), result) in held.iter().zip(&opened) {
+        if let Ok(part) = result
+            && state.leader == me
+            && part.replica.borrow().leader_epoch != state.leader_epoch
+        {
+            let mut log = part.log.log_mut();
+            let leo = log.log_end_offset();
+            if let Some(w) = log.assign_leader_epoch_deferred(state.leader_epoch, leo) {
+                epoch_writes.push((Arc::clone(name), *p, w));
+            }
+        }
+    }
+    let written = crate::runtime::shard::blocking_batches(epoch_writes, |(name, p, w)| {
+        w.write()
+            .map_err(|e| format!("{name}-{p}: persisting leader epochs failed: {e}"))
+    })
+    .await;
+    for e in written.into_iter().filter_map(Result::err) {
+        tracing::warn!(error = %e, "persisting leader epochs failed");
+    }
+    for (((name, p), id, state), result) in held.into_iter().zip(opened) {
+        match result {
+            Ok(part) => become_replica(&part, ctx, state),
+            // A newer image (being published) no longer has the topic: its reconcile
+            // comes next.
+            Err(e) if ctx.broker.image().topic(&name).map(|n| n.id) != Some(id) => {
+                tracing::debug!(topic = %name, partition = p, error = %e, "topic gone meanwhile")
+            }
+            Err(e) => {
+                tracing::error!(topic = %name, partition = p, error = %e, "cannot open partition")
             }
         }
     }
