@@ -771,13 +771,23 @@ impl Cluster {
         self: &Arc<Self>,
         req: ControllerRequest,
     ) -> Result<(u64, Answer), SubmitError> {
+        self.submit_waiting(req, SUBMIT_TIMEOUT).await
+    }
+
+    /// [`Self::submit`], waiting at most `apply_wait` for this broker's shards once the
+    /// change is committed. Committed is done: a change is never reported failed because
+    /// the shards are still applying it (a topic of many partitions being created);
+    /// clients retry what they find not ready, as they do with Kafka, whose controller
+    /// answers at the commit.
+    pub async fn submit_waiting(
+        self: &Arc<Self>,
+        req: ControllerRequest,
+        apply_wait: Duration,
+    ) -> Result<(u64, Answer), SubmitError> {
         let c = Arc::clone(self);
         let job = self.runtime.spawn(async move {
             let (index, answer) = c.submit_inner(req, SUBMIT_TIMEOUT).await?;
-            // Committed is done: a change is never reported failed because this broker's
-            // shards are still applying it (a topic of many partitions being created);
-            // clients retry what they find not ready, as they do with Kafka.
-            if let Err(e) = c.wait_reconciled(index, SUBMIT_TIMEOUT).await {
+            if let Err(e) = c.wait_reconciled(index, apply_wait).await {
                 tracing::info!(index, reason = %e.message, "answering a committed metadata change before this broker applied it");
             }
             Ok((index, answer))

@@ -79,6 +79,9 @@ pub fn live_brokers(ctx: &ShardCtx) -> i16 {
 
 /// Validates and creates a topic (with `validate_only`, stops after validation).
 /// `assignment` gives explicit replicas per partition.
+/// How long CreateTopics waits, after the commit, for this broker to open the new logs.
+const CREATE_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn create(
     ctx: &Rc<ShardCtx>,
     t: NewTopic,
@@ -105,7 +108,13 @@ pub async fn create(
         validate_only,
         internal: false,
     };
-    let (_, answer) = ctx.broker.cluster.submit(req).await?;
+    // Answered at most CREATE_APPLY_WAIT after the commit: a small topic is open here by
+    // then; a topic of thousands of partitions goes on opening while clients retry.
+    let (_, answer) = ctx
+        .broker
+        .cluster
+        .submit_waiting(req, CREATE_APPLY_WAIT)
+        .await?;
     let Answer::Topic(meta) = answer else {
         return Err(err(
             ResponseError::UnknownServerError,

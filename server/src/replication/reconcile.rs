@@ -51,6 +51,30 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
             held.push(((name, p), t.id, state));
         }
     }
+    // The replicas this broker leads first: producers can use them while the followers'
+    // logs are still being opened.
+    let (leading, following): (Vec<_>, Vec<_>) =
+        held.into_iter().partition(|(_, _, st)| st.leader == me);
+    take_roles(ctx, me, leading).await;
+    take_roles(ctx, me, following).await;
+    for part in ctx.partitions() {
+        if !wanted.contains(&(Arc::clone(&part.topic), part.index)) {
+            tracing::info!(topic = %part.topic, partition = part.index, "removing a replica this broker no longer holds");
+            if let Err(e) = ctx.delete_partition(&part.topic, part.index) {
+                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "deleting partition files failed");
+            }
+        }
+    }
+    *done = image.offset;
+    ctx.broker.cluster().mark_reconciled(ctx.id, image.offset);
+}
+
+/// A replica of this shard, keyed by topic and partition, with its topic id and state.
+type Held<'a> = ((Arc<str>, i32), uuid::Uuid, &'a PartitionState);
+
+/// Opens the logs of `held` this shard does not have yet, writes the epochs of those it
+/// now leads, and gives each its role.
+async fn take_roles(ctx: &Rc<ShardCtx>, me: i32, held: Vec<Held<'_>>) {
     let keys: Vec<(Arc<str>, i32)> = held.iter().map(|(k, ..)| k.clone()).collect();
     let opened = ctx.open_partitions(&keys).await;
     // New leaders' epochs are written before they lead, all at once off the shard (one
@@ -90,16 +114,6 @@ pub async fn reconcile(ctx: &Rc<ShardCtx>) {
             }
         }
     }
-    for part in ctx.partitions() {
-        if !wanted.contains(&(Arc::clone(&part.topic), part.index)) {
-            tracing::info!(topic = %part.topic, partition = part.index, "removing a replica this broker no longer holds");
-            if let Err(e) = ctx.delete_partition(&part.topic, part.index) {
-                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "deleting partition files failed");
-            }
-        }
-    }
-    *done = image.offset;
-    ctx.broker.cluster().mark_reconciled(ctx.id, image.offset);
 }
 
 /// Takes the role the metadata gives this broker for the partition. A new leader
