@@ -6,7 +6,9 @@
 use clap::{Args, Subcommand, ValueEnum};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
-use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+use kafka_protocol::messages::{
+    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeAclsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -249,16 +251,7 @@ pub async fn run(bootstrap: &str, cmd: AclCommand) -> anyhow::Result<()> {
                 .with_pattern_type_filter(1)
                 .with_operation(1)
                 .with_permission_type(1);
-            let mut wire = crate::bench::Wire::connect(crate::first(bootstrap))?;
-            let resp = wire.call(1, &req)?;
-            anyhow::ensure!(
-                resp.error_code == 0,
-                "{} (error {})",
-                resp.error_message
-                    .as_deref()
-                    .unwrap_or("listing ACLs failed"),
-                resp.error_code
-            );
+            let resp = describe(bootstrap, &req)?;
             println!(
                 "{:<8} {:<24} {:<9} {:<20} {:<8} {:<16} PERMISSION",
                 "TYPE", "NAME", "PATTERN", "PRINCIPAL", "HOST", "OPERATION"
@@ -300,8 +293,16 @@ fn reads_any_topic(bootstrap: &str, who: &str) -> anyhow::Result<bool> {
         .with_host_filter(None)
         .with_operation(3)
         .with_permission_type(3);
+    Ok(describe(bootstrap, &req)?
+        .resources
+        .iter()
+        .any(|r| !r.acls.is_empty()))
+}
+
+/// DescribeAcls, its error as the command's.
+fn describe(bootstrap: &str, req: &DescribeAclsRequest) -> anyhow::Result<DescribeAclsResponse> {
     let mut wire = crate::bench::Wire::connect(crate::first(bootstrap))?;
-    let resp = wire.call(1, &req)?;
+    let resp: DescribeAclsResponse = wire.call(1, req)?;
     anyhow::ensure!(
         resp.error_code == 0,
         "{} (error {})",
@@ -310,7 +311,7 @@ fn reads_any_topic(bootstrap: &str, who: &str) -> anyhow::Result<bool> {
             .unwrap_or("listing ACLs failed"),
         resp.error_code
     );
-    Ok(resp.resources.iter().any(|r| !r.acls.is_empty()))
+    Ok(resp)
 }
 
 /// `ringmq topic grant TOPIC --user U --access publish|subscribe|both [--revoke]`.

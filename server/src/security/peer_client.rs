@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
@@ -296,9 +296,7 @@ const WRITE_CHUNK: usize = 256 * 1024;
 pub struct TlsClientStream {
     sock: TcpStream,
     conn: ClientConnection,
-    plain: BytesMut,
-    buf: Vec<u8>,
-    closed: bool,
+    inbox: tls::Inbox,
 }
 
 impl TlsClientStream {
@@ -313,58 +311,25 @@ impl TlsClientStream {
         })?;
         let mut conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let mut plain = BytesMut::new();
-        let mut buf = Vec::with_capacity(64 * 1024);
-        loop {
-            let out = tls::pending(&mut conn)?;
-            if !out.is_empty() {
-                let BufResult(res, _) = sock.write_all(out).await;
-                res?;
-            }
-            if !conn.is_handshaking() {
-                break;
-            }
-            buf.clear();
-            let BufResult(res, b) = sock.read(buf).await;
-            buf = b;
-            if res? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            if let Err(e) = tls::feed(&mut conn, &buf, &mut plain) {
-                // Send the alert rustls queued (the peer learns why), then give up.
-                if let Ok(out) = tls::pending(&mut conn) {
-                    let _ = sock.write_all(out).await;
-                }
-                return Err(e);
-            }
-        }
+        tls::shake(&mut conn, &mut sock, &mut plain).await?;
         conn.set_buffer_limit(None);
         Ok(TlsClientStream {
             sock,
             conn,
-            plain,
-            buf,
-            closed: false,
+            inbox: tls::Inbox::new(plain),
         })
     }
 
     /// Reads exactly `n` decrypted bytes.
     pub async fn read_exact(&mut self, n: usize) -> std::io::Result<Bytes> {
-        loop {
-            if self.plain.len() >= n {
-                return Ok(self.plain.split_to(n).freeze());
-            }
-            if self.closed {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.clear();
-            let buf = std::mem::take(&mut self.buf);
-            let BufResult(res, buf) = self.sock.read(buf).await;
-            self.buf = buf;
-            if res? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.closed = tls::feed(&mut self.conn, &self.buf, &mut self.plain)?;
-        }
+        let conn = &mut self.conn;
+        self.inbox
+            .read_exact(
+                &mut self.sock,
+                |data, plain| tls::feed(conn, data, plain),
+                n,
+            )
+            .await
     }
 
     /// Encrypts and sends `data`.

@@ -704,21 +704,23 @@ pub(super) fn pending<D>(conn: &mut rustls::ConnectionCommon<D>) -> std::io::Res
     Ok(out)
 }
 
-/// Runs the server handshake on `sock`. Returns the connection and the principal its
-/// client certificate maps to (ANONYMOUS without one).
-pub async fn handshake(
-    server: &TlsServer,
+/// Runs a TLS handshake (either side) on `sock` to its end; what the peer sent right
+/// behind it, decrypted, goes to `early`. On a failure the alert rustls queued is sent
+/// (the peer learns why) before giving up.
+pub(super) async fn shake<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
     sock: &mut TcpStream,
-) -> std::io::Result<(Handshaken, String)> {
-    let conn = ServerConnection::new(server.config()).map_err(std::io::Error::other)?;
-    let conn = RefCell::new(conn);
+    early: &mut BytesMut,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(READ_CHUNK);
-    // Requests the client sends right behind its Finished message.
-    let mut early = BytesMut::new();
     loop {
-        flush(&conn, sock).await?;
-        if !conn.borrow().is_handshaking() {
-            break;
+        let out = pending(conn)?;
+        if !out.is_empty() {
+            let BufResult(res, _) = sock.write_all(out).await;
+            res?;
+        }
+        if !conn.is_handshaking() {
+            return Ok(());
         }
         buf.clear();
         let BufResult(res, b) = sock.read(buf).await;
@@ -726,14 +728,25 @@ pub async fn handshake(
         if res? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let fed = feed(&mut conn.borrow_mut(), &buf, &mut early);
-        if let Err(e) = fed {
-            // Tell the client why (the alert rustls queued), then give up.
-            let _ = flush(&conn, sock).await;
+        if let Err(e) = feed(conn, &buf, early) {
+            if let Ok(out) = pending(conn) {
+                let _ = sock.write_all(out).await;
+            }
             return Err(e);
         }
     }
-    let mut conn = conn.into_inner();
+}
+
+/// Runs the server handshake on `sock`. Returns the connection and the principal its
+/// client certificate maps to (ANONYMOUS without one).
+pub async fn handshake(
+    server: &TlsServer,
+    sock: &mut TcpStream,
+) -> std::io::Result<(Handshaken, String)> {
+    let mut conn = ServerConnection::new(server.config()).map_err(std::io::Error::other)?;
+    // Requests the client sends right behind its Finished message.
+    let mut early = BytesMut::new();
+    shake(&mut conn, sock, &mut early).await?;
     conn.set_buffer_limit(None);
     let principal = match conn
         .peer_certificates()
@@ -776,14 +789,56 @@ impl Handshaken {
     }
 }
 
+/// Decrypted bytes waiting to be read from a TLS connection, and the buffer socket bytes
+/// come in through (the server's reader and the peer client share it).
+pub(super) struct Inbox {
+    plain: BytesMut,
+    buf: Vec<u8>,
+    /// The peer sent close_notify.
+    closed: bool,
+}
+
+impl Inbox {
+    pub(super) fn new(early: BytesMut) -> Self {
+        Inbox {
+            plain: early,
+            buf: Vec::with_capacity(READ_CHUNK),
+            closed: false,
+        }
+    }
+
+    /// Reads exactly `n` decrypted bytes from `sock`, handing each read to TLS through
+    /// `decrypt` ([`feed`] on the connection); `UnexpectedEof` once the peer is gone.
+    pub(super) async fn read_exact(
+        &mut self,
+        sock: &mut TcpStream,
+        mut decrypt: impl FnMut(&[u8], &mut BytesMut) -> std::io::Result<bool>,
+        n: usize,
+    ) -> std::io::Result<Bytes> {
+        loop {
+            if self.plain.len() >= n {
+                return Ok(self.plain.split_to(n).freeze());
+            }
+            if self.closed {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.clear();
+            let buf = std::mem::take(&mut self.buf);
+            let BufResult(res, buf) = sock.read(buf).await;
+            self.buf = buf;
+            if res? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.closed = decrypt(&self.buf, &mut self.plain)?;
+        }
+    }
+}
+
 /// The read side of a TLS connection: decrypted bytes, frame by frame.
 pub struct TlsReader {
     sock: TcpStream,
     conn: Rc<RefCell<ServerConnection>>,
-    /// The client sent close_notify.
-    closed: bool,
-    plain: BytesMut,
-    buf: Vec<u8>,
+    inbox: Inbox,
 }
 
 /// The write side of a TLS connection.
@@ -798,9 +853,7 @@ pub fn split(sock: TcpStream, shaken: Handshaken) -> (TlsReader, TlsWriter) {
     let reader = TlsReader {
         sock: sock.clone(),
         conn: Rc::clone(&conn),
-        closed: false,
-        plain: shaken.early,
-        buf: Vec::with_capacity(READ_CHUNK),
+        inbox: Inbox::new(shaken.early),
     };
     (reader, TlsWriter { sock, conn })
 }
@@ -808,22 +861,14 @@ pub fn split(sock: TcpStream, shaken: Handshaken) -> (TlsReader, TlsWriter) {
 impl TlsReader {
     /// Reads exactly `n` decrypted bytes; `UnexpectedEof` when the client is gone.
     pub async fn read_exact(&mut self, n: usize) -> std::io::Result<Bytes> {
-        loop {
-            if self.plain.len() >= n {
-                return Ok(self.plain.split_to(n).freeze());
-            }
-            if self.closed {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.clear();
-            let buf = std::mem::take(&mut self.buf);
-            let BufResult(res, buf) = self.sock.read(buf).await;
-            self.buf = buf;
-            if res? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.closed = feed(&mut self.conn.borrow_mut(), &self.buf, &mut self.plain)?;
-        }
+        let conn = &self.conn;
+        self.inbox
+            .read_exact(
+                &mut self.sock,
+                |data, plain| feed(&mut conn.borrow_mut(), data, plain),
+                n,
+            )
+            .await
     }
 }
 
