@@ -349,8 +349,14 @@ pub async fn serve(
                     let shake = tokio::time::timeout(FIRST_BYTES_TIMEOUT, acceptor.accept(stream));
                     match shake.await {
                         Ok(Ok(s)) => Box::new(s),
-                        Ok(Err(e)) => {
+                        // A refused certificate or protocol: the operator's business.
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                             tracing::warn!(%peer, error = %e, "TLS handshake failed on the controller listener");
+                            return;
+                        }
+                        // A peer gone mid-handshake (killed, restarted).
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "controller connection lost in its TLS handshake");
                             return;
                         }
                         Err(_) => return,
