@@ -177,7 +177,8 @@ impl ShardCtx {
         wanted: &[(Arc<str>, i32)],
     ) -> Vec<Result<Rc<Partition>, String>> {
         let image = self.broker.image();
-        let roots = self.broker.config.log_dirs();
+        let mut placement =
+            crate::storage::log_dirs::Placement::new(&self.broker.config.log_dirs());
         let mut results: Vec<Option<Result<Rc<Partition>, String>>> = Vec::new();
         // (index in `wanted`, directory, config, topic id) of the logs to open.
         let mut jobs = Vec::new();
@@ -198,7 +199,7 @@ impl ShardCtx {
                     continue;
                 }
             };
-            let mut dir = crate::storage::log_dirs::place(&roots, topic, *index);
+            let mut dir = placement.place(topic, *index);
             if crate::storage::stray_replicas::of_another_topic(&dir, meta.id) {
                 // The directory of a topic deleted and created again while this broker
                 // was away: never the new topic's log.
@@ -207,7 +208,7 @@ impl ShardCtx {
                     results[i] = Some(Err(e));
                     continue;
                 }
-                dir = crate::storage::log_dirs::place(&roots, topic, *index);
+                dir = placement.place(topic, *index);
             }
             jobs.push((i, dir, config, meta.id));
         }

@@ -75,19 +75,43 @@ fn partition_count(root: &Path) -> usize {
     })
 }
 
-/// The directory of `topic`-`index` on this broker: where it already is, else in the
-/// log directory with the fewest partitions.
-pub fn place(roots: &[PathBuf], topic: &str, index: i32) -> PathBuf {
-    let name = format!("{topic}-{index}");
-    if let Some(existing) = roots.iter().map(|r| r.join(&name)).find(|d| d.is_dir()) {
-        return existing;
+/// Where new replicas go: each log directory's partition count, read once and kept up to
+/// date as replicas are placed (a topic of many partitions is spread over the
+/// directories, not put wholly in the emptiest one).
+pub struct Placement {
+    roots: Vec<(PathBuf, usize)>,
+}
+
+impl Placement {
+    pub fn new(roots: &[PathBuf]) -> Self {
+        Placement {
+            roots: roots
+                .iter()
+                .map(|r| (r.clone(), partition_count(r)))
+                .collect(),
+        }
     }
-    let root = roots
-        .iter()
-        .min_by_key(|r| partition_count(r))
-        .cloned()
-        .unwrap_or_default();
-    root.join(name)
+
+    /// The directory of `topic`-`index` on this broker: where it already is, else in the
+    /// log directory with the fewest partitions.
+    pub fn place(&mut self, topic: &str, index: i32) -> PathBuf {
+        let name = format!("{topic}-{index}");
+        if let Some(existing) = self
+            .roots
+            .iter()
+            .map(|(r, _)| r.join(&name))
+            .find(|d| d.is_dir())
+        {
+            return existing;
+        }
+        match self.roots.iter_mut().min_by_key(|(_, n)| *n) {
+            Some((root, n)) => {
+                *n += 1;
+                root.join(name)
+            }
+            None => PathBuf::from(name),
+        }
+    }
 }
 
 /// Bytes under `dir` (a future replica's size so far).
