@@ -322,11 +322,19 @@ mod tests {
         fs::create_dir_all(a.join("__cluster_metadata")).unwrap();
         fs::create_dir_all(&b).unwrap();
         let roots = vec![a.clone(), b.clone()];
-        assert_eq!(place(&roots, "t", 1), b.join("t-1"));
-        assert_eq!(place(&roots, "t", 0), a.join("t-0"));
+        let place = |topic: &str, index: i32| Placement::new(&roots).place(topic, index);
+        assert_eq!(place("t", 1), b.join("t-1"));
+        assert_eq!(place("t", 0), a.join("t-0"));
         fs::create_dir_all(b.join("t-1")).unwrap();
         fs::create_dir_all(b.join("u-0.1-delete")).unwrap();
-        assert_eq!(place(&roots, "t", 2), a.join("t-2"), "ties go to the first");
+        assert_eq!(place("t", 2), a.join("t-2"), "ties go to the first");
+        // One change's replicas spread as they are placed, before any directory exists.
+        let mut change = Placement::new(&roots);
+        let placed: Vec<PathBuf> = (0..4).map(|i| change.place("w", i)).collect();
+        assert_eq!(
+            placed,
+            [a.join("w-0"), b.join("w-1"), a.join("w-2"), b.join("w-3")]
+        );
     }
 
     #[test]
