@@ -198,7 +198,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<Running> {
         std::time::Duration::from_millis(broker.config.ssl_reload_check_ms),
     )
     .context("starting the TLS file watch")?;
-    if let Some(why) = broker.config.authorizer.unsafe_open() {
+    if let Some(why) = broker.config.authorizer.opens_the_cluster() {
         tracing::warn!("{why}");
     }
     if !broker.config.ignored_kafka_keys.is_empty() {

@@ -225,14 +225,7 @@ impl Peer {
             self.conn = Some(match &self.security {
                 None => Box::new(s),
                 Some(tls) => {
-                    let host = self
-                        .addr
-                        .rsplit_once(':')
-                        .map_or(self.addr.as_str(), |(h, _)| h)
-                        .trim_start_matches('[')
-                        .trim_end_matches(']');
-                    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                    let name = crate::security::peer_client::server_name(&self.addr)?;
                     Box::new(tls.connector.connect(name, s).await?)
                 }
             });

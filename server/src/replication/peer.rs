@@ -104,12 +104,7 @@ async fn secure(
     let link = match &security.tls {
         None => Link::Plain(stream),
         Some(config) => {
-            let host = address
-                .rsplit_once(':')
-                .map_or(address, |(h, _)| h)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let tls = TlsClientStream::connect(Arc::clone(config), host, stream);
+            let tls = TlsClientStream::connect(Arc::clone(config), address, stream);
             let tls = compio::time::timeout(LOGIN_TIMEOUT, tls)
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))?

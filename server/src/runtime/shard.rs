@@ -212,7 +212,7 @@ impl ShardCtx {
             }
             jobs.push((i, dir, config, meta.id));
         }
-        let indexes: Vec<usize> = jobs.iter().map(|(i, ..)| *i).collect();
+        let keys: Vec<(usize, uuid::Uuid)> = jobs.iter().map(|(i, _, _, id)| (*i, *id)).collect();
         let opened = blocking_batches(jobs, |(_, dir, config, topic_id)| {
             let log = UnifiedLog::open(dir.clone(), config, now_ms()).map_err(|e| e.to_string())?;
             crate::storage::stray_replicas::record_topic_id(&dir, topic_id)
@@ -220,14 +220,9 @@ impl ShardCtx {
             Ok::<_, String>(log)
         })
         .await;
-        for (i, log) in indexes.into_iter().zip(opened) {
+        for ((i, topic_id), log) in keys.into_iter().zip(opened) {
             let (topic, index) = &wanted[i];
-            results[i] = Some(log.and_then(|log| {
-                let meta = image
-                    .topic(topic)
-                    .ok_or_else(|| format!("unknown topic {topic}"))?;
-                Ok(self.adopt_log(topic, meta.id, *index, log))
-            }));
+            results[i] = Some(log.map(|log| self.adopt_log(topic, topic_id, *index, log)));
         }
         results
             .into_iter()

@@ -225,7 +225,7 @@ impl Authorizer {
     /// Why this configuration is unsafe, if it is: `allow.everyone.if.no.acl.found`
     /// also opens the cluster resource (creating ACLs, changing any user's password) to
     /// every principal, ANONYMOUS included.
-    pub fn unsafe_open(&self) -> Option<&'static str> {
+    pub fn opens_the_cluster(&self) -> Option<&'static str> {
         (self.enabled && self.allow_if_no_acl).then_some(
             "allow.everyone.if.no.acl.found=true opens every resource without ACLs to every principal, ANONYMOUS included: the cluster too, so anyone may create ACLs and change any user's password. For the open-topic model use ringmq.open.resources=topic,group (ungranted topics and groups open to authenticated users; the cluster, users and ACLs for super users) and set allow.everyone.if.no.acl.found=false",
         )
@@ -374,12 +374,12 @@ mod tests {
             resource::CLUSTER,
             CLUSTER_NAME
         ));
-        assert!(safe.unsafe_open().is_none());
+        assert!(safe.opens_the_cluster().is_none());
         let open = Authorizer {
             allow_if_no_acl: true,
             ..a.clone()
         };
-        assert!(open.unsafe_open().is_some());
+        assert!(open.opens_the_cluster().is_some());
         assert!(open.authorize(
             &acls,
             "User:bob",

@@ -288,6 +288,17 @@ impl ScramClient {
     }
 }
 
+/// The name a peer at `address` (host:port, `[v6]:port`) is verified as over TLS.
+pub fn server_name(address: &str) -> std::io::Result<ServerName<'static>> {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}")))
+}
+
 /// Plaintext bytes encrypted per socket write.
 const WRITE_CHUNK: usize = 256 * 1024;
 
@@ -300,15 +311,13 @@ pub struct TlsClientStream {
 }
 
 impl TlsClientStream {
-    /// Runs the client handshake with the peer at `host`.
+    /// Runs the client handshake with the peer at `address` (host:port).
     pub async fn connect(
         config: Arc<rustls::ClientConfig>,
-        host: &str,
+        address: &str,
         mut sock: TcpStream,
     ) -> std::io::Result<TlsClientStream> {
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
-        })?;
+        let name = server_name(address)?;
         let mut conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let mut plain = BytesMut::new();
         tls::shake(&mut conn, &mut sock, &mut plain).await?;
